@@ -1,0 +1,749 @@
+//! A cgroup v2 directory as an open file descriptor, and the core files inside it.
+//!
+//! Locates the cgroup2 mount from `/proc/self/mountinfo` (hybrid hosts mount it at
+//! `/sys/fs/cgroup/unified`, pure v2 hosts at `/sys/fs/cgroup`), opens cgroups beneath it without
+//! following symlinks or `..`, and reads and writes `cgroup.procs`, `cgroup.events`,
+//! `cgroup.kill`, `cgroup.freeze` and xattrs. No policy lives here, and nothing here writes
+//! `cgroup.subtree_control`: gracekill needs no controllers.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{self, Mode, OFlags, ResolveFlags};
+use rustix::io::Errno;
+
+use crate::error::{Error, Result};
+
+/// `CGROUP2_SUPER_MAGIC` from `statfs(2)`.
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// The xattr namespace prefix for everything gracekill stores on a cgroup.
+pub const XATTR_PREFIX: &str = "user.gracekill.";
+
+/// The mounted cgroup2 hierarchy.
+#[derive(Debug)]
+pub struct Mount {
+    mountpoint: PathBuf,
+    ns_root: String,
+    fd: OwnedFd,
+}
+
+impl Mount {
+    /// Finds the cgroup2 mount in `/proc/self/mountinfo` and opens its root.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when no cgroup2 filesystem is mounted; an OS error when it cannot
+    /// be opened.
+    pub fn discover() -> Result<Mount> {
+        let path = Path::new("/proc/self/mountinfo");
+        let text =
+            std::fs::read_to_string(path).map_err(|e| Error::os("read", path, errno_of(&e)))?;
+        let (mountpoint, ns_root) = parse_mountinfo(&text).ok_or_else(|| {
+            Error::Unsupported(
+                "no cgroup2 filesystem is mounted (see /proc/self/mountinfo); gracekill needs \
+                 cgroup v2 (hint: mount -t cgroup2 none /sys/fs/cgroup, or boot with \
+                 systemd.unified_cgroup_hierarchy=1)"
+                    .into(),
+            )
+        })?;
+        Mount::open(mountpoint, ns_root)
+    }
+
+    /// Opens a cgroup2 mount at a known mount point. `ns_root` is the mount's root inside the
+    /// caller's cgroup namespace (the fourth field of mountinfo; `/` almost always).
+    ///
+    /// # Errors
+    /// An OS error, or [`Error::Unsupported`] if `mountpoint` is not a cgroup2 filesystem.
+    pub fn open(mountpoint: PathBuf, ns_root: String) -> Result<Mount> {
+        let fd = fs::open(
+            &mountpoint,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::os("open", &mountpoint, e))?;
+        let st = fs::fstatfs(&fd).map_err(|e| Error::os("statfs", &mountpoint, e))?;
+        #[allow(clippy::unnecessary_cast)]
+        if st.f_type as i64 != CGROUP2_SUPER_MAGIC {
+            return Err(Error::Unsupported(format!(
+                "'{}' is not a cgroup2 filesystem",
+                mountpoint.display()
+            )));
+        }
+        Ok(Mount {
+            mountpoint,
+            ns_root,
+            fd,
+        })
+    }
+
+    /// Where the hierarchy is mounted, e.g. `/sys/fs/cgroup`.
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    /// The mount's root as the caller's cgroup namespace names it (`/` almost always).
+    pub fn ns_root(&self) -> &str {
+        &self.ns_root
+    }
+
+    /// Translates a path from `/proc/<pid>/cgroup` into one relative to this mount, or `None`
+    /// when it lies outside what the mount shows.
+    pub fn rel_from_ns_path(&self, ns_path: &str) -> Option<String> {
+        let root = self.ns_root.trim_end_matches('/');
+        if root.is_empty() {
+            return Some(ns_path.to_string());
+        }
+        match ns_path.strip_prefix(root) {
+            Some("") => Some("/".into()),
+            Some(rest) if rest.starts_with('/') => Some(rest.to_string()),
+            _ => None,
+        }
+    }
+
+    /// Opens the cgroup at `rel` (a normalized path relative to the mount, `/a/b`; `/` is the
+    /// root). Never follows symlinks, never leaves the mount.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] if it does not exist, [`Error::Input`] if it is not a directory.
+    pub fn open_cgroup(&self, rel: &str) -> Result<Cgroup> {
+        let rel = normalize(rel)?;
+        let path = self.abs(&rel);
+        let fd = if rel == "/" {
+            fs::openat(
+                &self.fd,
+                ".",
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+        } else {
+            fs::openat2(
+                &self.fd,
+                &rel[1..],
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
+            )
+        };
+        let fd = fd.map_err(|e| match e {
+            Errno::NOENT => Error::NotFound(format!("cgroup '{}' does not exist", path.display())),
+            Errno::NOTDIR => Error::Input(format!("'{}' is not a cgroup", path.display())),
+            Errno::LOOP | Errno::XDEV => Error::Input(format!(
+                "'{}' leaves the cgroup2 mount (symlinks are not followed)",
+                path.display()
+            )),
+            e => Error::os("open", &path, e),
+        })?;
+        Cgroup::from_fd(
+            fd,
+            rel,
+            path,
+            self.ns_root.trim_end_matches('/').to_string(),
+        )
+    }
+
+    /// Creates the cgroup at `rel` and any missing parents (like `mkdir -p`); returns it and
+    /// whether the last component was newly created.
+    ///
+    /// # Errors
+    /// An OS error naming the directory, e.g. permission denied outside a delegated subtree.
+    pub fn create_cgroup(&self, rel: &str) -> Result<(Cgroup, bool)> {
+        let rel = normalize(rel)?;
+        let mut cur = String::new();
+        let mut created = false;
+        for comp in rel.split('/').filter(|c| !c.is_empty()) {
+            cur.push('/');
+            cur.push_str(comp);
+            let parent = self.open_cgroup(parent_of(&cur))?;
+            created = match fs::mkdirat(&parent.fd, comp, Mode::from_raw_mode(0o755)) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
+                Err(e) => return Err(Error::os("create cgroup", &self.abs(&cur), e)),
+            };
+        }
+        Ok((self.open_cgroup(&rel)?, created))
+    }
+
+    fn abs(&self, rel: &str) -> PathBuf {
+        if rel == "/" {
+            self.mountpoint.clone()
+        } else {
+            self.mountpoint.join(&rel[1..])
+        }
+    }
+}
+
+/// Finds the first cgroup2 mount in mountinfo text: (mount point, root within the namespace).
+pub fn parse_mountinfo(text: &str) -> Option<(PathBuf, String)> {
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let sep = fields.iter().position(|f| *f == "-")?;
+        if fields.get(sep + 1) == Some(&"cgroup2") && fields.len() > 4 {
+            return Some((
+                PathBuf::from(unescape_mountinfo(fields[4])),
+                unescape_mountinfo(fields[3]),
+            ));
+        }
+    }
+    None
+}
+
+/// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Normalizes a mount-relative cgroup path: `/a//b/` -> `/a/b`. Refuses `.` and `..`
+/// components, NUL bytes and anything that is not valid as a path.
+///
+/// # Errors
+/// [`Error::Input`] naming the path.
+pub fn normalize(rel: &str) -> Result<String> {
+    if rel.contains('\0') {
+        return Err(Error::Input(format!(
+            "invalid cgroup path '{}': contains a NUL byte",
+            rel.escape_debug()
+        )));
+    }
+    let mut out = String::new();
+    for comp in rel.split('/').filter(|c| !c.is_empty()) {
+        if comp == "." || comp == ".." {
+            return Err(Error::Input(format!(
+                "invalid cgroup path '{}': '.' and '..' are not allowed",
+                rel.escape_debug()
+            )));
+        }
+        out.push('/');
+        out.push_str(comp);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// `/a/b` -> `/a`; `/a` -> `/`.
+pub fn parent_of(rel: &str) -> &str {
+    match rel.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &rel[..i],
+    }
+}
+
+/// Is `inner` equal to `outer` or below it? Both normalized.
+pub fn is_within(inner: &str, outer: &str) -> bool {
+    outer == "/"
+        || inner == outer
+        || (inner.starts_with(outer) && inner.as_bytes().get(outer.len()) == Some(&b'/'))
+}
+
+/// The state in `cgroup.events`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Events {
+    /// Some process lives in this cgroup or below.
+    pub populated: bool,
+    /// The cgroup is (effectively) frozen.
+    pub frozen: bool,
+}
+
+impl Events {
+    /// Parses `populated 1\nfrozen 0\n`.
+    pub fn parse(text: &str) -> Events {
+        let mut ev = Events::default();
+        for line in text.lines() {
+            match line.split_once(' ') {
+                Some(("populated", v)) => ev.populated = v.trim() == "1",
+                Some(("frozen", v)) => ev.frozen = v.trim() == "1",
+                _ => {}
+            }
+        }
+        ev
+    }
+}
+
+/// An open non-root or root cgroup directory.
+#[derive(Debug)]
+pub struct Cgroup {
+    fd: OwnedFd,
+    rel: String,
+    path: PathBuf,
+    ns_root: String,
+    ns_path: String,
+    id: u64,
+}
+
+impl Cgroup {
+    fn from_fd(fd: OwnedFd, rel: String, path: PathBuf, ns_root: String) -> Result<Cgroup> {
+        let st = fs::fstat(&fd).map_err(|e| Error::os("stat", &path, e))?;
+        let ns_path = if rel == "/" {
+            if ns_root.is_empty() {
+                "/".into()
+            } else {
+                ns_root.clone()
+            }
+        } else {
+            format!("{ns_root}{rel}")
+        };
+        Ok(Cgroup {
+            fd,
+            rel,
+            path,
+            ns_root,
+            ns_path,
+            id: st.st_ino,
+        })
+    }
+
+    /// The path relative to the mount, `/jobs/web` (`/` for the root).
+    pub fn rel(&self) -> &str {
+        &self.rel
+    }
+
+    /// The absolute filesystem path, `/sys/fs/cgroup/jobs/web`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path as `/proc/<pid>/cgroup` names it in the caller's cgroup namespace.
+    pub fn ns_path(&self) -> &str {
+        &self.ns_path
+    }
+
+    /// The cgroup id: the directory's inode number, as `PIDFD_GET_INFO` reports it.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Is this the root of the hierarchy?
+    pub fn is_root(&self) -> bool {
+        self.rel == "/"
+    }
+
+    /// The directory fd.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Reads a whole file of this cgroup.
+    ///
+    /// # Errors
+    /// An OS error naming the file.
+    pub fn read_file(&self, name: &str) -> Result<String> {
+        let fd = fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::os("open", &self.file(name), e))?;
+        read_all(&fd).map_err(|e| Error::os("read", &self.file(name), e))
+    }
+
+    /// Writes `data` to a file of this cgroup in one `write(2)`.
+    ///
+    /// # Errors
+    /// An OS error naming the value and the file.
+    pub fn write_file(&self, name: &str, data: &str) -> Result<()> {
+        let op = || format!("write '{}' to", data.trim_end());
+        let fd = fs::openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::os(op(), &self.file(name), e))?;
+        rustix::io::write(&fd, data.as_bytes())
+            .map_err(|e| Error::os(op(), &self.file(name), e))?;
+        Ok(())
+    }
+
+    /// The pids in `cgroup.procs` (this cgroup only, not its children). A cgroup removed under
+    /// us has no processes.
+    ///
+    /// # Errors
+    /// An OS error other than "gone".
+    pub fn procs(&self) -> Result<Vec<i32>> {
+        match self.read_file("cgroup.procs") {
+            Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+            Err(e) if is_gone(&e) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Reads `cgroup.events` once. A removed cgroup reads as empty.
+    ///
+    /// # Errors
+    /// An OS error other than "gone"; on the root cgroup, which has no `cgroup.events`.
+    pub fn events(&self) -> Result<Events> {
+        match self.read_file("cgroup.events") {
+            Ok(text) => Ok(Events::parse(&text)),
+            Err(e) if is_gone(&e) => Ok(Events::default()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens `cgroup.events` for event-driven waiting (see [`crate::watch`]).
+    ///
+    /// # Errors
+    /// An OS error naming the file.
+    pub fn open_events(&self) -> Result<EventsFile> {
+        let path = self.file("cgroup.events");
+        let fd = fs::openat(
+            &self.fd,
+            "cgroup.events",
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::os("open", &path, e))?;
+        Ok(EventsFile { fd, path })
+    }
+
+    /// Is `cgroup.freeze` set on this cgroup itself?
+    ///
+    /// # Errors
+    /// An OS error other than "gone".
+    pub fn freeze_requested(&self) -> Result<bool> {
+        match self.read_file("cgroup.freeze") {
+            Ok(t) => Ok(t.trim() == "1"),
+            Err(e) if is_gone(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `cgroup.freeze` (kernel 5.2).
+    ///
+    /// # Errors
+    /// An OS error naming the file; `Unsupported` when the file is missing.
+    pub fn set_frozen(&self, frozen: bool) -> Result<()> {
+        self.write_file("cgroup.freeze", if frozen { "1" } else { "0" })
+    }
+
+    /// Writes `1` to `cgroup.kill` (kernel 5.14): SIGKILL to the whole subtree, fork-proof.
+    ///
+    /// # Errors
+    /// The OS error; `ENOENT` (no such file: older kernel) and `EOPNOTSUPP` (threaded cgroup) are
+    /// the caller's cue to take the fallback.
+    pub fn kill(&self) -> Result<()> {
+        self.write_file("cgroup.kill", "1")
+    }
+
+    /// The child cgroups (one level).
+    ///
+    /// # Errors
+    /// An OS error naming the directory.
+    pub fn children(&self) -> Result<Vec<Cgroup>> {
+        let mut out = Vec::new();
+        let dir = match fs::Dir::read_from(&self.fd) {
+            Ok(d) => d,
+            Err(Errno::NOENT | Errno::NODEV) => return Ok(out),
+            Err(e) => return Err(Error::os("list", &self.path, e)),
+        };
+        for entry in dir {
+            let entry = entry.map_err(|e| Error::os("list", &self.path, e))?;
+            if entry.file_type() != fs::FileType::Directory {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "." || name == ".." {
+                continue;
+            }
+            match fs::openat(
+                &self.fd,
+                name.as_str(),
+                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::empty(),
+            ) {
+                Ok(fd) => {
+                    let rel = if self.rel == "/" {
+                        format!("/{name}")
+                    } else {
+                        format!("{}/{name}", self.rel)
+                    };
+                    out.push(Cgroup::from_fd(
+                        fd,
+                        rel,
+                        self.path.join(&name),
+                        self.ns_root.clone(),
+                    )?);
+                }
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(Error::os("open", &self.path.join(&name), e)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// This cgroup and every cgroup below it, parents before children.
+    ///
+    /// # Errors
+    /// An OS error naming the directory.
+    pub fn subtree(&self) -> Result<Vec<Cgroup>> {
+        let mut out = vec![self.try_clone()?];
+        let mut i = 0;
+        while i < out.len() {
+            let kids = out[i].children()?;
+            out.extend(kids);
+            i += 1;
+        }
+        Ok(out)
+    }
+
+    /// A second handle on the same directory.
+    ///
+    /// # Errors
+    /// `dup` failing (out of file descriptors).
+    pub fn try_clone(&self) -> Result<Cgroup> {
+        let fd = self
+            .fd
+            .try_clone()
+            .map_err(|e| Error::os("dup", &self.path, errno_of(&e)))?;
+        Ok(Cgroup {
+            fd,
+            rel: self.rel.clone(),
+            path: self.path.clone(),
+            ns_root: self.ns_root.clone(),
+            ns_path: self.ns_path.clone(),
+            id: self.id,
+        })
+    }
+
+    /// Creates a child cgroup `name` (one component).
+    ///
+    /// # Errors
+    /// `EEXIST` as [`Error::Busy`]; other OS errors naming the path.
+    pub fn create_child(&self, name: &str) -> Result<Cgroup> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(Error::Input(format!(
+                "invalid cgroup name '{}'",
+                name.escape_debug()
+            )));
+        }
+        let path = self.path.join(name);
+        match fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) => {}
+            Err(Errno::EXIST) => {
+                return Err(Error::Busy(format!(
+                    "cgroup '{}' already exists",
+                    path.display()
+                )));
+            }
+            Err(e) => return Err(Error::os("create cgroup", &path, e)),
+        }
+        let fd = fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::os("open", &path, e))?;
+        let rel = if self.rel == "/" {
+            format!("/{name}")
+        } else {
+            format!("{}/{name}", self.rel)
+        };
+        Cgroup::from_fd(fd, rel, path, self.ns_root.clone())
+    }
+
+    /// Removes this cgroup and every empty cgroup below it (children first).
+    ///
+    /// # Errors
+    /// `EBUSY` (still populated) and other OS errors, naming the directory. Already gone is fine.
+    pub fn remove_tree(&self) -> Result<()> {
+        for child in self.children()? {
+            child.remove_tree()?;
+        }
+        match fs::rmdir(&self.path) {
+            Ok(()) | Err(Errno::NOENT | Errno::NODEV) => Ok(()),
+            Err(e) => Err(Error::os("remove cgroup", &self.path, e)),
+        }
+    }
+
+    /// Reads the xattr `user.gracekill.<key>`; `None` if it is not set.
+    ///
+    /// # Errors
+    /// An OS error naming the directory; a value longer than 4 KiB or not UTF-8 is
+    /// [`Error::Input`].
+    pub fn get_xattr(&self, key: &str) -> Result<Option<String>> {
+        let name = format!("{XATTR_PREFIX}{key}");
+        let mut buf = vec![0u8; 4096];
+        match fs::fgetxattr(&self.fd, name.as_str(), &mut buf[..]) {
+            Ok(n) => {
+                buf.truncate(n);
+                String::from_utf8(buf).map(Some).map_err(|_| {
+                    Error::Input(format!(
+                        "xattr {name} on '{}' is not UTF-8",
+                        self.path.display()
+                    ))
+                })
+            }
+            Err(Errno::NODATA) => Ok(None),
+            Err(Errno::RANGE) => Err(Error::Input(format!(
+                "xattr {name} on '{}' is longer than 4 KiB",
+                self.path.display()
+            ))),
+            Err(e) => Err(Error::os(format!("read xattr {name} of"), &self.path, e)),
+        }
+    }
+
+    /// Sets the xattr `user.gracekill.<key>`.
+    ///
+    /// # Errors
+    /// An OS error naming the directory.
+    pub fn set_xattr(&self, key: &str, value: &str) -> Result<()> {
+        let name = format!("{XATTR_PREFIX}{key}");
+        fs::fsetxattr(
+            &self.fd,
+            name.as_str(),
+            value.as_bytes(),
+            fs::XattrFlags::empty(),
+        )
+        .map_err(|e| Error::os(format!("set xattr {name} on"), &self.path, e))
+    }
+}
+
+/// `cgroup.events`, kept open: each [`EventsFile::read`] re-reads from offset 0, which re-arms
+/// the kernfs notification (`POLLPRI`).
+#[derive(Debug)]
+pub struct EventsFile {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl EventsFile {
+    /// Reads the current state. A cgroup removed while we watch it reads as empty (systemd
+    /// removes a scope's directory as soon as it empties).
+    ///
+    /// # Errors
+    /// Any other OS error, naming the file.
+    pub fn read(&self) -> Result<Events> {
+        let mut buf = [0u8; 128];
+        match rustix::io::pread(&self.fd, &mut buf, 0) {
+            Ok(n) => Ok(Events::parse(&String::from_utf8_lossy(&buf[..n]))),
+            Err(Errno::NOENT | Errno::NODEV) => Ok(Events::default()),
+            Err(e) => Err(Error::os("read", &self.path, e)),
+        }
+    }
+
+    /// The file descriptor, to register with epoll for `EPOLLPRI`.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Did this error mean "the cgroup is gone"?
+pub fn is_gone(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Os {
+            errno: Errno::NOENT | Errno::NODEV,
+            ..
+        }
+    )
+}
+
+fn read_all(fd: &OwnedFd) -> std::result::Result<String, Errno> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match rustix::io::read(fd, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+pub(crate) fn errno_of(e: &std::io::Error) -> Errno {
+    Errno::from_io_error(e).unwrap_or(Errno::IO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_in_hybrid_and_pure_mountinfo() {
+        let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
+                      37 31 0:34 / /sys/fs/cgroup/freezer rw,relatime - cgroup cgroup rw,freezer\n\
+                      41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            parse_mountinfo(hybrid),
+            Some(("/sys/fs/cgroup/unified".into(), "/".into()))
+        );
+        let pure =
+            "30 23 0:26 / /sys/fs/cgroup rw,nosuid shared:4 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            parse_mountinfo(pure),
+            Some(("/sys/fs/cgroup".into(), "/".into()))
+        );
+        let odd = "30 23 0:26 /docker/abc /mnt/my\\040cg rw - cgroup2 none rw\n";
+        assert_eq!(
+            parse_mountinfo(odd),
+            Some(("/mnt/my cg".into(), "/docker/abc".into()))
+        );
+        assert_eq!(
+            parse_mountinfo("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn normalizes_and_refuses_dot_dot() {
+        assert_eq!(normalize("a//b/").unwrap(), "/a/b");
+        assert_eq!(normalize("/").unwrap(), "/");
+        assert_eq!(normalize("").unwrap(), "/");
+        assert!(normalize("/a/../b").is_err());
+        assert!(normalize("./a").is_err());
+        assert!(normalize("a\0b").is_err());
+    }
+
+    #[test]
+    fn ancestry() {
+        assert!(is_within("/a/b", "/a"));
+        assert!(is_within("/a", "/a"));
+        assert!(is_within("/a", "/"));
+        assert!(!is_within("/ab", "/a"));
+        assert!(!is_within("/a", "/a/b"));
+        assert_eq!(parent_of("/a/b"), "/a");
+        assert_eq!(parent_of("/a"), "/");
+    }
+
+    #[test]
+    fn events_parse() {
+        assert_eq!(
+            Events::parse("populated 1\nfrozen 0\n"),
+            Events {
+                populated: true,
+                frozen: false
+            }
+        );
+        assert_eq!(
+            Events::parse("populated 0\nfrozen 1\n"),
+            Events {
+                populated: false,
+                frozen: true
+            }
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! A process handle that cannot be fooled by PID reuse.
+//!
+//! A pid read from `cgroup.procs` names whatever process holds that number *now*. [`PidFd::open_member`]
+//! opens a pidfd for it and then proves the process behind the pidfd is still a member of the
+//! cgroup it was listed in, so a pid recycled by an unrelated host process is never signalled.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use rustix::event::{PollFd, PollFlags};
+use rustix::io::Errno;
+use rustix::process::{Pid, PidfdFlags};
+
+use crate::cgroup::Cgroup;
+use crate::error::{Error, Result};
+use crate::policy::Signal;
+use crate::sys;
+
+/// How membership is proven; decided once per process (see [`membership_method`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Membership {
+    /// `ioctl(PIDFD_GET_INFO)` reports the pidfd's cgroup id (Linux 6.13): exact and atomic.
+    PidfdInfo,
+    /// Read `/proc/<pid>/cgroup`, then check the pidfd has not exited: if the process behind the
+    /// pidfd is still alive after the read, the read described it (its pid cannot have been
+    /// reused while it lives).
+    ProcFile,
+}
+
+const UNKNOWN: u8 = 0;
+const INFO: u8 = 1;
+const PROC: u8 = 2;
+static METHOD: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+/// Forces the `/proc` proof even where `PIDFD_GET_INFO` works, so tests can exercise both paths.
+pub fn force_proc_membership() {
+    METHOD.store(PROC, Ordering::Relaxed);
+}
+
+/// The membership proof in use: probed on first use, then cached.
+pub fn membership_method() -> Membership {
+    match METHOD.load(Ordering::Relaxed) {
+        INFO => Membership::PidfdInfo,
+        PROC => Membership::ProcFile,
+        _ => {
+            if std::env::var_os("GRACEKILL_FORCE_PROC_MEMBERSHIP").is_some_and(|v| v == "1") {
+                METHOD.store(PROC, Ordering::Relaxed);
+                return Membership::ProcFile;
+            }
+            let probe = rustix::process::pidfd_open(rustix::process::getpid(), PidfdFlags::empty())
+                .ok()
+                .and_then(|fd| sys::pidfd_cgroup_id(fd.as_fd()).ok().flatten());
+            let m = if probe.is_some() { INFO } else { PROC };
+            METHOD.store(m, Ordering::Relaxed);
+            tracing::debug!(
+                method = if m == INFO {
+                    "PIDFD_GET_INFO"
+                } else {
+                    "/proc/<pid>/cgroup"
+                },
+                "membership proof"
+            );
+            if m == INFO {
+                Membership::PidfdInfo
+            } else {
+                Membership::ProcFile
+            }
+        }
+    }
+}
+
+/// A pidfd (`pidfd_open(2)`, Linux 5.3) with the pid it was opened for.
+#[derive(Debug)]
+pub struct PidFd {
+    fd: OwnedFd,
+    pid: i32,
+}
+
+impl PidFd {
+    /// Opens a pidfd for `pid`. `None` if no such process exists.
+    ///
+    /// # Errors
+    /// Any error other than `ESRCH`.
+    pub fn open(pid: i32) -> Result<Option<PidFd>> {
+        let Some(p) = Pid::from_raw(pid) else {
+            return Ok(None);
+        };
+        match rustix::process::pidfd_open(p, PidfdFlags::NONBLOCK) {
+            Ok(fd) => Ok(Some(PidFd { fd, pid })),
+            Err(Errno::SRCH) => Ok(None),
+            Err(e) => Err(Error::os(
+                "pidfd_open",
+                std::path::Path::new(&format!("/proc/{pid}")),
+                e,
+            )),
+        }
+    }
+
+    /// Opens `pid` and proves it is a member of `cg` (see the module docs). `None` when the pid
+    /// is gone or now belongs to a process outside `cg`.
+    ///
+    /// # Errors
+    /// Unexpected OS errors only.
+    pub fn open_member(cg: &Cgroup, pid: i32) -> Result<Option<PidFd>> {
+        let Some(pidfd) = PidFd::open(pid)? else {
+            return Ok(None);
+        };
+        Ok(pidfd.is_member_of(cg)?.then_some(pidfd))
+    }
+
+    /// Is the process behind this pidfd alive and in `cg` (exactly that cgroup)?
+    ///
+    /// # Errors
+    /// Unexpected OS errors only.
+    pub fn is_member_of(&self, cg: &Cgroup) -> Result<bool> {
+        match membership_method() {
+            Membership::PidfdInfo => match sys::pidfd_cgroup_id(self.fd.as_fd()) {
+                Ok(Some(id)) => Ok(id == cg.id()),
+                Ok(None) | Err(Errno::SRCH) => Ok(false),
+                Err(e) => Err(Error::os(
+                    "ioctl PIDFD_GET_INFO on pidfd of",
+                    std::path::Path::new(&format!("/proc/{}", self.pid)),
+                    e,
+                )),
+            },
+            Membership::ProcFile => {
+                let path = format!("/proc/{}/cgroup", self.pid);
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(t) => t,
+                    Err(_) => return Ok(false),
+                };
+                let in_cg = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("0::"))
+                    .is_some_and(|p| p.trim_end() == cg.ns_path());
+                Ok(in_cg && !self.has_exited())
+            }
+        }
+    }
+
+    /// The pid this pidfd was opened for.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Sends `sig` (`pidfd_send_signal(2)`, Linux 5.1). Returns `false` if the process is gone.
+    ///
+    /// # Errors
+    /// `EPERM` and other unexpected errors.
+    pub fn send_signal(&self, sig: Signal) -> Result<bool> {
+        match rustix::process::pidfd_send_signal(&self.fd, sys::to_rustix_signal(sig)) {
+            Ok(()) => Ok(true),
+            Err(Errno::SRCH) => Ok(false),
+            Err(e) => Err(Error::os(
+                format!("send {sig} to"),
+                std::path::Path::new(&format!("/proc/{}", self.pid)),
+                e,
+            )),
+        }
+    }
+
+    /// Has the process exited (the pidfd is readable)? Does not block.
+    pub fn has_exited(&self) -> bool {
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+    }
+
+    /// Frees the memory of a SIGKILLed process now (`process_mrelease(2)`, Linux 5.15).
+    ///
+    /// # Errors
+    /// The errno: `EINVAL` if the process is not dying, `ENOSYS` on older kernels.
+    pub fn mrelease(&self) -> std::result::Result<(), Errno> {
+        sys::process_mrelease(self.fd.as_fd())
+    }
+}
+
+impl AsFd for PidFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}

@@ -1,0 +1,591 @@
+//! What a stop does, as pure data: the signal ladder, the final kill, and how each is spelled.
+//!
+//! No I/O here. Parsers are strict and bounded because their input comes from command lines,
+//! systemd-style properties and xattrs that a delegated (unprivileged) user can write.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// The lowest realtime signal a process may be sent (glibc and musl keep 32 and 33 for themselves).
+pub const SIGRTMIN: i32 = 34;
+/// The highest realtime signal on Linux.
+pub const SIGRTMAX: i32 = 64;
+
+/// The longest grace or timeout accepted: 30 days. Longer values are refused, never capped.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// At most this many `--then` steps; a longer ladder is almost certainly a mistake.
+pub const MAX_STEPS: usize = 16;
+
+const NAMED: &[(&str, i32)] = &[
+    ("HUP", 1),
+    ("INT", 2),
+    ("QUIT", 3),
+    ("ILL", 4),
+    ("TRAP", 5),
+    ("ABRT", 6),
+    ("BUS", 7),
+    ("FPE", 8),
+    ("KILL", 9),
+    ("USR1", 10),
+    ("SEGV", 11),
+    ("USR2", 12),
+    ("PIPE", 13),
+    ("ALRM", 14),
+    ("TERM", 15),
+    ("STKFLT", 16),
+    ("CHLD", 17),
+    ("CONT", 18),
+    ("STOP", 19),
+    ("TSTP", 20),
+    ("TTIN", 21),
+    ("TTOU", 22),
+    ("URG", 23),
+    ("XCPU", 24),
+    ("XFSZ", 25),
+    ("VTALRM", 26),
+    ("PROF", 27),
+    ("WINCH", 28),
+    ("IO", 29),
+    ("PWR", 30),
+    ("SYS", 31),
+];
+
+const ALIASES: &[(&str, i32)] = &[("IOT", 6), ("POLL", 29), ("CLD", 17)];
+
+/// A signal that may be sent to a task: 1 to 31, or a realtime signal 34 to 64.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Signal(i32);
+
+impl Signal {
+    /// SIGHUP.
+    pub const HUP: Signal = Signal(1);
+    /// SIGINT.
+    pub const INT: Signal = Signal(2);
+    /// SIGKILL.
+    pub const KILL: Signal = Signal(9);
+    /// SIGTERM.
+    pub const TERM: Signal = Signal(15);
+    /// SIGCONT.
+    pub const CONT: Signal = Signal(18);
+
+    /// A signal from its number.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for 0, 32, 33 (reserved by the C library) and anything above 64.
+    pub fn from_raw(n: i32) -> Result<Signal> {
+        if (1..=31).contains(&n) || (SIGRTMIN..=SIGRTMAX).contains(&n) {
+            Ok(Signal(n))
+        } else {
+            Err(Error::Input(format!(
+                "invalid signal number {n}: expected 1-31 or {SIGRTMIN}-{SIGRTMAX}"
+            )))
+        }
+    }
+
+    /// The signal number.
+    pub fn as_raw(self) -> i32 {
+        self.0
+    }
+}
+
+impl fmt::Display for Signal {
+    /// `SIGTERM`, `SIGRTMIN+3`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((name, _)) = NAMED.iter().find(|(_, n)| *n == self.0) {
+            write!(f, "SIG{name}")
+        } else if self.0 == SIGRTMIN {
+            f.write_str("SIGRTMIN")
+        } else {
+            write!(f, "SIGRTMIN+{}", self.0 - SIGRTMIN)
+        }
+    }
+}
+
+impl FromStr for Signal {
+    type Err = Error;
+
+    /// Accepts `TERM`, `SIGTERM`, `sigterm`, `15`, `RTMIN`, `RTMIN+3`, `SIGRTMAX-2`.
+    fn from_str(s: &str) -> Result<Signal> {
+        let bad = |why: &str| Error::Input(format!("invalid signal '{}': {why}", s.escape_debug()));
+        let t = s.trim();
+        if t.is_empty() {
+            return Err(bad("empty"));
+        }
+        if t.bytes().all(|b| b.is_ascii_digit()) {
+            let n: i32 = t.parse().map_err(|_| bad("number out of range"))?;
+            return Signal::from_raw(n).map_err(|e| bad(&e.to_string()));
+        }
+        let upper = t.to_ascii_uppercase();
+        let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+        if let Some(&(_, n)) = NAMED.iter().chain(ALIASES).find(|(k, _)| *k == name) {
+            return Ok(Signal(n));
+        }
+        let rt = |base: i32, rest: &str, sign: i32| -> Result<Signal> {
+            let off: i32 = if rest.is_empty() {
+                0
+            } else {
+                let digits = rest
+                    .strip_prefix(if sign > 0 { '+' } else { '-' })
+                    .ok_or_else(|| bad("expected RTMIN+N or RTMAX-N"))?;
+                if digits.is_empty()
+                    || digits.len() > 2
+                    || !digits.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err(bad("expected RTMIN+N or RTMAX-N"));
+                }
+                digits.parse().map_err(|_| bad("offset out of range"))?
+            };
+            let n = base + sign * off;
+            if (SIGRTMIN..=SIGRTMAX).contains(&n) {
+                Ok(Signal(n))
+            } else {
+                Err(bad("realtime signal out of range"))
+            }
+        };
+        if let Some(rest) = name.strip_prefix("RTMIN") {
+            return rt(SIGRTMIN, rest, 1);
+        }
+        if let Some(rest) = name.strip_prefix("RTMAX") {
+            return rt(SIGRTMAX, rest, -1);
+        }
+        Err(bad("unknown signal name"))
+    }
+}
+
+/// Parses a duration: humantime (`250ms`, `1m30s`, `2h`) or a bare number of seconds (`30`,
+/// as `timeout(1)` and systemd's `TimeoutStopSec=` take it). Bounded by [`MAX_DURATION`].
+///
+/// # Errors
+/// [`Error::Input`] naming the text when it is empty, malformed or too long.
+pub fn parse_duration(s: &str) -> Result<Duration> {
+    let bad = |why: String| Error::Input(format!("invalid duration '{}': {why}", s.escape_debug()));
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(bad("empty".into()));
+    }
+    if t.len() > 64 {
+        return Err(bad("too long".into()));
+    }
+    let d = if t.bytes().all(|b| b.is_ascii_digit()) {
+        let secs: u64 = t.parse().map_err(|_| bad("number out of range".into()))?;
+        Duration::from_secs(secs)
+    } else {
+        humantime::parse_duration(t).map_err(|e| bad(e.to_string().to_lowercase()))?
+    };
+    if d > MAX_DURATION {
+        return Err(bad("longer than the maximum of 30 days".into()));
+    }
+    Ok(d)
+}
+
+/// Prints a duration the way [`parse_duration`] reads it back (`1s 500ms`, `30s`).
+pub fn format_duration(d: Duration) -> String {
+    if d.is_zero() {
+        "0s".into()
+    } else {
+        humantime::format_duration(d).to_string()
+    }
+}
+
+/// One rung of the ladder: send `signal`, then wait up to `grace` for the cgroup to empty.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The signal sent to every process (or the main process, per [`KillMode`]).
+    pub signal: Signal,
+    /// How long to wait for the cgroup to empty before the next step.
+    pub grace: Duration,
+}
+
+impl FromStr for Step {
+    type Err = Error;
+
+    /// `SIG:DUR`, e.g. `TERM:5s`, `INT:500ms`, `RTMIN+2:10`.
+    fn from_str(s: &str) -> Result<Step> {
+        let Some((sig, dur)) = s.split_once(':') else {
+            return Err(Error::Input(format!(
+                "invalid step '{}': expected SIGNAL:DURATION, e.g. TERM:5s",
+                s.escape_debug()
+            )));
+        };
+        let step = Step {
+            signal: sig.parse()?,
+            grace: parse_duration(dur)?,
+        };
+        if step.signal == Signal::KILL {
+            return Err(Error::Input(format!(
+                "invalid step '{}': SIGKILL is the final kill, which always follows the last step",
+                s.escape_debug()
+            )));
+        }
+        Ok(step)
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.signal, format_duration(self.grace))
+    }
+}
+
+/// Which processes receive the stop signals (the final kill always covers the whole cgroup,
+/// except in `Process` mode). Same meaning as systemd's `KillMode=`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KillMode {
+    /// Every process in the cgroup's subtree gets each signal. The default.
+    #[default]
+    ControlGroup,
+    /// Only the main process gets the stop signals; the final kill takes the whole cgroup.
+    Mixed,
+    /// Only the main process is signalled and killed; other processes are left running.
+    /// Not recommended: it lets the task's helpers outlive it.
+    Process,
+}
+
+impl FromStr for KillMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<KillMode> {
+        match s.trim() {
+            "control-group" => Ok(KillMode::ControlGroup),
+            "mixed" => Ok(KillMode::Mixed),
+            "process" => Ok(KillMode::Process),
+            other => Err(Error::Input(format!(
+                "invalid kill mode '{}': expected control-group, mixed or process",
+                other.escape_debug()
+            ))),
+        }
+    }
+}
+
+impl fmt::Display for KillMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            KillMode::ControlGroup => "control-group",
+            KillMode::Mixed => "mixed",
+            KillMode::Process => "process",
+        })
+    }
+}
+
+/// A complete stop policy: the ladder of steps, then the final kill.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// At least one step; the first is the stop signal and its grace.
+    pub steps: Vec<Step>,
+    /// Send SIGHUP right after each step's signal (systemd's `SendSIGHUP=`).
+    pub sighup: bool,
+    /// How long to wait for the cgroup to empty after the final kill.
+    pub kill_timeout: Duration,
+    /// Who gets the stop signals.
+    pub kill_mode: KillMode,
+}
+
+impl Default for Policy {
+    /// SIGTERM, 30 s grace, 10 s kill timeout, control-group mode.
+    fn default() -> Policy {
+        Policy {
+            steps: vec![Step {
+                signal: Signal::TERM,
+                grace: Duration::from_secs(30),
+            }],
+            sighup: false,
+            kill_timeout: Duration::from_secs(10),
+            kill_mode: KillMode::ControlGroup,
+        }
+    }
+}
+
+/// The longest policy text accepted from an xattr.
+pub const MAX_POLICY_TEXT: usize = 1024;
+
+impl Policy {
+    /// Checks the invariants a stop relies on.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for an empty or overlong ladder or a SIGKILL step.
+    pub fn validate(&self) -> Result<()> {
+        if self.steps.is_empty() {
+            return Err(Error::Input("invalid policy: no stop signal".into()));
+        }
+        if self.steps.len() > MAX_STEPS {
+            return Err(Error::Input(format!(
+                "invalid policy: {} steps, at most {MAX_STEPS} are allowed",
+                self.steps.len()
+            )));
+        }
+        if self.steps.iter().any(|s| s.signal == Signal::KILL) {
+            return Err(Error::Input(
+                "invalid policy: SIGKILL cannot be a stop step; it is the final kill".into(),
+            ));
+        }
+        let total: Duration =
+            self.steps.iter().map(|s| s.grace).sum::<Duration>() + self.kill_timeout;
+        if total > MAX_DURATION || self.kill_timeout > MAX_DURATION {
+            return Err(Error::Input(
+                "invalid policy: longer than 30 days in total".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The one-line text form stored in the `user.gracekill.policy` xattr:
+    /// `v1 steps=TERM:30s,INT:5s sighup=0 kill-timeout=10s kill-mode=control-group`.
+    pub fn to_text(&self) -> String {
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| format!("{}:{}", s.signal.as_raw(), s.grace.as_millis()))
+            .collect();
+        format!(
+            "v1 steps={} sighup={} kill-timeout={} kill-mode={}",
+            steps.join(","),
+            u8::from(self.sighup),
+            self.kill_timeout.as_millis(),
+            self.kill_mode
+        )
+    }
+
+    /// Parses [`Policy::to_text`]'s format strictly: every key exactly once, nothing else.
+    ///
+    /// # Errors
+    /// [`Error::Input`] describing the first problem; the text may come from an untrusted xattr.
+    pub fn from_text(text: &str) -> Result<Policy> {
+        let bad = |why: &str| Error::Input(format!("invalid stored policy: {why}"));
+        if text.len() > MAX_POLICY_TEXT {
+            return Err(bad("longer than 1024 bytes"));
+        }
+        let mut words = text.split(' ');
+        if words.next() != Some("v1") {
+            return Err(bad("unknown version (expected 'v1')"));
+        }
+        let (mut steps, mut sighup, mut kill_timeout, mut kill_mode) = (None, None, None, None);
+        let ms = |v: &str| -> Result<Duration> {
+            if v.is_empty() || v.len() > 12 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(bad("a duration is not a number of milliseconds"));
+            }
+            let d = Duration::from_millis(v.parse().map_err(|_| bad("duration out of range"))?);
+            if d > MAX_DURATION {
+                return Err(bad("a duration exceeds 30 days"));
+            }
+            Ok(d)
+        };
+        for word in words {
+            let (key, value) = word
+                .split_once('=')
+                .ok_or_else(|| bad("expected key=value"))?;
+            let slot_taken = match key {
+                "steps" => {
+                    let mut list = Vec::new();
+                    for item in value.split(',') {
+                        if list.len() == MAX_STEPS {
+                            return Err(bad("too many steps"));
+                        }
+                        let (sig, dur) =
+                            item.split_once(':').ok_or_else(|| bad("malformed step"))?;
+                        if sig.is_empty()
+                            || sig.len() > 2
+                            || !sig.bytes().all(|b| b.is_ascii_digit())
+                        {
+                            return Err(bad("malformed step signal"));
+                        }
+                        let signal = Signal::from_raw(sig.parse().map_err(|_| bad("bad signal"))?)
+                            .map_err(|_| bad("signal out of range"))?;
+                        list.push(Step {
+                            signal,
+                            grace: ms(dur)?,
+                        });
+                    }
+                    steps.replace(list).is_some()
+                }
+                "sighup" => sighup
+                    .replace(match value {
+                        "0" => false,
+                        "1" => true,
+                        _ => return Err(bad("sighup must be 0 or 1")),
+                    })
+                    .is_some(),
+                "kill-timeout" => kill_timeout.replace(ms(value)?).is_some(),
+                "kill-mode" => kill_mode
+                    .replace(
+                        value
+                            .parse::<KillMode>()
+                            .map_err(|_| bad("unknown kill mode"))?,
+                    )
+                    .is_some(),
+                _ => return Err(bad("unknown key")),
+            };
+            if slot_taken {
+                return Err(bad("a key appears twice"));
+            }
+        }
+        let policy = Policy {
+            steps: steps.ok_or_else(|| bad("missing steps"))?,
+            sighup: sighup.ok_or_else(|| bad("missing sighup"))?,
+            kill_timeout: kill_timeout.ok_or_else(|| bad("missing kill-timeout"))?,
+            kill_mode: kill_mode.ok_or_else(|| bad("missing kill-mode"))?,
+        };
+        policy.validate().map_err(|e| bad(&e.to_string()))?;
+        Ok(policy)
+    }
+
+    /// A short human summary: `SIGTERM 30s, then SIGINT 5s, then SIGKILL (kill timeout 10s)`.
+    pub fn summary(&self) -> String {
+        let mut parts: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| format!("{} {}", s.signal, format_duration(s.grace)))
+            .collect();
+        parts.push(format!(
+            "SIGKILL (timeout {})",
+            format_duration(self.kill_timeout)
+        ));
+        let mut s = parts.join(", then ");
+        if self.sighup {
+            s.push_str(", +SIGHUP");
+        }
+        if self.kill_mode != KillMode::ControlGroup {
+            s.push_str(&format!(", kill-mode={}", self.kill_mode));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_number_and_realtime() {
+        for (text, n) in [
+            ("TERM", 15),
+            ("SIGTERM", 15),
+            ("sigint", 2),
+            (" 9 ", 9),
+            ("RTMIN", 34),
+            ("RTMIN+3", 37),
+            ("SIGRTMAX-2", 62),
+            ("rtmax", 64),
+            ("IOT", 6),
+        ] {
+            assert_eq!(text.parse::<Signal>().unwrap().as_raw(), n, "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_signals_are_named_in_the_error() {
+        for text in [
+            "",
+            "0",
+            "32",
+            "65",
+            "TERMX",
+            "RTMIN+31",
+            "RTMAX-31",
+            "RTMIN+",
+            "RTMIN3",
+            "99999999999",
+            "ＴＥＲＭ",
+            "-15",
+        ] {
+            let err = text.parse::<Signal>().unwrap_err().to_string();
+            assert!(err.starts_with("invalid signal"), "{text}: {err}");
+            assert_eq!(err.lines().count(), 1);
+        }
+    }
+
+    #[test]
+    fn signal_display_round_trips() {
+        for n in (1..=31).chain(34..=64) {
+            let s = Signal::from_raw(n).unwrap();
+            assert_eq!(s.to_string().parse::<Signal>().unwrap(), s);
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in [
+            "",
+            "abc",
+            "-1s",
+            "1y1y1y1y1y1y1y1y1y1y1y1y1y1y1y1y1y1y1y1y1y1y1y1y1y1y1y",
+            "31days",
+            "99999999999999999999",
+            "5 parsecs",
+        ] {
+            let err = parse_duration(bad).unwrap_err().to_string();
+            assert!(err.starts_with("invalid duration"), "{bad}: {err}");
+        }
+        assert_eq!(
+            parse_duration(&format_duration(Duration::from_millis(1500))).unwrap(),
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn steps() {
+        let s: Step = "INT:1s".parse().unwrap();
+        assert_eq!((s.signal, s.grace), (Signal::INT, Duration::from_secs(1)));
+        assert_eq!("RTMIN+1:500ms".parse::<Step>().unwrap().signal.as_raw(), 35);
+        for bad in ["TERM", "TERM:", ":1s", "KILL:1s", "TERM:1s:2s", "NOPE:1s"] {
+            assert!(bad.parse::<Step>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn policy_text_round_trips() {
+        let p = Policy {
+            steps: vec![
+                Step {
+                    signal: Signal::INT,
+                    grace: Duration::from_millis(1500),
+                },
+                Step {
+                    signal: Signal::TERM,
+                    grace: Duration::from_secs(5),
+                },
+            ],
+            sighup: true,
+            kill_timeout: Duration::from_secs(3),
+            kill_mode: KillMode::Mixed,
+        };
+        assert_eq!(Policy::from_text(&p.to_text()).unwrap(), p);
+        assert_eq!(
+            Policy::from_text(&Policy::default().to_text()).unwrap(),
+            Policy::default()
+        );
+    }
+
+    #[test]
+    fn stored_policy_garbage_is_refused() {
+        let good = Policy::default().to_text();
+        for bad in [
+            "",
+            "v2 steps=15:1000 sighup=0 kill-timeout=1 kill-mode=mixed",
+            "v1 steps=15:1000 sighup=0 kill-timeout=1",
+            "v1 steps=15:1000 sighup=0 kill-timeout=1 kill-mode=mixed sighup=1",
+            "v1 steps=9:1000 sighup=0 kill-timeout=1 kill-mode=mixed",
+            "v1 steps=0:1000 sighup=0 kill-timeout=1 kill-mode=mixed",
+            "v1 steps=15:99999999999999 sighup=0 kill-timeout=1 kill-mode=mixed",
+            "v1 steps= sighup=0 kill-timeout=1 kill-mode=mixed",
+            "v1 steps=15:1000 sighup=2 kill-timeout=1 kill-mode=mixed",
+            "v1 steps=15:1000 sighup=0 kill-timeout=1 kill-mode=mixed evil=1",
+            "v1  steps=15:1000 sighup=0 kill-timeout=1 kill-mode=mixed",
+        ] {
+            assert!(Policy::from_text(bad).is_err(), "{bad}");
+        }
+        let long = format!("{good} {}", "x".repeat(2000));
+        assert!(Policy::from_text(&long).is_err());
+        let many = format!(
+            "v1 steps={} sighup=0 kill-timeout=1 kill-mode=mixed",
+            vec!["15:1"; 17].join(",")
+        );
+        assert!(Policy::from_text(&many).is_err());
+    }
+}

@@ -1,0 +1,166 @@
+//! What a stop did: the outcome, its timeline, and its JSON form.
+
+use serde::Serialize;
+
+use crate::procinfo::ProcInfo;
+
+/// The verdict of a stop. Also decides the CLI's exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// The cgroup was already empty; nothing was signalled. Exit 0.
+    Empty,
+    /// The cgroup emptied within the grace period(s). Exit 0.
+    Graceful,
+    /// The final kill was needed, and the cgroup is now empty. Exit 3.
+    Killed,
+    /// Processes survived the final kill for the whole kill timeout. Exit 4.
+    Survivors,
+}
+
+impl Verdict {
+    /// The `gracekill stop` exit code for this verdict.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Empty | Verdict::Graceful => 0,
+            Verdict::Killed => 3,
+            Verdict::Survivors => 4,
+        }
+    }
+
+    /// The lowercase name used in JSON and summaries.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Empty => "empty",
+            Verdict::Graceful => "graceful",
+            Verdict::Killed => "killed",
+            Verdict::Survivors => "survivors",
+        }
+    }
+}
+
+/// One signal step as it happened.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct StepReport {
+    /// `SIGTERM`, ..., `SIGKILL` for the final kill.
+    pub signal: String,
+    /// When the step began, milliseconds after the stop started.
+    pub at_ms: f64,
+    /// How many processes were sent the signal (for the final kill: how many were alive).
+    pub signalled: usize,
+    /// For the final kill: `cgroup.kill` or `fallback` (freeze, SIGKILL each, thaw).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<&'static str>,
+}
+
+/// A process still present after the final kill and its timeout.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Survivor {
+    /// The pid.
+    pub pid: i32,
+    /// `/proc/<pid>/comm`.
+    pub comm: String,
+    /// The state letter: `D` (uninterruptible sleep) is the usual reason.
+    pub state: String,
+    /// The kernel function it waits in, e.g. `__refrigerator`, `fuse_wait_answer`.
+    pub wchan: String,
+    /// Whether `process_mrelease(2)` released its memory.
+    pub memory_released: bool,
+    /// Why not, if it did not (e.g. `EINVAL`, `ENOSYS`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mrelease_error: Option<String>,
+}
+
+/// A process that was alive when the final kill was sent.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Killed {
+    /// The pid.
+    pub pid: i32,
+    /// `/proc/<pid>/comm`.
+    pub comm: String,
+    /// `/proc/<pid>/cmdline`.
+    pub cmdline: String,
+}
+
+impl From<ProcInfo> for Killed {
+    fn from(p: ProcInfo) -> Killed {
+        Killed {
+            pid: p.pid,
+            comm: p.comm,
+            cmdline: p.cmdline,
+        }
+    }
+}
+
+/// Everything a stop did, in order. Serialized as the `--json` object.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Outcome {
+    /// The cgroup, relative to the cgroup2 mount (`/gracekill/web`).
+    pub cgroup: String,
+    /// The verdict.
+    pub outcome: Verdict,
+    /// Total time the stop took, in milliseconds.
+    pub elapsed_ms: f64,
+    /// When `populated 0` was observed, or `None` if the cgroup never emptied.
+    pub empty_at_ms: Option<f64>,
+    /// Whether the cgroup (or a cgroup below it) was frozen and the stop thawed it so signal
+    /// handlers could run.
+    pub thawed: bool,
+    /// Each signal step, the final kill included.
+    pub steps: Vec<StepReport>,
+    /// The processes alive when the final kill was sent.
+    pub killed: Vec<Killed>,
+    /// The processes still present after the kill timeout.
+    pub survivors: Vec<Survivor>,
+    /// How membership of each pid was proven: `PIDFD_GET_INFO` or `/proc/<pid>/cgroup`.
+    pub membership_proof: &'static str,
+}
+
+impl Outcome {
+    /// The JSON object, one line.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an Outcome always serializes")
+    }
+
+    /// The one-line human summary: `gracekill: /jobs/web graceful in 2.01s (SIGTERM to 2)`.
+    pub fn summary(&self) -> String {
+        let secs = self.elapsed_ms / 1000.0;
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| match s.via {
+                Some(via) => format!("{} via {via} to {}", s.signal, s.signalled),
+                None => format!("{} to {}", s.signal, s.signalled),
+            })
+            .collect();
+        let mut line = format!("{} {} in {secs:.2}s", self.cgroup, self.outcome.as_str());
+        if !steps.is_empty() {
+            line.push_str(&format!(" ({})", steps.join(", ")));
+        }
+        if self.thawed {
+            line.push_str(", thawed");
+        }
+        if !self.survivors.is_empty() {
+            let list: Vec<String> = self
+                .survivors
+                .iter()
+                .take(5)
+                .map(|s| {
+                    format!(
+                        "{} {} state {} in {}",
+                        s.pid,
+                        s.comm,
+                        s.state,
+                        if s.wchan.is_empty() { "?" } else { &s.wchan }
+                    )
+                })
+                .collect();
+            line.push_str(&format!(
+                "; {} survived SIGKILL: {}",
+                self.survivors.len(),
+                list.join("; ")
+            ));
+        }
+        line
+    }
+}

@@ -1,0 +1,301 @@
+//! Waiting without polling: for `populated 0` in `cgroup.events`, for processes to exit, for a
+//! deadline.
+//!
+//! One private epoll instance holds the `cgroup.events` descriptor (`EPOLLPRI`: kernfs signals a
+//! change as a priority event) and every pidfd the engine holds (`EPOLLIN`: readable once the
+//! process exits). tokio waits on that epoll descriptor, so a wait costs one wakeup per event.
+//! Waking on pidfds as well matters: the kernel rate-limits `cgroup.events` notifications to one
+//! per 10 ms per file (`CGROUP_FILE_NOTIFY_MIN_INTV`), so re-reading the file when a tracked
+//! process exits reports emptiness up to 10 ms sooner.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use rustix::event::epoll;
+use tokio::io::unix::AsyncFd;
+use tokio::time::Instant;
+
+use crate::cgroup::{Cgroup, Events, EventsFile};
+use crate::error::{Error, Result};
+use crate::pidfd::PidFd;
+
+const EVENTS_KEY: u64 = 0;
+
+/// Why a wait ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// `populated 0`: the cgroup's whole subtree is empty.
+    Empty,
+    /// The deadline passed with processes still present.
+    Deadline,
+    /// Every tracked process has exited but the cgroup is still populated (processes we have not
+    /// seen yet, or not yet reported by `cgroup.events`).
+    TrackedGone,
+    /// `frozen 1` appeared (only for [`Watcher::wait_frozen`]).
+    Frozen,
+}
+
+/// Watches one cgroup and the processes the engine has opened in it.
+#[derive(Debug)]
+pub struct Watcher {
+    epoll: AsyncFd<OwnedFd>,
+    events: EventsFile,
+    /// Tracked pidfds by epoll key.
+    tracked: HashMap<u64, PidFd>,
+    /// pid -> key, for the pids currently tracked.
+    by_pid: HashMap<i32, u64>,
+    next_key: u64,
+}
+
+impl Watcher {
+    /// Starts watching `cg`'s `cgroup.events`.
+    ///
+    /// # Errors
+    /// Opening the file (missing on the root cgroup) or creating the epoll instance.
+    pub fn new(cg: &Cgroup) -> Result<Watcher> {
+        let events = cg.open_events()?;
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC)
+            .map_err(|e| Error::os("epoll_create for", cg.path(), e))?;
+        epoll::add(
+            &ep,
+            events.as_fd(),
+            epoll::EventData::new_u64(EVENTS_KEY),
+            epoll::EventFlags::PRI,
+        )
+        .map_err(|e| Error::os("epoll_ctl add", cg.path(), e))?;
+        let epoll = crate::sys::async_readable(ep).map_err(|e| {
+            Error::os(
+                "register epoll with tokio for",
+                cg.path(),
+                crate::cgroup::errno_of(&e),
+            )
+        })?;
+        Ok(Watcher {
+            epoll,
+            events,
+            tracked: HashMap::new(),
+            by_pid: HashMap::new(),
+            next_key: 1,
+        })
+    }
+
+    /// Reads `cgroup.events` now (this also re-arms the priority notification).
+    ///
+    /// # Errors
+    /// An OS error naming the file.
+    pub fn state(&self) -> Result<Events> {
+        self.events.read()
+    }
+
+    /// Adds a pidfd to wake on. Returns `false` (and drops it) if the process already exited.
+    ///
+    /// # Errors
+    /// `epoll_ctl` failing (out of memory or descriptors).
+    pub fn track(&mut self, pidfd: PidFd) -> Result<()> {
+        let key = self.next_key;
+        self.next_key += 1;
+        epoll::add(
+            self.epoll.get_ref(),
+            pidfd.as_fd(),
+            epoll::EventData::new_u64(key),
+            epoll::EventFlags::IN,
+        )
+        .map_err(|e| {
+            Error::os(
+                "epoll_ctl add pidfd of",
+                std::path::Path::new(&format!("/proc/{}", pidfd.pid())),
+                e,
+            )
+        })?;
+        if let Some(old) = self.by_pid.insert(pidfd.pid(), key) {
+            self.tracked.remove(&old);
+        }
+        self.tracked.insert(key, pidfd);
+        Ok(())
+    }
+
+    /// The live tracked pidfd for `pid`, if we hold one whose process has not exited. A pid we
+    /// hold an exited pidfd for may have been reused: the stale pidfd is dropped.
+    pub fn live(&mut self, pid: i32) -> Option<&PidFd> {
+        let key = *self.by_pid.get(&pid)?;
+        if self.tracked.get(&key).is_some_and(|p| p.has_exited()) {
+            self.forget(key);
+            return None;
+        }
+        self.tracked.get(&key)
+    }
+
+    /// All tracked pidfds (some may have exited since the last wake).
+    pub fn tracked(&self) -> impl Iterator<Item = &PidFd> {
+        self.tracked.values()
+    }
+
+    /// How many tracked processes have not been seen to exit.
+    pub fn tracked_count(&self) -> usize {
+        self.tracked.len()
+    }
+
+    fn forget(&mut self, key: u64) {
+        if let Some(p) = self.tracked.remove(&key) {
+            let _ = epoll::delete(self.epoll.get_ref(), p.as_fd());
+            if self.by_pid.get(&p.pid()) == Some(&key) {
+                self.by_pid.remove(&p.pid());
+            }
+        }
+    }
+
+    /// Drains ready epoll events without blocking; forgets exited pidfds. Returns whether
+    /// anything was ready.
+    fn drain(&mut self) -> Result<bool> {
+        let mut buf = Vec::with_capacity(64);
+        let mut any = false;
+        loop {
+            buf.clear();
+            let zero = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            match epoll::wait(
+                self.epoll.get_ref(),
+                rustix::buffer::spare_capacity(&mut buf),
+                Some(&zero),
+            ) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => {
+                    return Err(Error::os(
+                        "epoll_wait",
+                        std::path::Path::new("cgroup.events"),
+                        e,
+                    ));
+                }
+            }
+            if buf.is_empty() {
+                return Ok(any);
+            }
+            any = true;
+            for ev in &buf {
+                let key = ev.data.u64();
+                if key != EVENTS_KEY {
+                    self.forget(key);
+                }
+            }
+            if buf.len() < buf.capacity() {
+                return Ok(any);
+            }
+        }
+    }
+
+    /// Waits until the cgroup is empty or `deadline` passes. With `stop_when_tracked_gone`, also
+    /// returns [`Wake::TrackedGone`] once every tracked process has exited.
+    /// `on_wake` runs after each wakeup that did not end the wait (for progress display).
+    ///
+    /// # Errors
+    /// Reading `cgroup.events` or epoll failing.
+    pub async fn wait_empty(
+        &mut self,
+        deadline: Instant,
+        stop_when_tracked_gone: bool,
+        mut on_wake: impl FnMut(&Watcher),
+    ) -> Result<Wake> {
+        self.wait_for(
+            deadline,
+            stop_when_tracked_gone,
+            |ev| (!ev.populated).then_some(Wake::Empty),
+            &mut on_wake,
+        )
+        .await
+    }
+
+    /// Waits for `frozen 1` (after writing `cgroup.freeze`), emptiness, or the deadline.
+    ///
+    /// # Errors
+    /// Reading `cgroup.events` or epoll failing.
+    pub async fn wait_frozen(&mut self, deadline: Instant) -> Result<Wake> {
+        self.wait_for(
+            deadline,
+            false,
+            |ev| {
+                if !ev.populated {
+                    Some(Wake::Empty)
+                } else if ev.frozen {
+                    Some(Wake::Frozen)
+                } else {
+                    None
+                }
+            },
+            &mut |_| {},
+        )
+        .await
+    }
+
+    async fn wait_for(
+        &mut self,
+        deadline: Instant,
+        stop_when_tracked_gone: bool,
+        done: impl Fn(Events) -> Option<Wake>,
+        on_wake: &mut dyn FnMut(&Watcher),
+    ) -> Result<Wake> {
+        let sleep = tokio::time::sleep_until(deadline);
+        tokio::pin!(sleep);
+        loop {
+            // Drain first so exited pidfds are forgotten, then read the file: its state is at
+            // least as new as every event drained.
+            self.drain()?;
+            if let Some(w) = done(self.events.read()?) {
+                return Ok(w);
+            }
+            if stop_when_tracked_gone && self.tracked.is_empty() {
+                return Ok(Wake::TrackedGone);
+            }
+            on_wake(self);
+            tokio::select! {
+                biased;
+                guard = self.epoll.readable() => {
+                    let mut guard = guard.map_err(|e| Error::os("wait on epoll for", std::path::Path::new("cgroup.events"), crate::cgroup::errno_of(&e)))?;
+                    if !self.drain_peek()? {
+                        guard.clear_ready();
+                    }
+                }
+                () = &mut sleep => {
+                    // One last look: an exit may have raced the deadline.
+                    self.drain()?;
+                    if let Some(w) = done(self.events.read()?) {
+                        return Ok(w);
+                    }
+                    return Ok(Wake::Deadline);
+                }
+            }
+        }
+    }
+
+    /// Is anything ready in the epoll set right now? (Does not consume pidfd events: level
+    /// triggered, they are drained at the top of the loop.)
+    fn drain_peek(&self) -> Result<bool> {
+        let mut buf = Vec::with_capacity(1);
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match epoll::wait(
+            self.epoll.get_ref(),
+            rustix::buffer::spare_capacity(&mut buf),
+            Some(&zero),
+        ) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(!buf.is_empty()),
+            Err(e) => Err(Error::os(
+                "epoll_wait",
+                std::path::Path::new("cgroup.events"),
+                e,
+            )),
+        }
+    }
+}
+
+/// A deadline `d` from now, saturating far in the future.
+pub fn deadline_after(d: Duration) -> Instant {
+    Instant::now()
+        .checked_add(d)
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(86400 * 365))
+}
