@@ -280,17 +280,7 @@ impl Engine<'_> {
         let mut done: HashSet<i32> = HashSet::new();
         let mut total = 0;
         for pass in 0..MAX_PASSES {
-            let new = self.pass(
-                |w, c, pid, done: &mut HashSet<i32>| {
-                    if done.contains(&pid) && w.live(pid).is_some() {
-                        return Ok(None);
-                    }
-                    Ok(Some((c, pid)))
-                },
-                &mut done,
-                sig,
-                extra,
-            )?;
+            let new = self.pass(&mut done, sig, extra)?;
             total += new;
             if new == 0 {
                 break;
@@ -302,23 +292,18 @@ impl Engine<'_> {
         Ok(total)
     }
 
-    /// One enumeration pass over the subtree: every pid `filter` admits is opened (or taken from
-    /// the tracked set), proven, signalled and tracked. Returns how many were signalled.
-    fn pass<'c>(
-        &mut self,
-        filter: impl Fn(&mut Watcher, usize, i32, &mut HashSet<i32>) -> Result<Option<(usize, i32)>>,
-        done: &mut HashSet<i32>,
-        sig: Signal,
-        extra: &[Signal],
-    ) -> Result<usize> {
+    /// One enumeration pass over the subtree: every member not yet in `done` (or whose pid now
+    /// names a new process) is opened or taken from the tracked set, proven, signalled and
+    /// tracked. Returns how many were signalled.
+    fn pass(&mut self, done: &mut HashSet<i32>, sig: Signal, extra: &[Signal]) -> Result<usize> {
         let subtree = self.cg.subtree()?;
         let mut n = 0;
-        for (ci, c) in subtree.iter().enumerate() {
+        for c in &subtree {
             for pid in c.procs()? {
-                if filter(&mut self.w, ci, pid, done)?.is_none() {
-                    continue;
-                }
                 let sent = if let Some(held) = self.w.live(pid) {
+                    if done.contains(&pid) {
+                        continue;
+                    }
                     // Alive and holding its pid, so it is the process that was listed.
                     send_all(held, sig, extra)?
                 } else if let Some(pidfd) = PidFd::open_member(c, pid)? {
@@ -456,12 +441,7 @@ impl Engine<'_> {
                 self.w.wait_frozen(limit).await?;
             }
             let mut done = HashSet::new();
-            let killed = self.pass(
-                |_, c, pid, _| Ok(Some((c, pid))),
-                &mut done,
-                Signal::KILL,
-                &[],
-            )?;
+            let killed = self.pass(&mut done, Signal::KILL, &[])?;
             if froze {
                 self.cg.set_frozen(false)?;
             }

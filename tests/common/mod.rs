@@ -1,0 +1,294 @@
+//! Helpers shared by the root integration tests: prerequisites, a cgroup guard that always
+//! cleans up, processes started inside a test cgroup, and the gracekill binary.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// With `CI=true` or `GRACEKILL_STRICT=1` a missing prerequisite fails the test.
+pub fn strict() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var("GRACEKILL_STRICT").is_ok_and(|v| v == "1")
+}
+
+/// Root and a writable cgroup2 mount, or why not.
+pub fn prerequisites() -> Result<(), String> {
+    if !rustix::process::geteuid().is_root() {
+        return Err("needs root".into());
+    }
+    let m = mount().ok_or("no cgroup2 mount in /proc/self/mountinfo")?;
+    if !m.join("cgroup.procs").exists() {
+        return Err(format!("{} is not a cgroup2 mount", m.display()));
+    }
+    Ok(())
+}
+
+/// Skips (outside CI) or fails (in CI) a test whose prerequisites are missing.
+#[macro_export]
+macro_rules! require_cgroup_v2 {
+    () => {
+        if let Err(why) = common::prerequisites() {
+            if common::strict() {
+                panic!("prerequisite missing (CI=true makes this a failure): {why}");
+            }
+            eprintln!("SKIPPED {}: {why}", module_path!());
+            return;
+        }
+    };
+}
+
+/// The cgroup2 mount point, from mountinfo.
+pub fn mount() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    gracekill::cgroup::parse_mountinfo(&text).map(|(p, _)| p)
+}
+
+/// A cgroup v1 hierarchy with the freezer controller, if one is mounted.
+pub fn v1_freezer() -> Option<PathBuf> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let sep = f.iter().position(|x| *x == "-")?;
+        (f.get(sep + 1) == Some(&"cgroup")
+            && f.get(sep + 3)
+                .is_some_and(|o| o.split(',').any(|x| x == "freezer")))
+        .then(|| PathBuf::from(f[4]))
+    })
+}
+
+/// The gracekill binary: `$GRACEKILL_BIN` (for the VM tests) or the one cargo built.
+pub fn bin() -> PathBuf {
+    std::env::var_os("GRACEKILL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_gracekill")))
+}
+
+/// `gracekill ARGS...` with the environment given, collecting its output.
+pub fn gracekill(args: &[&str]) -> Output {
+    gracekill_env(args, &[])
+}
+
+pub fn gracekill_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(bin());
+    c.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run gracekill")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Parses the JSON outcome printed by `--json`.
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}): {}\nstderr: {}",
+            stdout(o),
+            stderr(o)
+        )
+    })
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
+
+/// A cgroup made for one test. Drop kills whatever is left in it (`cgroup.kill`), waits for it
+/// to empty and removes it, so a failing test leaks nothing.
+pub struct TestCgroup {
+    /// Relative to the mount: `/gktest-123-4-name`.
+    pub rel: String,
+    /// Absolute path.
+    pub path: PathBuf,
+    /// A scratch directory for files the test's processes write.
+    pub scratch: PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(tag: &str) -> TestCgroup {
+        let m = mount().expect("cgroup2 mount");
+        let rel = format!(
+            "/gktest-{}-{}-{tag}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = m.join(&rel[1..]);
+        std::fs::create_dir(&path).unwrap_or_else(|e| panic!("mkdir {}: {e}", path.display()));
+        let scratch = std::env::temp_dir().join(&rel[1..]);
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).unwrap();
+        TestCgroup { rel, path, scratch }
+    }
+
+    /// A child cgroup (created) as a path.
+    pub fn child(&self, name: &str) -> PathBuf {
+        let p = self.path.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.scratch.join(name)
+    }
+
+    /// The pids in this cgroup and below.
+    pub fn pids(&self) -> Vec<i32> {
+        pids_below(&self.path)
+    }
+
+    pub fn populated(&self) -> bool {
+        std::fs::read_to_string(self.path.join("cgroup.events"))
+            .is_ok_and(|t| t.contains("populated 1"))
+    }
+
+    /// Starts `script` under bash, joined to this cgroup (or `dir`, a cgroup below it) before it
+    /// runs. Its stdout is piped: wait for its readiness line with [`Proc::wait_line`].
+    pub fn spawn(&self, script: &str) -> Proc {
+        self.spawn_in(&self.path, script)
+    }
+
+    pub fn spawn_in(&self, dir: &Path, script: &str) -> Proc {
+        let mut c = Command::new("bash");
+        c.arg("-c")
+            .arg(r#"echo 0 > "$GK_PROCS" && exec bash -c "$GK_SCRIPT""#)
+            .env("GK_PROCS", dir.join("cgroup.procs"))
+            .env("GK_SCRIPT", script)
+            .env("SCRATCH", &self.scratch)
+            .current_dir(&self.scratch)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .process_group(0);
+        Proc::new(c.spawn().expect("spawn bash"))
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path.join("cgroup.freeze"), "0");
+        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
+        let t = Instant::now();
+        while self.populated() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        remove_tree(&self.path);
+        let _ = std::fs::remove_dir_all(&self.scratch);
+    }
+}
+
+fn remove_tree(p: &Path) {
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(p);
+}
+
+pub fn pids_below(p: &Path) -> Vec<i32> {
+    let mut out: Vec<i32> = std::fs::read_to_string(p.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                out.extend(pids_below(&e.path()));
+            }
+        }
+    }
+    out
+}
+
+/// A process the test started; reaped on drop.
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    pub fn new(mut child: Child) -> Proc {
+        let (tx, rx) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Proc { child, lines: rx }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits for the process to print `want` (its readiness line); panics after 10 s.
+    pub fn wait_line(&self, want: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.trim() == want => return,
+                Ok(_) => continue,
+                Err(_) => panic!("process {} never printed '{want}'", self.pid()),
+            }
+        }
+    }
+
+    /// Reaps the process (after the test stopped it).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // The cgroup guard kills the task; we only reap our direct child if it is gone.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Is `pid` alive and not a zombie?
+pub fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Waits until `cond` holds, up to `limit`; tests only.
+pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    cond()
+}
+
+/// Reads a file the app wrote, or "" if it did not.
+pub fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}

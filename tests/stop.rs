@@ -1,0 +1,512 @@
+//! `gracekill stop` driven as a user would, on real cgroups (root and cgroup v2 required).
+
+mod common;
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestCgroup, alive, gracekill, gracekill_env, json, read, stderr, wait_until};
+
+/// Traps SIGTERM, takes 2 s to "flush" (ignoring further TERMs meanwhile), writes a marker.
+const FLUSHING_APP: &str = r#"
+trap 'trap "" TERM; sleep 2; echo flushed > "$SCRATCH/marker"; exit 0' TERM
+echo ready
+while :; do sleep 1 & wait $!; done
+"#;
+
+fn steps(v: &serde_json::Value) -> Vec<String> {
+    v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["signal"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn shell_wrapper_dies_but_app_flushes() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("wrapper");
+    std::fs::write(cg.file("app.sh"), FLUSHING_APP).unwrap();
+    // The Thermos shape: a `bash -c 'app; echo done'` wrapper that dies at once on SIGTERM.
+    let mut p = cg.spawn(r#"bash "$SCRATCH/app.sh"; echo done > "$SCRATCH/wrapper-done""#);
+    p.wait_line("ready");
+    let t = Instant::now();
+    let out = gracekill(&["stop", "--json", "--grace", "10s", &cg.rel]);
+    let took = t.elapsed();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(v["outcome"], "graceful");
+    assert_eq!(
+        read(&cg.file("marker")).trim(),
+        "flushed",
+        "the app must have flushed"
+    );
+    assert_eq!(steps(&v), ["SIGTERM"], "no SIGKILL step");
+    assert!(
+        v["steps"][0]["signalled"].as_u64().unwrap() >= 2,
+        "wrapper and app signalled: {v}"
+    );
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "took {took:?}"
+    );
+    assert!(!cg.populated());
+    assert!(
+        !cg.file("wrapper-done").exists(),
+        "the wrapper died of SIGTERM, as in Thermos"
+    );
+    p.wait();
+}
+
+#[test]
+fn proc_membership_proof_also_stops_gracefully() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("procproof");
+    std::fs::write(cg.file("app.sh"), FLUSHING_APP).unwrap();
+    let mut p = cg.spawn(r#"bash "$SCRATCH/app.sh"; echo done"#);
+    p.wait_line("ready");
+    let out = gracekill_env(
+        &["stop", "--json", "--grace", "10s", &cg.rel],
+        &[("GRACEKILL_FORCE_PROC_MEMBERSHIP", "1")],
+    );
+    let v = json(&out);
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    assert_eq!(v["membership_proof"], "/proc/<pid>/cgroup");
+    assert_eq!(read(&cg.file("marker")).trim(), "flushed");
+    p.wait();
+}
+
+#[test]
+fn process_ignoring_sigterm_is_killed_after_the_grace() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("ignore");
+    let mut p = cg.spawn("trap '' TERM; echo ready; while :; do sleep 1 & wait $!; done");
+    p.wait_line("ready");
+    let pid = p.pid();
+    let t = Instant::now();
+    let out = gracekill(&["stop", "--json", "--grace", "1s", &cg.rel]);
+    let took = t.elapsed();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(3), "{v}");
+    assert_eq!(v["outcome"], "killed");
+    assert_eq!(steps(&v), ["SIGTERM", "SIGKILL"]);
+    assert_eq!(v["steps"][1]["via"], "cgroup.kill");
+    let at = v["steps"][1]["at_ms"].as_f64().unwrap();
+    assert!(
+        (1000.0..1500.0).contains(&at),
+        "final kill at {at} ms, never before the grace ends"
+    );
+    let killed: Vec<i64> = v["killed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["pid"].as_i64().unwrap())
+        .collect();
+    assert!(killed.contains(&(pid as i64)), "{v}");
+    assert!(
+        v["killed"][0]["comm"]
+            .as_str()
+            .is_some_and(|c| !c.is_empty())
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(!cg.populated());
+    p.wait();
+}
+
+#[test]
+fn setsid_double_forked_daemon_gets_the_signal_and_finishes() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("daemon");
+    let daemon = r#"
+trap 'echo got-term > "$SCRATCH/daemon"; sleep 0.5; echo finished >> "$SCRATCH/daemon"; exit 0' TERM
+echo ready
+while :; do sleep 1 & wait $!; done
+"#;
+    std::fs::write(cg.file("daemon.sh"), daemon).unwrap();
+    // setsid + fork + parent exits: the daemon is reparented and in a new session.
+    let mut p = cg.spawn(r#"setsid bash -c '(bash "$SCRATCH/daemon.sh" &) ; exit 0'"#);
+    p.wait_line("ready");
+    p.wait();
+    assert!(cg.populated(), "the daemon outlived its parents");
+    let out = gracekill(&["stop", "--json", "--grace", "5s", &cg.rel]);
+    let v = json(&out);
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    assert_eq!(read(&cg.file("daemon")), "got-term\nfinished\n");
+}
+
+#[test]
+fn stopped_process_runs_its_handler_after_sigcont() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("sigstop");
+    let mut p = cg.spawn(r#"trap 'echo handled > "$SCRATCH/handled"; exit 0' TERM; echo ready; while :; do sleep 1 & wait $!; done"#);
+    p.wait_line("ready");
+    let pid = p.pid();
+    let st = Command::new("kill")
+        .args(["-STOP", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(
+        wait_until(Duration::from_secs(5), || proc_state(pid) == "T"),
+        "not stopped"
+    );
+    let out = gracekill(&["stop", "--json", "--grace", "5s", &cg.rel]);
+    let v = json(&out);
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    assert_eq!(read(&cg.file("handled")).trim(), "handled");
+    p.wait();
+}
+
+#[test]
+fn frozen_cgroup_is_thawed_so_the_handler_runs() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("frozen");
+    let mut p = cg.spawn(r#"trap 'echo handled > "$SCRATCH/handled"; exit 0' TERM; echo ready; while :; do sleep 1 & wait $!; done"#);
+    p.wait_line("ready");
+    std::fs::write(cg.path.join("cgroup.freeze"), "1").unwrap();
+    assert!(wait_until(Duration::from_secs(5), || read(
+        &cg.path.join("cgroup.events")
+    )
+    .contains("frozen 1")));
+    let out = gracekill(&["stop", "--json", "--grace", "5s", &cg.rel]);
+    let v = json(&out);
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    assert_eq!(v["thawed"], true);
+    assert_eq!(read(&cg.file("handled")).trim(), "handled");
+    p.wait();
+}
+
+#[test]
+fn nested_child_cgroups_are_all_signalled() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("nested");
+    let a = cg.child("a");
+    let b = cg.child("a/b");
+    let app = |name: &str| {
+        format!(
+            r#"trap 'echo {name} > "$SCRATCH/{name}"; exit 0' TERM; echo ready; while :; do sleep 1 & wait $!; done"#
+        )
+    };
+    let mut procs = vec![
+        cg.spawn(&app("top")),
+        cg.spawn_in(&a, &app("mid")),
+        cg.spawn_in(&b, &app("leaf")),
+    ];
+    for p in &procs {
+        p.wait_line("ready");
+    }
+    let out = gracekill(&["stop", "--json", "--grace", "5s", &cg.rel]);
+    let v = json(&out);
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    for name in ["top", "mid", "leaf"] {
+        assert_eq!(read(&cg.file(name)).trim(), name, "{name} got SIGTERM");
+    }
+    assert!(cg.pids().is_empty());
+    for p in &mut procs {
+        p.wait();
+    }
+}
+
+#[test]
+fn ladder_int_then_term_reaches_a_process_that_only_honours_term() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("ladder");
+    let mut p = cg.spawn(r#"trap '' INT; trap 'echo term > "$SCRATCH/got"; exit 0' TERM; echo ready; while :; do sleep 1 & wait $!; done"#);
+    p.wait_line("ready");
+    let t = Instant::now();
+    let out = gracekill(&[
+        "stop", "--json", "--signal", "INT", "--grace", "1s", "--then", "TERM:1s", &cg.rel,
+    ]);
+    let took = t.elapsed();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["outcome"], "graceful");
+    assert_eq!(steps(&v), ["SIGINT", "SIGTERM"]);
+    assert_eq!(read(&cg.file("got")).trim(), "term");
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    p.wait();
+}
+
+#[test]
+fn forced_fallback_kills_a_fork_loop_completely() {
+    require_cgroup_v2!();
+    for how in ["env", "flag"] {
+        let cg = TestCgroup::new("forkloop");
+        let mut p =
+            cg.spawn("trap '' TERM; echo ready; while :; do (trap '' TERM; sleep 60 &); done");
+        p.wait_line("ready");
+        assert!(wait_until(Duration::from_secs(5), || cg.pids().len() > 50));
+        let mut args = vec!["stop", "--json", "--grace", "500ms", "--kill-timeout", "5s"];
+        let env: &[(&str, &str)] = if how == "env" {
+            &[("GRACEKILL_FORCE_FALLBACK", "1")]
+        } else {
+            args.push("--force-fallback");
+            &[]
+        };
+        args.push(&cg.rel);
+        let out = gracekill_env(&args, env);
+        let v = json(&out);
+        assert_eq!(out.status.code(), Some(3), "{v}");
+        assert_eq!(v["outcome"], "killed");
+        assert_eq!(v["steps"][1]["via"], "fallback");
+        assert!(cg.pids().is_empty(), "survivors: {:?}", cg.pids());
+        assert!(!cg.populated());
+        p.wait();
+    }
+}
+
+#[test]
+fn v1_frozen_process_is_reported_as_a_survivor() {
+    require_cgroup_v2!();
+    let Some(freezer) = common::v1_freezer() else {
+        if common::strict() {
+            panic!(
+                "no cgroup v1 freezer hierarchy mounted: this test needs one (mount -t cgroup -o freezer none DIR)"
+            );
+        }
+        eprintln!("SKIPPED v1_frozen_process_is_reported_as_a_survivor: no v1 freezer mounted");
+        return;
+    };
+    let cg = TestCgroup::new("v1frozen");
+    let v1 = freezer.join(&cg.rel[1..]);
+    std::fs::create_dir(&v1).unwrap();
+    struct Thaw(std::path::PathBuf);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+            let t = Instant::now();
+            while std::fs::remove_dir(&self.0).is_err() && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    let thaw = Thaw(v1.clone());
+    let mut p = cg.spawn("echo ready; while :; do sleep 1 & wait $!; done");
+    p.wait_line("ready");
+    let pid = p.pid();
+    std::fs::write(v1.join("cgroup.procs"), pid.to_string()).unwrap();
+    std::fs::write(v1.join("freezer.state"), "FROZEN").unwrap();
+    assert!(wait_until(Duration::from_secs(5), || read(
+        &v1.join("freezer.state")
+    )
+    .trim()
+        == "FROZEN"));
+    let t = Instant::now();
+    let out = gracekill(&[
+        "stop",
+        "--json",
+        "--grace",
+        "300ms",
+        "--kill-timeout",
+        "1s",
+        &cg.rel,
+    ]);
+    let took = t.elapsed();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(4), "{v}");
+    assert_eq!(v["outcome"], "survivors");
+    let s = &v["survivors"][0];
+    assert_eq!(s["pid"], pid);
+    assert_eq!(s["state"], "D", "{v}");
+    assert!(s["wchan"].as_str().unwrap().contains("refrigerator"), "{v}");
+    assert!(s.get("memory_released").is_some());
+    assert!(v["empty_at_ms"].is_null());
+    assert!(
+        took < Duration::from_secs(3),
+        "returned within the kill timeout: {took:?}"
+    );
+    drop(thaw);
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(pid)),
+        "SIGKILL lands after the thaw"
+    );
+    p.wait();
+}
+
+#[test]
+fn already_empty_cgroup_is_reported_empty() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("empty");
+    cg.child("web");
+    // By bare name under GRACEKILL_ROOT, as a user of `run` would name it.
+    let out = gracekill_env(&["stop", "--json", "web"], &[("GRACEKILL_ROOT", &cg.rel)]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(v["outcome"], "empty");
+    assert_eq!(v["cgroup"], format!("{}/web", cg.rel));
+    assert!(v["steps"].as_array().unwrap().is_empty());
+    // And by absolute path under the mount.
+    let out = gracekill(&["stop", cg.path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(common::stdout(&out).contains("empty"));
+}
+
+/// A canary task in its own test cgroup: every refusal must leave it running.
+fn canary(cg: &TestCgroup) -> common::Proc {
+    let p = cg.spawn("echo ready; while :; do sleep 1 & wait $!; done");
+    p.wait_line("ready");
+    p
+}
+
+fn assert_refused(out: &std::process::Output, what: &str) {
+    let err = stderr(out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{what}: exit {:?}, stderr: {err}",
+        out.status.code()
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{what}: one line, got: {err}"
+    );
+    assert!(err.starts_with("gracekill: "), "{what}: {err}");
+    assert!(out.stdout.is_empty(), "{what}");
+}
+
+#[test]
+fn refusals_exit_2_and_leave_the_canary_alone() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("canary");
+    let c = canary(&cg);
+    let pid = c.pid();
+    let mount = common::mount().unwrap();
+    let link = cg.file("link");
+    std::os::unix::fs::symlink(&cg.path, &link).unwrap();
+    std::fs::create_dir_all(cg.file("plain-dir")).unwrap();
+    let procs_file = cg.path.join("cgroup.procs");
+    let dotdot = format!("{}/../..", cg.rel);
+    let dotdot_abs = format!("{}/..", cg.path.display());
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        ("root by /", vec!["/".into()]),
+        ("root by mount path", vec![mount.display().to_string()]),
+        ("dot dot", vec![dotdot.clone()]),
+        ("dot dot absolute", vec![dotdot_abs.clone()]),
+        ("symlink out of the mount", vec![link.display().to_string()]),
+        (
+            "plain directory",
+            vec![cg.file("plain-dir").display().to_string()],
+        ),
+        (
+            "cgroup file, not a cgroup",
+            vec![procs_file.display().to_string()],
+        ),
+        ("missing", vec![format!("{}/no-such", cg.rel)]),
+        ("empty", vec!["".into()]),
+        (
+            "bad signal",
+            vec!["--signal".into(), "SIGFOO".into(), cg.rel.clone()],
+        ),
+        (
+            "signal zero",
+            vec!["--signal".into(), "0".into(), cg.rel.clone()],
+        ),
+        (
+            "bad duration",
+            vec!["--grace".into(), "ten".into(), cg.rel.clone()],
+        ),
+        (
+            "huge duration",
+            vec![
+                "--grace".into(),
+                "99999999999999999999".into(),
+                cg.rel.clone(),
+            ],
+        ),
+        (
+            "bad step",
+            vec!["--then".into(), "TERM".into(), cg.rel.clone()],
+        ),
+        (
+            "kill step",
+            vec!["--then".into(), "KILL:1s".into(), cg.rel.clone()],
+        ),
+    ];
+    for (what, args) in cases {
+        let mut full = vec!["stop".to_string()];
+        full.extend(args);
+        let refs: Vec<&str> = full.iter().map(String::as_str).collect();
+        let out = gracekill(&refs);
+        assert_refused(&out, what);
+        assert!(alive(pid), "{what}: the canary was hit");
+    }
+    if let Some(freezer) = common::v1_freezer() {
+        let out = gracekill(&["stop", freezer.to_str().unwrap()]);
+        assert_refused(&out, "cgroup v1 path");
+    }
+    assert!(alive(pid) && cg.pids().contains(&pid));
+}
+
+#[test]
+fn refuses_the_callers_own_cgroup_and_its_ancestors_cgroups() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("self");
+    let inner = cg.child("inner");
+    let sibling = cg.child("sibling");
+    let c = canary(&cg);
+    let bin = common::bin();
+    // gracekill itself inside the target.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"echo 0 > "$1/cgroup.procs" && exec "$2" stop "$3""#)
+        .args([
+            "bash",
+            inner.to_str().unwrap(),
+            bin.to_str().unwrap(),
+            &cg.rel,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_refused(&out, "own cgroup");
+    assert!(
+        stderr(&out).contains("gracekill itself"),
+        "{}",
+        stderr(&out)
+    );
+    // gracekill in a sibling, its parent shell inside the target's subtree.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"echo 0 > "$1/cgroup.procs" && bash -c 'echo 0 > "$0/cgroup.procs" && exec "$1" stop "$2"' "$2" "$3" "$4"; exit $?"#)
+        .args(["bash", inner.to_str().unwrap(), sibling.to_str().unwrap(), bin.to_str().unwrap(), &format!("{}/inner", cg.rel)])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_refused(&out, "ancestor's cgroup");
+    assert!(stderr(&out).contains("ancestor"), "{}", stderr(&out));
+    assert!(alive(c.pid()));
+}
+
+#[test]
+fn unprivileged_caller_gets_permission_denied_with_a_hint() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("eperm");
+    let c = canary(&cg);
+    let out = Command::new(common::bin())
+        .args(["stop", "--grace", "1s", &cg.rel])
+        .uid(65534)
+        .gid(65534)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("hint: run as root"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(alive(c.pid()));
+}
+
+fn proc_state(pid: i32) -> String {
+    read(std::path::Path::new(&format!("/proc/{pid}/stat")))
+        .rsplit_once(')')
+        .map(|(_, r)| r.trim_start().chars().take(1).collect())
+        .unwrap_or_default()
+}
