@@ -604,6 +604,22 @@ impl Cgroup {
         }
     }
 
+    /// Removes the xattr `user.gracekill.<key>`; absent is fine.
+    ///
+    /// # Errors
+    /// An OS error naming the directory.
+    pub fn remove_xattr(&self, key: &str) -> Result<()> {
+        let name = format!("{XATTR_PREFIX}{key}");
+        match fs::fremovexattr(&self.fd, name.as_str()) {
+            Ok(()) | Err(Errno::NODATA) => Ok(()),
+            Err(e) => Err(Error::os(
+                format!("remove xattr {name} from"),
+                &self.path,
+                e,
+            )),
+        }
+    }
+
     /// Sets the xattr `user.gracekill.<key>`.
     ///
     /// # Errors

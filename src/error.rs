@@ -39,6 +39,14 @@ pub enum Error {
     /// In use.
     #[error("{0}")]
     Busy(String),
+    /// The command given to `run` could not be started.
+    #[error("cannot run '{cmd}': {msg}", msg = errno_text(*errno))]
+    Spawn {
+        /// The command.
+        cmd: String,
+        /// Why (`ENOENT`: not found; `EACCES`: not executable).
+        errno: Errno,
+    },
     /// A system call on a path failed.
     #[error("{op} '{path}': {msg}{hint}", msg = errno_text(*errno), hint = hint_for(*errno))]
     Os {
@@ -59,7 +67,7 @@ impl Error {
             Error::NotFound(_) => ErrorKind::NotFound,
             Error::Unsupported(_) => ErrorKind::Unsupported,
             Error::Busy(_) => ErrorKind::Busy,
-            Error::Os { errno, .. } => match *errno {
+            Error::Os { errno, .. } | Error::Spawn { errno, .. } => match *errno {
                 Errno::NOENT | Errno::NODEV => ErrorKind::NotFound,
                 Errno::ACCESS | Errno::PERM | Errno::ROFS => ErrorKind::PermissionDenied,
                 Errno::BUSY => ErrorKind::Busy,
@@ -72,7 +80,7 @@ impl Error {
     /// The OS error number, when the error came from a system call.
     pub fn errno(&self) -> Option<i32> {
         match self {
-            Error::Os { errno, .. } => Some(errno.raw_os_error()),
+            Error::Os { errno, .. } | Error::Spawn { errno, .. } => Some(errno.raw_os_error()),
             _ => None,
         }
     }

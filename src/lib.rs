@@ -26,6 +26,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod capi;
 pub mod cgroup;
 pub mod error;
 pub mod guard;
@@ -34,6 +35,7 @@ pub mod policy;
 pub mod procinfo;
 pub mod report;
 pub mod stop;
+pub mod supervise;
 pub mod sys;
 pub mod task;
 pub mod watch;

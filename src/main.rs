@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use gracekill::policy::{Policy, Signal, Step, parse_duration};
+use gracekill::policy::{KillMode, Policy, Signal, Step, parse_duration};
 use gracekill::stop::{KillMethod, Progress, StopOptions};
+use gracekill::supervise::{RunSpec, run};
+use gracekill::task::TaskMeta;
 use gracekill::{Error, ErrorKind, Mount, Outcome};
 
 const EXIT_CODES: &str = "\
@@ -44,7 +46,42 @@ enum Command {
     /// what is left.
     #[command(after_help = STOP_HELP)]
     Stop(StopArgs),
+    /// Run a command in its own new cgroup, in the foreground, with a stop policy it keeps
+    /// (like `systemd-run --scope`, or `timeout(1)` that setsid cannot escape).
+    #[command(after_help = RUN_HELP)]
+    Run(RunArgs),
+    /// Show a task: its processes, its policy, its cgroup.
+    Status(StatusArgs),
+    /// List the tasks under gracekill's root.
+    List(ListArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) generated from these definitions.
+    #[command(name = "manpage")]
+    Manpage,
 }
+
+const RUN_HELP: &str = "\
+The task's cgroup is <parent>/<name> (parent: gracekill's root, /gracekill under the cgroup2
+mount, or GRACEKILL_ROOT). CMD joins it before it executes its first instruction, runs in the
+foreground with stdin, stdout, stderr and the environment inherited, and `run` exits with CMD's
+status (128+N if signal N ended it).
+
+SIGTERM, SIGINT or SIGHUP to `run` stop the task gracefully by its policy; a second one skips to
+the final kill. After --timeout the graceful stop starts: exit 124 if the task then ended within
+its grace, 137 if the final kill was needed. If the main process exits and leaves processes
+behind, they are stopped by the same policy. The policy is recorded on the cgroup (xattrs), so
+`gracekill stop NAME` from anywhere applies it -- also if `run` itself was SIGKILLed, in which case
+the task keeps running, as a systemd scope does.
+
+-p takes systemd-run's spellings: KillSignal=, TimeoutStopSec=, KillMode=, SendSIGHUP=,
+FinalKillSignal= (SIGKILL only), RuntimeMaxSec= (same as --timeout).
+
+EXIT CODES: CMD's status; 124/137 after --timeout; 2 bad usage or a name in use;
+126 CMD cannot be executed; 127 CMD not found; 1 other errors.";
 
 const STOP_HELP: &str = "\
 TASK is a cgroup: a path under the cgroup2 mount (/sys/fs/cgroup/jobs/web), a path relative to
@@ -97,6 +134,66 @@ struct StopArgs {
     /// The task: a cgroup path or a task name.
     #[arg(value_name = "TASK")]
     task: String,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// The task name (letters, digits, -_.@:); generated and printed on stderr when absent.
+    #[arg(short = 'n', long)]
+    name: Option<String>,
+    /// The parent cgroup for the task (a path under the mount, mount-relative, or a name under
+    /// gracekill's root). Created if missing.
+    #[arg(long, value_name = "CGROUP")]
+    parent: Option<String>,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Who gets the stop signals: control-group (every process, default), mixed (the main
+    /// process; the final kill takes all), process (main process only; not recommended).
+    #[arg(long, value_name = "MODE", value_parser = parse_kill_mode)]
+    kill_mode: Option<KillMode>,
+    /// Start the graceful stop after DUR (exit 124, or 137 if the final kill was needed).
+    #[arg(long, value_name = "DUR", value_parser = parse_dur)]
+    timeout: Option<Duration>,
+    /// A systemd-run property: KillSignal=, TimeoutStopSec=, KillMode=, SendSIGHUP=,
+    /// FinalKillSignal=, RuntimeMaxSec=. Repeatable; flags given explicitly win.
+    #[arg(short = 'p', long = "property", value_name = "NAME=VALUE")]
+    properties: Vec<String>,
+    /// Keep the task's cgroup when the task ends.
+    #[arg(long)]
+    keep: bool,
+    /// After the task ends, print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Use the pre-5.14 final kill (see `stop --help`).
+    #[arg(long, hide = true)]
+    force_fallback: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// The task: a name under gracekill's root, or a cgroup path.
+    #[arg(value_name = "TASK")]
+    task: String,
+}
+
+#[derive(Args, Debug)]
+struct ListArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// List the tasks under this cgroup instead of gracekill's root.
+    #[arg(long, value_name = "CGROUP")]
+    parent: Option<String>,
+}
+
+fn parse_kill_mode(s: &str) -> Result<KillMode, String> {
+    s.parse().map_err(|e: Error| e.to_string())
 }
 
 fn parse_signal(s: &str) -> Result<Signal, String> {
@@ -157,6 +254,22 @@ fn main() -> ExitCode {
     init_logging(cli.verbose, cli.log_format);
     let code = match cli.command {
         Command::Stop(args) => cmd_stop(args),
+        Command::Run(args) => cmd_run(args),
+        Command::Status(args) => cmd_status(args),
+        Command::List(args) => cmd_list(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "gracekill",
+                &mut std::io::stdout(),
+            );
+            Ok(0)
+        }
+        Command::Manpage => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .map(|()| 0)
+            .map_err(Into::into),
     };
     match code {
         Ok(code) => ExitCode::from(code),
@@ -168,9 +281,14 @@ fn main() -> ExitCode {
 }
 
 fn exit_code_for(e: &anyhow::Error) -> u8 {
-    match e.downcast_ref::<Error>().map(Error::kind) {
-        Some(ErrorKind::InvalidInput | ErrorKind::NotFound) => 2,
-        _ => 1,
+    match e.downcast_ref::<Error>() {
+        Some(Error::Spawn { errno, .. }) if *errno == rustix::io::Errno::NOENT => 127,
+        Some(Error::Spawn { .. }) => 126,
+        Some(e) => match e.kind() {
+            ErrorKind::InvalidInput | ErrorKind::NotFound | ErrorKind::Busy => 2,
+            _ => 1,
+        },
+        None => 1,
     }
 }
 
@@ -202,13 +320,22 @@ fn env_flag(name: &str) -> bool {
 }
 
 fn cmd_stop(args: StopArgs) -> anyhow::Result<u8> {
-    let policy = args.policy.apply(Policy::default());
-    policy.validate()?;
+    // Validate the flags before touching anything.
+    args.policy.apply(Policy::default()).validate()?;
     let mount = Mount::discover()?;
     let root = gracekill::task::default_root(&mount)?;
     let rel = gracekill::task::resolve(&mount, &args.task, &root)?;
     let cg = mount.open_cgroup(&rel)?;
+    // A task started by `run` carries its own policy and main pid; flags override the policy.
+    let meta = if cg.is_root() {
+        TaskMeta::default()
+    } else {
+        TaskMeta::read(&cg)?
+    };
+    let policy = args.policy.apply(meta.policy.unwrap_or_default());
+    policy.validate()?;
     let mut opts = StopOptions {
+        main_pid: meta.main_pid,
         kill_method: if args.force_fallback || env_flag("GRACEKILL_FORCE_FALLBACK") {
             KillMethod::Fallback
         } else {
@@ -235,6 +362,214 @@ fn cmd_stop(args: StopArgs) -> anyhow::Result<u8> {
     let outcome = outcome?;
     print_outcome(&outcome, args.json);
     Ok(outcome.outcome.exit_code() as u8)
+}
+
+fn cmd_run(args: RunArgs) -> anyhow::Result<u8> {
+    let mut policy = Policy::default();
+    let mut timeout = None;
+    for prop in &args.properties {
+        gracekill::policy::apply_property(&mut policy, &mut timeout, prop)?;
+    }
+    let mut policy = args.policy.apply(policy);
+    if let Some(m) = args.kill_mode {
+        policy.kill_mode = m;
+    }
+    policy.validate()?;
+    let timeout = args.timeout.or(timeout);
+    if let Some(name) = &args.name {
+        gracekill::task::validate_name(name)?;
+    }
+    let mount = Mount::discover()?;
+    let root = gracekill::task::default_root(&mount)?;
+    let parent = match &args.parent {
+        Some(p) => gracekill::task::resolve(&mount, p, &root)?,
+        None => root,
+    };
+    let name = match args.name {
+        Some(n) => n,
+        None => {
+            let n = format!("run-{}", std::process::id());
+            eprintln!(
+                "gracekill: task name {n} (cgroup {}/{n})",
+                parent.trim_end_matches('/')
+            );
+            n
+        }
+    };
+    let spec = RunSpec {
+        name,
+        parent,
+        policy,
+        timeout,
+        keep: args.keep,
+        argv: args.command,
+        kill_method: if args.force_fallback || env_flag("GRACEKILL_FORCE_FALLBACK") {
+            KillMethod::Fallback
+        } else {
+            KillMethod::Auto
+        },
+    };
+    let report = runtime()?.block_on(run(&mount, &spec, |msg| eprintln!("gracekill: {msg}")))?;
+    if let Some(o) = &report.stop {
+        eprintln!("gracekill: {}", o.summary());
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(report.exit_code.clamp(0, 255) as u8)
+}
+
+fn open_task(task: &str) -> anyhow::Result<(Mount, gracekill::Cgroup)> {
+    let mount = Mount::discover()?;
+    let root = gracekill::task::default_root(&mount)?;
+    let rel = gracekill::task::resolve(&mount, task, &root)?;
+    let cg = mount.open_cgroup(&rel)?;
+    Ok((mount, cg))
+}
+
+/// One task as `status` and `list` show it.
+#[derive(serde::Serialize)]
+struct TaskView {
+    name: String,
+    cgroup: String,
+    path: String,
+    populated: bool,
+    process_count: usize,
+    main_pid: Option<i32>,
+    policy: Option<String>,
+    policy_error: Option<String>,
+    age_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    processes: Option<Vec<ProcView>>,
+}
+
+#[derive(serde::Serialize)]
+struct ProcView {
+    pid: i32,
+    comm: String,
+    state: String,
+}
+
+fn view(cg: &gracekill::Cgroup, with_procs: bool) -> anyhow::Result<TaskView> {
+    let mut pids = Vec::new();
+    for c in cg.subtree()? {
+        pids.extend(c.procs()?);
+    }
+    let (meta, policy_error) = match TaskMeta::read(cg) {
+        Ok(m) => (m, None),
+        Err(e) => (TaskMeta::default(), Some(e.to_string())),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    Ok(TaskView {
+        name: cg.rel().rsplit('/').next().unwrap_or_default().to_string(),
+        cgroup: cg.rel().to_string(),
+        path: cg.path().display().to_string(),
+        populated: cg.events()?.populated,
+        process_count: pids.len(),
+        main_pid: meta.main_pid,
+        policy: meta.policy.map(|p| p.summary()),
+        policy_error,
+        age_s: meta.created.map(|c| now.saturating_sub(c)),
+        processes: with_procs.then(|| {
+            pids.iter()
+                .map(|&pid| {
+                    let i = gracekill::procinfo::describe(pid);
+                    ProcView {
+                        pid,
+                        comm: i.comm,
+                        state: i.state,
+                    }
+                })
+                .collect()
+        }),
+    })
+}
+
+fn cmd_status(args: StatusArgs) -> anyhow::Result<u8> {
+    let (_mount, cg) = open_task(&args.task)?;
+    let v = view(&cg, true)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&v)?);
+        return Ok(0);
+    }
+    println!("task:     {}", v.name);
+    println!("cgroup:   {} ({})", v.cgroup, v.path);
+    println!(
+        "state:    {}",
+        if v.populated { "running" } else { "empty" }
+    );
+    match (&v.policy, &v.policy_error) {
+        (Some(p), _) => println!("policy:   {p}"),
+        (None, Some(e)) => println!("policy:   INVALID: {e}"),
+        (None, None) => println!(
+            "policy:   (none recorded; default {})",
+            Policy::default().summary()
+        ),
+    }
+    if let Some(pid) = v.main_pid {
+        println!("main pid: {pid}");
+    }
+    if let Some(age) = v.age_s {
+        println!(
+            "age:      {}",
+            gracekill::policy::format_duration(Duration::from_secs(age))
+        );
+    }
+    println!("processes ({}):", v.process_count);
+    for p in v.processes.unwrap_or_default() {
+        println!("  {:>7} {} {}", p.pid, p.state, p.comm);
+    }
+    Ok(0)
+}
+
+fn cmd_list(args: ListArgs) -> anyhow::Result<u8> {
+    let mount = Mount::discover()?;
+    let root = gracekill::task::default_root(&mount)?;
+    let parent = match &args.parent {
+        Some(p) => gracekill::task::resolve(&mount, p, &root)?,
+        None => root,
+    };
+    let tasks = match mount.open_cgroup(&parent) {
+        Ok(cg) => cg
+            .children()?
+            .iter()
+            .map(|c| view(c, false))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&tasks)?);
+        return Ok(0);
+    }
+    println!(
+        "{:<20} {:<28} {:<9} {:>5} {:>8} {:>8}  POLICY",
+        "NAME", "CGROUP", "STATE", "PROCS", "MAIN", "AGE"
+    );
+    for t in tasks {
+        let age = t
+            .age_s
+            .map(|a| gracekill::policy::format_duration(Duration::from_secs(a)))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<20} {:<28} {:<9} {:>5} {:>8} {:>8}  {}",
+            t.name,
+            t.cgroup,
+            if t.populated { "running" } else { "empty" },
+            t.process_count,
+            t.main_pid
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "-".into()),
+            age,
+            t.policy
+                .or(t.policy_error.map(|e| format!("INVALID: {e}")))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    Ok(0)
 }
 
 fn print_outcome(o: &Outcome, json: bool) {

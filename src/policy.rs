@@ -453,6 +453,72 @@ impl Policy {
     }
 }
 
+/// The systemd properties `run -p` understands, for error messages.
+pub const PROPERTIES: &str =
+    "KillSignal, TimeoutStopSec, KillMode, SendSIGHUP, FinalKillSignal, RuntimeMaxSec";
+
+/// Applies one systemd-style property (`KillSignal=SIGINT`, `TimeoutStopSec=5`, ...) to a policy;
+/// `RuntimeMaxSec=` sets `timeout`. Same spellings as `systemd-run -p`.
+///
+/// # Errors
+/// [`Error::Input`] naming the property: unknown names, malformed values, `infinity`, and a
+/// `FinalKillSignal=` other than SIGKILL (the final kill is always `cgroup.kill`).
+pub fn apply_property(
+    policy: &mut Policy,
+    timeout: &mut Option<Duration>,
+    prop: &str,
+) -> Result<()> {
+    let bad =
+        |why: String| Error::Input(format!("invalid property '{}': {why}", prop.escape_debug()));
+    let Some((key, value)) = prop.split_once('=') else {
+        return Err(bad("expected Name=Value".into()));
+    };
+    let dur = |v: &str| -> Result<Duration> {
+        if v.trim() == "infinity" {
+            return Err(bad(
+                "'infinity' is not supported; give a duration of at most 30 days".into(),
+            ));
+        }
+        parse_duration(v).map_err(|e| bad(e.to_string()))
+    };
+    match key {
+        "KillSignal" => {
+            let sig: Signal = value.parse().map_err(|e: Error| bad(e.to_string()))?;
+            if sig == Signal::KILL {
+                return Err(bad(
+                    "SIGKILL cannot be the stop signal; it is the final kill".into(),
+                ));
+            }
+            policy.steps[0].signal = sig;
+        }
+        "TimeoutStopSec" => policy.steps[0].grace = dur(value)?,
+        "KillMode" => policy.kill_mode = value.parse().map_err(|e: Error| bad(e.to_string()))?,
+        "SendSIGHUP" => {
+            policy.sighup = match value.trim().to_ascii_lowercase().as_str() {
+                "yes" | "true" | "on" | "1" => true,
+                "no" | "false" | "off" | "0" => false,
+                _ => return Err(bad("expected yes or no".into())),
+            }
+        }
+        "FinalKillSignal" => {
+            let sig: Signal = value.parse().map_err(|e: Error| bad(e.to_string()))?;
+            if sig != Signal::KILL {
+                return Err(bad(
+                    "gracekill's final kill is always SIGKILL (cgroup.kill)".into(),
+                ));
+            }
+        }
+        "RuntimeMaxSec" => *timeout = Some(dur(value)?),
+        _ => {
+            return Err(Error::Input(format!(
+                "unknown property '{}' (supported: {PROPERTIES})",
+                key.escape_debug()
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -587,5 +653,41 @@ mod tests {
             vec!["15:1"; 17].join(",")
         );
         assert!(Policy::from_text(&many).is_err());
+    }
+
+    #[test]
+    fn systemd_properties() {
+        let mut p = Policy::default();
+        let mut t = None;
+        for prop in [
+            "KillSignal=SIGINT",
+            "TimeoutStopSec=5",
+            "KillMode=mixed",
+            "SendSIGHUP=yes",
+            "FinalKillSignal=9",
+            "RuntimeMaxSec=1min 30s",
+        ] {
+            apply_property(&mut p, &mut t, prop).unwrap();
+        }
+        assert_eq!(p.steps[0].signal, Signal::INT);
+        assert_eq!(p.steps[0].grace, Duration::from_secs(5));
+        assert_eq!(p.kill_mode, KillMode::Mixed);
+        assert!(p.sighup);
+        assert_eq!(t, Some(Duration::from_secs(90)));
+        for bad in [
+            "Bogus=1",
+            "KillSignal",
+            "KillSignal=KILL",
+            "TimeoutStopSec=infinity",
+            "TimeoutStopSec=x",
+            "KillMode=all",
+            "SendSIGHUP=maybe",
+            "FinalKillSignal=TERM",
+            "=",
+            "",
+        ] {
+            let e = apply_property(&mut p, &mut t, bad).unwrap_err().to_string();
+            assert!(e.contains("property"), "{bad}: {e}");
+        }
     }
 }

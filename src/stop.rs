@@ -167,6 +167,7 @@ impl Engine<'_> {
             let t0 = self.t0;
             return Ok(self.outcome(Verdict::Empty, Some(t0), Vec::new(), Vec::new()));
         }
+        let _mark = crate::task::StopMark::set(self.cg);
         let frozen: Vec<Cgroup> = self
             .cg
             .subtree()?
@@ -306,10 +307,9 @@ impl Engine<'_> {
                     }
                     // Alive and holding its pid, so it is the process that was listed.
                     send_all(held, sig, extra)?
-                } else if let Some(pidfd) = PidFd::open_member(c, pid)? {
-                    let sent = send_all(&pidfd, sig, extra)?;
+                } else if let Some(pidfd) = signal_listed_pid(c, pid, sig, extra)? {
                     self.w.track(pidfd)?;
-                    sent
+                    true
                 } else {
                     false
                 };
@@ -480,6 +480,28 @@ impl Engine<'_> {
         }
         Ok(out)
     }
+}
+
+/// Signals one pid as read from `cg`'s `cgroup.procs`, exactly as every stop step does: opens a
+/// pidfd, proves the process behind it is still a member of `cg`, then sends `sig` and `extra`
+/// through the pidfd. Returns the pidfd if the signal was delivered; `None` (nothing sent) when
+/// the pid is gone or now names a process outside `cg` (the pid was reused).
+///
+/// Public only so the PID-reuse tests can put a recycled pid into exactly this window.
+///
+/// # Errors
+/// Unexpected OS errors (`EPERM` from `pidfd_send_signal(2)`).
+#[doc(hidden)]
+pub fn signal_listed_pid(
+    cg: &Cgroup,
+    pid: i32,
+    sig: Signal,
+    extra: &[Signal],
+) -> Result<Option<PidFd>> {
+    let Some(pidfd) = PidFd::open_member(cg, pid)? else {
+        return Ok(None);
+    };
+    Ok(send_all(&pidfd, sig, extra)?.then_some(pidfd))
 }
 
 fn send_all(p: &PidFd, sig: Signal, extra: &[Signal]) -> Result<bool> {

@@ -3,8 +3,9 @@
 
 use std::path::Path;
 
-use crate::cgroup::{Mount, normalize};
+use crate::cgroup::{Cgroup, Mount, normalize};
 use crate::error::{Error, Result};
+use crate::policy::Policy;
 
 /// The default root for tasks named by a bare name, relative to the cgroup2 mount.
 pub const DEFAULT_ROOT: &str = "/gracekill";
@@ -96,6 +97,119 @@ pub fn validate_name(name: &str) -> Result<()> {
             "invalid task name '{}': use 1-128 letters, digits and -_.@: (one path component, not starting with 'cgroup.')",
             name.escape_debug()
         )))
+    }
+}
+
+/// What `run` records on a task's cgroup (as `user.gracekill.*` xattrs) so that
+/// `gracekill stop NAME`, `status` and `list` work from anywhere, even after `run` is gone.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TaskMeta {
+    /// The stop policy (`user.gracekill.policy`).
+    pub policy: Option<Policy>,
+    /// The main process's pid (`user.gracekill.main`).
+    pub main_pid: Option<i32>,
+    /// When `run` created the task, seconds since the epoch (`user.gracekill.created`).
+    pub created: Option<u64>,
+}
+
+/// Parses a small decimal number from an xattr strictly: digits only, at most 20 of them.
+fn strict_number<T: std::str::FromStr>(what: &str, v: &str) -> Result<T> {
+    if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::Input(format!(
+            "invalid stored {what} '{}': not a number",
+            v.escape_debug()
+        )));
+    }
+    v.parse().map_err(|_| {
+        Error::Input(format!(
+            "invalid stored {what} '{}': out of range",
+            v.escape_debug()
+        ))
+    })
+}
+
+/// Marks a stop in progress on a cgroup (`user.gracekill.stopping` = `PID STARTTIME`), so that
+/// `run` can tell "someone is stopping my task" from "my main process left helpers behind".
+/// Removed on drop; a stopper that was SIGKILLed leaves a stale mark that [`stopper`] detects.
+#[derive(Debug)]
+pub struct StopMark<'a> {
+    cg: &'a Cgroup,
+}
+
+impl<'a> StopMark<'a> {
+    /// Sets the mark (best effort: a cgroup we may not write xattrs on simply goes unmarked).
+    pub fn set(cg: &'a Cgroup) -> Option<StopMark<'a>> {
+        let me = procfs::process::Process::myself().ok()?.stat().ok()?;
+        cg.set_xattr("stopping", &format!("{} {}", me.pid, me.starttime))
+            .ok()?;
+        Some(StopMark { cg })
+    }
+}
+
+impl Drop for StopMark<'_> {
+    fn drop(&mut self) {
+        let _ = self.cg.remove_xattr("stopping");
+    }
+}
+
+/// The live process that marked a stop in progress on `cg`, as a pidfd, if there is one. The
+/// start time recorded with the pid must match, so a recycled pid is not mistaken for it.
+pub fn stopper(cg: &Cgroup) -> Option<crate::pidfd::PidFd> {
+    let text = cg.get_xattr("stopping").ok()??;
+    let (pid, start) = text.split_once(' ')?;
+    let pid: i32 = strict_number("stopper pid", pid).ok()?;
+    let start: u64 = strict_number("stopper start time", start).ok()?;
+    let pidfd = crate::pidfd::PidFd::open(pid).ok()??;
+    let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+    (stat.starttime == start && !pidfd.has_exited()).then_some(pidfd)
+}
+
+impl TaskMeta {
+    /// Reads the task's metadata. Absent attributes are `None`.
+    ///
+    /// # Errors
+    /// [`Error::Input`] for a malformed attribute (a delegated user can write these), naming the
+    /// cgroup; OS errors reading them.
+    pub fn read(cg: &Cgroup) -> Result<TaskMeta> {
+        let ctx = |e: Error| Error::Input(format!("{e} (on '{}')", cg.path().display()));
+        let policy = cg
+            .get_xattr("policy")?
+            .map(|t| Policy::from_text(&t))
+            .transpose()
+            .map_err(ctx)?;
+        let main_pid = cg
+            .get_xattr("main")?
+            .map(|v| strict_number::<i32>("main pid", &v))
+            .transpose()
+            .map_err(ctx)?
+            .filter(|p| *p > 0);
+        let created = cg
+            .get_xattr("created")?
+            .map(|v| strict_number::<u64>("creation time", &v))
+            .transpose()
+            .map_err(ctx)?;
+        Ok(TaskMeta {
+            policy,
+            main_pid,
+            created,
+        })
+    }
+
+    /// Writes the attributes that are set.
+    ///
+    /// # Errors
+    /// OS errors naming the cgroup (e.g. a filesystem without user xattrs).
+    pub fn write(&self, cg: &Cgroup) -> Result<()> {
+        if let Some(p) = &self.policy {
+            cg.set_xattr("policy", &p.to_text())?;
+        }
+        if let Some(pid) = self.main_pid {
+            cg.set_xattr("main", &pid.to_string())?;
+        }
+        if let Some(t) = self.created {
+            cg.set_xattr("created", &t.to_string())?;
+        }
+        Ok(())
     }
 }
 

@@ -1,0 +1,369 @@
+//! `run`: start a command straight into a new cgroup, stay its parent (and subreaper), and stop
+//! the task by its policy when asked, on timeout, or when its main process leaves helpers behind.
+//!
+//! The command joins the cgroup between `fork` and `exec` (it writes `0` to the already-open
+//! `cgroup.procs`), so it runs no instruction outside and cannot fork outside. The policy and the
+//! main pid are recorded on the cgroup as xattrs, so `gracekill stop NAME` from anywhere applies
+//! them, even if `run` itself was SIGKILLed (the task then keeps running, as a systemd scope does).
+
+use std::ffi::OsString;
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::pin::Pin;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+use rustix::process::WaitOptions;
+use serde::Serialize;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
+
+use crate::cgroup::{Cgroup, Mount};
+use crate::error::{Error, Result};
+use crate::policy::Policy;
+use crate::report::{Outcome, Verdict};
+use crate::stop::{KillMethod, StopOptions, stop};
+use crate::task::{TaskMeta, validate_name};
+use crate::watch::{Wake, Watcher, deadline_after};
+
+/// What to run and how to stop it.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    /// The task name: one path component (see [`validate_name`]).
+    pub name: String,
+    /// The parent cgroup, relative to the mount (created if missing).
+    pub parent: String,
+    /// The stop policy, recorded on the cgroup.
+    pub policy: Policy,
+    /// Start the graceful stop after this long (`timeout(1)` semantics).
+    pub timeout: Option<Duration>,
+    /// Keep the (empty) cgroup when the task ends.
+    pub keep: bool,
+    /// The command and its arguments.
+    pub argv: Vec<OsString>,
+    /// How to deliver final kills.
+    pub kill_method: KillMethod,
+}
+
+/// Why a stop was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    /// `run` got SIGTERM, SIGINT or SIGHUP.
+    Signal,
+    /// `--timeout` expired.
+    Timeout,
+    /// The main process exited and left other processes in the cgroup.
+    Leftovers,
+}
+
+/// How the main process ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MainExit {
+    /// The main process's pid.
+    pub pid: i32,
+    /// Its exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+}
+
+impl MainExit {
+    /// The shell convention: the exit code, or 128 + the signal number.
+    pub fn status(&self) -> i32 {
+        match (self.exit_code, self.signal) {
+            (Some(c), _) => c,
+            (None, Some(s)) => 128 + s,
+            _ => 1,
+        }
+    }
+}
+
+/// What `run` did, printed by `run --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunReport {
+    /// The task name.
+    pub name: String,
+    /// The task's cgroup, relative to the mount.
+    pub cgroup: String,
+    /// How the main process ended.
+    pub main: MainExit,
+    /// `run`'s own exit status: the main process's status, or 124/137 after `--timeout`.
+    pub exit_code: i32,
+    /// Whether `--timeout` fired.
+    pub timed_out: bool,
+    /// Why a stop ran, if one did.
+    pub stop_reason: Option<StopReason>,
+    /// The stop's outcome, if a stop ran.
+    pub stop: Option<Outcome>,
+    /// Whether the cgroup was removed at the end.
+    pub removed: bool,
+}
+
+/// Creates the task cgroup `<parent>/<name>`; refuses a name whose cgroup holds processes.
+///
+/// # Errors
+/// [`Error::Input`] for a bad name, [`Error::Busy`] for a name in use, OS errors creating it.
+pub fn create_task_cgroup(mount: &Mount, parent: &str, name: &str) -> Result<Cgroup> {
+    validate_name(name)?;
+    let (parent_cg, _) = mount.create_cgroup(parent)?;
+    match parent_cg.create_child(name) {
+        Ok(cg) => Ok(cg),
+        Err(Error::Busy(_)) => {
+            let cg =
+                mount.open_cgroup(&format!("{}/{name}", parent_cg.rel().trim_end_matches('/')))?;
+            if cg.events()?.populated {
+                return Err(Error::Busy(format!(
+                    "task name '{name}' is in use: cgroup '{}' has running processes (stop it with 'gracekill stop {name}')",
+                    cg.path().display()
+                )));
+            }
+            // A kept or abandoned empty cgroup: reuse it.
+            Ok(cg)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A boxed stop in progress.
+type StopFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome>> + 'a>>;
+
+/// Runs `spec` in the foreground until the task ends; returns what happened. Must run on a
+/// tokio runtime with signal support; installs handlers for SIGINT, SIGTERM, SIGHUP, SIGCHLD
+/// and makes this process a child subreaper.
+///
+/// # Errors
+/// Creating the cgroup, recording the policy, or spawning the command (`NotFound` when the
+/// command does not exist, `PermissionDenied` when it cannot be executed).
+pub async fn run(mount: &Mount, spec: &RunSpec, on_event: impl Fn(&str)) -> Result<RunReport> {
+    spec.policy.validate()?;
+    if spec.argv.is_empty() {
+        return Err(Error::Input(
+            "no command given (usage: gracekill run [OPTIONS] -- CMD [ARGS...])".into(),
+        ));
+    }
+    let cg = create_task_cgroup(mount, &spec.parent, &spec.name)?;
+    let result = supervise(&cg, spec, &on_event).await;
+    if result.is_err() && !cg.events().map(|e| e.populated).unwrap_or(true) {
+        let _ = cg.remove_tree();
+    }
+    result
+}
+
+async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Result<RunReport> {
+    let created = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    TaskMeta {
+        policy: Some(spec.policy.clone()),
+        main_pid: None,
+        created: Some(created),
+    }
+    .write(cg)?;
+
+    // Signal handlers first: no window in which a Ctrl-C would kill `run` but not stop the task.
+    let sig_err = |e: std::io::Error| {
+        Error::os(
+            "install signal handler in",
+            cg.path(),
+            crate::cgroup::errno_of(&e),
+        )
+    };
+    let mut sigint = signal(SignalKind::interrupt()).map_err(sig_err)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(sig_err)?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(sig_err)?;
+    let mut sigchld = signal(SignalKind::child()).map_err(sig_err)?;
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
+        .map_err(|e| Error::os("become child subreaper for", cg.path(), e))?;
+
+    let main_pid = spawn_into(cg, &spec.argv)?;
+    TaskMeta {
+        main_pid: Some(main_pid),
+        ..TaskMeta::default()
+    }
+    .write(cg)?;
+    tracing::debug!(cgroup = %cg.rel(), pid = main_pid, "started main process");
+
+    let escalate = Arc::new(Notify::new());
+    let opts = StopOptions {
+        kill_method: spec.kill_method,
+        main_pid: Some(main_pid),
+        progress: None,
+        escalate: Some(escalate.clone()),
+    };
+    let timeout = async {
+        match spec.timeout {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(timeout);
+
+    let mut main: Option<MainExit> = None;
+    let mut stop_fut: Option<StopFuture<'_>> = None;
+    let mut stop_reason: Option<StopReason> = None;
+    let mut outcome: Option<Outcome> = None;
+    let start_stop = |reason: StopReason| -> StopFuture<'_> {
+        tracing::debug!(cgroup = %cg.rel(), ?reason, "stopping task");
+        Box::pin(stop(cg, &spec.policy, &opts))
+    };
+
+    // A stop started by another process (`gracekill stop NAME`) while our main process exits:
+    // wait for it (or for its stopper to die) instead of starting a second stop.
+    let mut external: Option<Pin<Box<dyn Future<Output = Result<Wake>> + '_>>> = None;
+    loop {
+        reap(main_pid, &mut main);
+        if stop_fut.is_none()
+            && external.is_none()
+            && let Some(m) = &main
+        {
+            let populated = cg.events()?.populated;
+            if !populated
+                || outcome.is_some()
+                || spec.policy.kill_mode == crate::policy::KillMode::Process
+            {
+                break;
+            }
+            if let Some(stopper) = crate::task::stopper(cg) {
+                tracing::debug!(cgroup = %cg.rel(), pid = stopper.pid(), "another process is stopping the task; waiting");
+                let mut w = Watcher::new(cg)?;
+                w.track(stopper)?;
+                external = Some(Box::pin(async move {
+                    w.wait_empty(deadline_after(crate::policy::MAX_DURATION), true, |_| {})
+                        .await
+                }));
+                continue;
+            }
+            on_event(&format!(
+                "main process {} exited (status {}); stopping the processes it left behind",
+                m.pid,
+                m.status()
+            ));
+            stop_reason = Some(StopReason::Leftovers);
+            stop_fut = Some(start_stop(StopReason::Leftovers));
+        }
+        let stopping = stop_fut.is_some();
+        let waiting = external.is_some();
+        let timed_out_already = stop_reason.is_some();
+        tokio::select! {
+            _ = sigchld.recv() => {}
+            _ = sigint.recv() => request(&mut stop_fut, &mut stop_reason, &escalate, &start_stop, on_event, "SIGINT"),
+            _ = sigterm.recv() => request(&mut stop_fut, &mut stop_reason, &escalate, &start_stop, on_event, "SIGTERM"),
+            _ = sighup.recv() => request(&mut stop_fut, &mut stop_reason, &escalate, &start_stop, on_event, "SIGHUP"),
+            () = &mut timeout, if !timed_out_already => {
+                on_event(&format!("timeout after {}: stopping the task", crate::policy::format_duration(spec.timeout.unwrap_or_default())));
+                stop_reason = Some(StopReason::Timeout);
+                stop_fut = Some(start_stop(StopReason::Timeout));
+            }
+            r = async { stop_fut.as_mut().expect("guarded").await }, if stopping => {
+                stop_fut = None;
+                outcome = Some(r?);
+            }
+            r = async { external.as_mut().expect("guarded").await }, if waiting => {
+                // Empty: the other stop finished. TrackedGone: its stopper died mid-stop; the
+                // top of the loop starts our own.
+                r?;
+                external = None;
+            }
+        }
+    }
+    // Everything in the task has exited; collect any last zombies (orphans reparented to us).
+    reap(main_pid, &mut main);
+    let main = main.unwrap_or(MainExit {
+        pid: main_pid,
+        ..MainExit::default()
+    });
+    let timed_out = stop_reason == Some(StopReason::Timeout);
+    let exit_code = match (&outcome, timed_out) {
+        (Some(o), true) if matches!(o.outcome, Verdict::Killed | Verdict::Survivors) => 137,
+        (Some(_), true) => 124,
+        _ => main.status(),
+    };
+    let populated = cg.events().map(|e| e.populated).unwrap_or(false);
+    let removed = !spec.keep && !populated && cg.remove_tree().is_ok();
+    Ok(RunReport {
+        name: spec.name.clone(),
+        cgroup: cg.rel().to_string(),
+        main,
+        exit_code,
+        timed_out,
+        stop_reason,
+        stop: outcome,
+        removed,
+    })
+}
+
+/// A stop request from a signal: the first starts the graceful stop, the next skips to the
+/// final kill.
+fn request<'a>(
+    stop_fut: &mut Option<StopFuture<'a>>,
+    reason: &mut Option<StopReason>,
+    escalate: &Notify,
+    start: &dyn Fn(StopReason) -> StopFuture<'a>,
+    on_event: &dyn Fn(&str),
+    sig: &str,
+) {
+    if stop_fut.is_some() {
+        on_event(&format!(
+            "{sig} again: skipping the rest of the grace period"
+        ));
+        escalate.notify_one();
+    } else {
+        on_event(&format!(
+            "{sig}: stopping the task gracefully (again to kill at once)"
+        ));
+        *reason = Some(StopReason::Signal);
+        *stop_fut = Some(start(StopReason::Signal));
+    }
+}
+
+/// Reaps every exited child without blocking; records the main process's status.
+fn reap(main_pid: i32, main: &mut Option<MainExit>) {
+    loop {
+        match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+            Ok(Some((pid, status))) => {
+                if pid.as_raw_nonzero().get() == main_pid {
+                    *main = Some(MainExit {
+                        pid: main_pid,
+                        exit_code: status.exit_status(),
+                        signal: status.terminating_signal(),
+                    });
+                }
+            }
+            Ok(None) | Err(Errno::CHILD) => return,
+            Err(Errno::INTR) => continue,
+            Err(_) => return,
+        }
+    }
+}
+
+/// Spawns `argv` so that it joins `cg` before `exec`. Returns its pid.
+fn spawn_into(cg: &Cgroup, argv: &[OsString]) -> Result<i32> {
+    let procs_path = cg.path().join("cgroup.procs");
+    let procs: OwnedFd = rustix::fs::openat(
+        cg.as_fd(),
+        "cgroup.procs",
+        OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| Error::os("open", &procs_path, e))?;
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    crate::sys::join_cgroup_before_exec(&mut cmd, &procs);
+    let child = cmd.spawn().map_err(|e| Error::Spawn {
+        cmd: argv[0].to_string_lossy().into_owned(),
+        errno: crate::cgroup::errno_of(&e),
+    })?;
+    let pid = child.id() as i32;
+    // We reap with waitpid ourselves (we are the subreaper for the whole task); dropping the
+    // `Child` neither waits nor kills.
+    drop(child);
+    Ok(pid)
+}

@@ -1,0 +1,505 @@
+//! `gracekill run`, `stop NAME`, `status`, `list`, driven as a user would (root, cgroup v2).
+
+mod common;
+
+use std::io::Write;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TestCgroup, alive, json, read, stderr, stdout, wait_until};
+
+/// `gracekill` with GRACEKILL_ROOT set to the test's cgroup, so bare task names live there.
+fn gk(cg: &TestCgroup) -> Command {
+    let mut c = Command::new(common::bin());
+    c.env("GRACEKILL_ROOT", &cg.rel)
+        .current_dir(&cg.scratch)
+        .stdin(Stdio::null());
+    c
+}
+
+fn run_bg(cg: &TestCgroup, args: &[&str]) -> Child {
+    gk(cg)
+        .arg("run")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gracekill run")
+}
+
+fn output(c: &mut Command) -> Output {
+    c.output().expect("run gracekill")
+}
+
+fn finish(child: Child) -> Output {
+    child.wait_with_output().expect("wait for gracekill run")
+}
+
+fn task_path(cg: &TestCgroup, name: &str) -> std::path::PathBuf {
+    cg.path.join(name)
+}
+
+/// Waits until the task cgroup exists and holds at least `n` processes.
+fn wait_task(cg: &TestCgroup, name: &str, n: usize) {
+    let p = task_path(cg, name);
+    assert!(
+        wait_until(Duration::from_secs(10), || common::pids_below(&p).len()
+            >= n),
+        "task {name} never reached {n} processes"
+    );
+}
+
+const HANDLES_TERM: &str = r#"trap 'trap "" TERM; sleep 1; echo flushed > "$PWD/flushed"; exit 5' TERM; echo ready > "$PWD/ready"; while :; do sleep 1 & wait $!; done"#;
+
+#[test]
+fn run_then_stop_from_another_process() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-stop");
+    let child = run_bg(
+        &cg,
+        &[
+            "--name",
+            "t1",
+            "--grace",
+            "10s",
+            "--",
+            "bash",
+            "-c",
+            HANDLES_TERM,
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || cg
+        .file("ready")
+        .exists()));
+    let out = output(gk(&cg).args(["stop", "--json", "t1"]));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    assert_eq!(v["cgroup"], format!("{}/t1", cg.rel));
+    let run = finish(child);
+    assert_eq!(read(&cg.file("flushed")).trim(), "flushed");
+    assert_eq!(
+        run.status.code(),
+        Some(5),
+        "run exits with the task's status: {}",
+        stderr(&run)
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || !task_path(&cg, "t1").exists()),
+        "cgroup removed"
+    );
+}
+
+#[test]
+fn stored_policy_is_applied_by_a_bare_stop() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-policy");
+    let app = r#"trap '' TERM; trap 'echo int > "$PWD/got"; exit 0' INT; echo ready > "$PWD/ready"; while :; do sleep 1 & wait $!; done"#;
+    let child = run_bg(
+        &cg,
+        &[
+            "--name",
+            "t2",
+            "-p",
+            "KillSignal=SIGINT",
+            "-p",
+            "TimeoutStopSec=5",
+            "--",
+            "bash",
+            "-c",
+            app,
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || cg
+        .file("ready")
+        .exists()));
+    let st = output(gk(&cg).args(["status", "--json", "t2"]));
+    let s = json(&st);
+    assert!(
+        s["policy"].as_str().unwrap().starts_with("SIGINT 5s"),
+        "{s}"
+    );
+    let out = output(gk(&cg).args(["stop", "--json", "t2"]));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    assert_eq!(v["steps"][0]["signal"], "SIGINT");
+    assert_eq!(read(&cg.file("got")).trim(), "int");
+    assert_eq!(finish(child).status.code(), Some(0));
+}
+
+#[test]
+fn ctrl_c_stops_gracefully_and_a_second_one_kills() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-ctrlc");
+    // First: one SIGINT to `run` -> graceful stop by policy.
+    let child = run_bg(
+        &cg,
+        &[
+            "--name",
+            "c1",
+            "--grace",
+            "10s",
+            "--",
+            "bash",
+            "-c",
+            HANDLES_TERM,
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || cg
+        .file("ready")
+        .exists()));
+    kill(child.id(), "INT");
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_eq!(read(&cg.file("flushed")).trim(), "flushed");
+    assert!(stderr(&out).contains("graceful"), "{}", stderr(&out));
+    // Second: a task that ignores SIGTERM, 60 s grace; the second SIGINT skips to the kill.
+    std::fs::remove_file(cg.file("ready")).unwrap();
+    let stubborn =
+        r#"trap '' TERM; echo ready > "$PWD/ready"; while :; do sleep 1 & wait $!; done"#;
+    let log = std::fs::File::create(cg.file("run.log")).unwrap();
+    let child = gk(&cg)
+        .args([
+            "run", "--name", "c2", "--grace", "60s", "--json", "--", "bash", "-c", stubborn,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || cg
+        .file("ready")
+        .exists()));
+    let t = Instant::now();
+    kill(child.id(), "INT");
+    // The second Ctrl-C must come after `run` has begun the graceful stop.
+    assert!(wait_until(Duration::from_secs(5), || read(
+        &cg.file("run.log")
+    )
+    .contains("stopping the task gracefully")));
+    kill(child.id(), "INT");
+    let out = finish(child);
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "escalated, not the 60 s grace: {:?}",
+        t.elapsed()
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stop"]["outcome"], "killed", "{v}");
+    assert_eq!(v["stop_reason"], "signal");
+    assert_eq!(out.status.code(), Some(137), "killed by SIGKILL: 128+9");
+}
+
+#[test]
+fn timeout_exits_124_or_137_and_reaches_double_forked_daemons() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-timeout");
+    let daemon =
+        r#"trap 'echo got-term > "$PWD/daemon"; exit 0' TERM; while :; do sleep 1 & wait $!; done"#;
+    std::fs::write(cg.file("daemon.sh"), daemon).unwrap();
+    let well = r#"setsid bash -c '(bash "$PWD/daemon.sh" &)'; sleep 30"#;
+    let t = Instant::now();
+    let out = output(gk(&cg).args([
+        "run",
+        "--name",
+        "to1",
+        "--timeout",
+        "1s",
+        "--grace",
+        "5s",
+        "--",
+        "bash",
+        "-c",
+        well,
+    ]));
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert_eq!(
+        read(&cg.file("daemon")).trim(),
+        "got-term",
+        "the double-forked daemon got SIGTERM"
+    );
+    assert!(!task_path(&cg, "to1").exists());
+    let out = output(gk(&cg).args([
+        "run",
+        "--name",
+        "to2",
+        "--timeout",
+        "500ms",
+        "--grace",
+        "500ms",
+        "--",
+        "bash",
+        "-c",
+        "trap '' TERM; sleep 30",
+    ]));
+    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+    assert!(!task_path(&cg, "to2").exists());
+}
+
+#[test]
+fn exit_status_and_stdin_pass_through() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-status");
+    for (script, want) in [
+        ("exit 0", 0),
+        ("exit 3", 3),
+        ("kill -TERM $$", 128 + 15),
+        ("kill -KILL $$", 128 + 9),
+    ] {
+        let out = output(gk(&cg).args(["run", "--name", "st", "--", "bash", "-c", script]));
+        assert_eq!(out.status.code(), Some(want), "{script}: {}", stderr(&out));
+    }
+    let mut child = gk(&cg)
+        .args(["run", "--name", "cat", "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello through gracekill\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "hello through gracekill\n");
+}
+
+#[test]
+fn leftover_daemon_is_stopped_gracefully_when_main_exits() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-leftover");
+    let daemon = r#"trap 'sleep 0.3; echo stopped > "$PWD/daemon"; exit 0' TERM; while :; do sleep 1 & wait $!; done"#;
+    std::fs::write(cg.file("daemon.sh"), daemon).unwrap();
+    let out = output(gk(&cg).args([
+        "run",
+        "--name",
+        "lo",
+        "--json",
+        "--grace",
+        "5s",
+        "--",
+        "bash",
+        "-c",
+        r#"bash "$PWD/daemon.sh" & sleep 0.5; exit 0"#,
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["stop_reason"], "leftovers", "{v}");
+    assert_eq!(v["stop"]["outcome"], "graceful");
+    assert_eq!(v["main"]["exit_code"], 0);
+    assert_eq!(read(&cg.file("daemon")).trim(), "stopped");
+    assert!(stderr(&out).contains("left behind"), "{}", stderr(&out));
+    assert!(!task_path(&cg, "lo").exists());
+}
+
+#[test]
+fn orphans_are_reaped_no_zombies_remain() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-reap");
+    // Orphans (parent gone) exit while the main process still runs: run, the subreaper, reaps them.
+    let script =
+        r#"for i in 1 2 3 4 5; do (sleep 0.1 &); done; echo ready > "$PWD/ready"; sleep 2"#;
+    let child = run_bg(&cg, &["--name", "rp", "--", "bash", "-c", script]);
+    let run_pid = child.id();
+    assert!(wait_until(Duration::from_secs(10), || cg
+        .file("ready")
+        .exists()));
+    std::thread::sleep(Duration::from_millis(800));
+    let kids = read(std::path::Path::new(&format!(
+        "/proc/{run_pid}/task/{run_pid}/children"
+    )));
+    for pid in kids.split_whitespace() {
+        let stat = read(std::path::Path::new(&format!("/proc/{pid}/stat")));
+        assert!(
+            !stat
+                .rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z')),
+            "zombie {pid}: {stat}"
+        );
+    }
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!task_path(&cg, "rp").exists());
+}
+
+#[test]
+fn name_collisions_bad_properties_and_bad_stored_policy_are_clear_errors() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-errors");
+    let child = run_bg(
+        &cg,
+        &[
+            "--name",
+            "busy",
+            "--",
+            "bash",
+            "-c",
+            r#"echo ready > "$PWD/ready"; sleep 30"#,
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || cg
+        .file("ready")
+        .exists()));
+    let out = output(gk(&cg).args(["run", "--name", "busy", "--", "true"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
+    for bad in [
+        "Bogus=1",
+        "KillSignal=NOPE",
+        "TimeoutStopSec=forever",
+        "KillMode=all",
+        "nonsense",
+    ] {
+        let out = output(gk(&cg).args(["run", "--name", "x", "-p", bad, "--", "true"]));
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert_eq!(stderr(&out).lines().count(), 1, "{bad}: {}", stderr(&out));
+        assert!(!task_path(&cg, "x").exists(), "{bad}: nothing created");
+    }
+    // A delegated user can write xattrs on their cgroup: garbage must be refused, not obeyed.
+    let mount = gracekill::Mount::discover().unwrap();
+    let task = mount.open_cgroup(&format!("{}/busy", cg.rel)).unwrap();
+    let main = task.procs().unwrap()[0];
+    task.set_xattr(
+        "policy",
+        "v1 steps=15:999999999999 sighup=0 kill-timeout=1 kill-mode=nope",
+    )
+    .unwrap();
+    let out = output(gk(&cg).args(["stop", "busy"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid stored policy"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(alive(main), "nothing was signalled");
+    let st = output(gk(&cg).args(["status", "busy"]));
+    assert!(stdout(&st).contains("INVALID"), "{}", stdout(&st));
+    drop(task);
+    drop(child);
+}
+
+#[test]
+fn run_sigkilled_leaves_the_task_stoppable_by_its_policy() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-orphaned");
+    let app = r#"trap '' TERM; trap 'echo int > "$PWD/got"; exit 0' INT; echo ready > "$PWD/ready"; while :; do sleep 1 & wait $!; done"#;
+    let mut child = run_bg(
+        &cg,
+        &[
+            "--name",
+            "orph",
+            "-p",
+            "KillSignal=INT",
+            "--grace",
+            "5s",
+            "--",
+            "bash",
+            "-c",
+            app,
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || cg
+        .file("ready")
+        .exists()));
+    child.kill().unwrap(); // SIGKILL to `run` itself
+    child.wait().unwrap();
+    assert!(task_path(&cg, "orph").exists());
+    let list = output(gk(&cg).args(["list", "--json"]));
+    let l = json(&list);
+    let entry = l
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "orph")
+        .expect("list shows the task");
+    assert_eq!(entry["populated"], true);
+    let out = output(gk(&cg).args(["stop", "--json", "orph"]));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    assert_eq!(v["steps"][0]["signal"], "SIGINT", "the recorded policy");
+    assert_eq!(read(&cg.file("got")).trim(), "int");
+}
+
+#[test]
+fn kill_mode_mixed_signals_only_the_main_process() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-mixed");
+    let helper =
+        r#"trap 'echo got-term > "$PWD/helper"' TERM; while :; do sleep 1 & wait $!; done"#;
+    std::fs::write(cg.file("helper.sh"), helper).unwrap();
+    let main = r#"bash "$PWD/helper.sh" & trap 'echo main-term > "$PWD/main"; exit 0' TERM; echo ready > "$PWD/ready"; while :; do sleep 1 & wait $!; done"#;
+    let child = run_bg(
+        &cg,
+        &[
+            "--name",
+            "mx",
+            "-p",
+            "KillMode=mixed",
+            "--grace",
+            "1s",
+            "--json",
+            "--",
+            "bash",
+            "-c",
+            main,
+        ],
+    );
+    assert!(wait_until(Duration::from_secs(10), || cg
+        .file("ready")
+        .exists()));
+    wait_task(&cg, "mx", 3);
+    let out = output(gk(&cg).args(["stop", "--json", "mx"]));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "killed", "{v}");
+    assert_eq!(
+        v["steps"][0]["signalled"], 1,
+        "only the main process got SIGTERM"
+    );
+    assert_eq!(read(&cg.file("main")).trim(), "main-term");
+    assert!(
+        !cg.file("helper").exists(),
+        "the helper must not have seen SIGTERM"
+    );
+    assert!(
+        v["killed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["cmdline"].as_str().unwrap().contains("helper.sh"))
+    );
+    let _ = finish(child);
+}
+
+#[test]
+fn readme_quick_start_runs_as_written() {
+    require_cgroup_v2!();
+    let readme = include_str!("../README.md");
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("cargo run --release -q -- run "))
+        .expect("README quick start line");
+    let cg = TestCgroup::new("readme");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(line)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("GRACEKILL_ROOT", &cg.rel)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    let o = stdout(&out);
+    assert!(o.contains("working") && o.contains("flushed"), "{o}");
+}
+
+fn kill(pid: u32, sig: &str) {
+    // Signals go only to processes this test started (`gracekill run`).
+    assert!(
+        Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
