@@ -7,7 +7,7 @@
 //!
 //! Rules every entry point keeps:
 //! - It catches panics: nothing unwinds into C. A caught panic returns `-ENOTRECOVERABLE`.
-//! - Errors are negative errno values; [`gracekill_last_error`] gives the message, per thread.
+//! - Errors are negative errno values; `gracekill_last_error()` gives the message, per thread.
 //! - It is callable from many threads at once: the only state is the per-thread last error, and
 //!   the engine's own lazily probed kernel facts (`cgroup.kill` present, membership proof).
 //! - The library never writes to stdout or stderr. Its tracing events go to the caller's log
@@ -69,7 +69,8 @@ pub const GRACEKILL_LOG_DEBUG: i32 = 4;
 pub const GRACEKILL_LOG_TRACE: i32 = 5;
 
 /// The most steps a policy may have (the stop signal plus `then_len` further steps).
-pub const GRACEKILL_MAX_STEPS: usize = MAX_STEPS;
+pub const GRACEKILL_MAX_STEPS: usize = 16;
+const _: () = assert!(GRACEKILL_MAX_STEPS == MAX_STEPS);
 
 /// One further rung of the ladder: send `signal`, then wait up to `grace_ms` for the cgroup to
 /// empty.
@@ -82,15 +83,15 @@ pub struct gracekill_step {
     pub grace_ms: u64,
 }
 
-/// What a stop does. Fill it with [`gracekill_policy_init`] (the CLI's defaults: SIGTERM, 30 s
+/// What a stop does. Fill it with `gracekill_policy_init()` (the CLI's defaults: SIGTERM, 30 s
 /// grace, 10 s kill timeout, control-group mode), then change fields.
 ///
-/// The library only reads it during [`gracekill_stop`] and keeps no pointer into it.
+/// The library only reads it during `gracekill_stop()` and keeps no pointer into it.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct gracekill_policy {
     /// `sizeof(struct gracekill_policy)` as the caller was compiled; set by
-    /// [`gracekill_policy_init`]. Lets later versions append fields compatibly.
+    /// `gracekill_policy_init()`. Lets later versions append fields compatibly.
     pub struct_size: u32,
     /// The stop signal (default `SIGTERM`, 15). Not SIGKILL: that is the final kill.
     pub signal: i32,
@@ -114,7 +115,7 @@ pub struct gracekill_policy {
 /// A log callback: `level` is `GRACEKILL_LOG_*`, `target` the Rust module
 /// (`gracekill::stop`), `message` one line with the event's fields as `key=value`.
 /// Both strings are valid only during the callback. It is called synchronously, only on the
-/// thread that called [`gracekill_stop`], only during that call. It must not unwind (no C++
+/// thread that called `gracekill_stop()`, only during that call. It must not unwind (no C++
 /// exception may leave it) and must not call `gracekill_stop` itself.
 pub type gracekill_log_fn = Option<
     unsafe extern "C" fn(
@@ -125,12 +126,12 @@ pub type gracekill_log_fn = Option<
     ),
 >;
 
-/// How a stop runs, beyond the policy. Fill it with [`gracekill_stop_options_init`]. Passing
+/// How a stop runs, beyond the policy. Fill it with `gracekill_stop_options_init()`. Passing
 /// NULL instead means all defaults.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct gracekill_stop_options {
-    /// `sizeof(struct gracekill_stop_options)`; set by [`gracekill_stop_options_init`].
+    /// `sizeof(struct gracekill_stop_options)`; set by `gracekill_stop_options_init()`.
     pub struct_size: u32,
     /// The task's main process for the mixed and process kill modes, or 0.
     pub main_pid: i32,
@@ -193,7 +194,7 @@ pub struct gracekill_survivor {
 }
 
 /// What a stop did: the same facts as `gracekill stop --json`. Allocated by
-/// [`gracekill_stop`], read-only for the caller, released with [`gracekill_outcome_free`];
+/// `gracekill_stop()`, read-only for the caller, released with `gracekill_outcome_free()`;
 /// every pointer inside stays valid until then and is owned by the outcome.
 #[repr(C)]
 #[derive(Debug)]
@@ -309,7 +310,7 @@ pub extern "C" fn gracekill_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
-/// The C ABI version this library implements ([`GRACEKILL_ABI_VERSION`]); compare it with the
+/// The C ABI version this library implements (`GRACEKILL_ABI_VERSION`); compare it with the
 /// header's macro to detect a mismatched library at run time.
 #[unsafe(no_mangle)]
 pub extern "C" fn gracekill_abi_version() -> u32 {
@@ -405,13 +406,13 @@ pub unsafe extern "C" fn gracekill_stop_options_init(
 ///
 /// `policy` may be NULL (the CLI's defaults); `options` may be NULL (defaults). On success
 /// `*outcome` receives a new outcome that the caller must release with
-/// [`gracekill_outcome_free`]; on failure it is set to NULL.
+/// `gracekill_outcome_free()`; on failure it is set to NULL.
 ///
 /// Returns 0 on success (whatever the verdict: read `verdict`), else a negative errno:
 /// `-EINVAL` bad arguments, policy or refused target; `-ENOENT` no such cgroup; `-EACCES` or
 /// `-EPERM` not allowed (run as root or in a delegated subtree); `-EOPNOTSUPP` no cgroup2
 /// mount; `-ENOTRECOVERABLE` an internal error; others as the kernel returned them.
-/// [`gracekill_last_error`] has the message.
+/// `gracekill_last_error()` has the message.
 ///
 /// Thread-safe: many threads may stop different cgroups at once. It must not be called from a
 /// thread that is running a tokio runtime (it builds its own, single-threaded, for the call).
@@ -490,7 +491,7 @@ pub unsafe extern "C" fn gracekill_stop(
     })
 }
 
-/// Releases an outcome returned by [`gracekill_stop`], with every string and array in it.
+/// Releases an outcome returned by `gracekill_stop()`, with every string and array in it.
 /// NULL is ignored.
 ///
 /// # Safety

@@ -241,12 +241,17 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            // One line: clap's first line without its "error: " prefix.
+            // One line: clap's first paragraph, joined, without its "error: " prefix.
             let text = e.to_string();
-            let first = text.lines().next().unwrap_or("invalid usage");
+            let para: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let line = para.join(" ");
             eprintln!(
                 "gracekill: {}",
-                first.strip_prefix("error: ").unwrap_or(first)
+                line.strip_prefix("error: ").unwrap_or(&line)
             );
             return ExitCode::from(2);
         }

@@ -75,11 +75,12 @@ result() { printf '%s\n' "$*" >/dev/ttyS1; }
 check() {
     local name=$1; shift
     why=
+    local t0=$SECONDS
     if "$@"; then
-        echo "test $name ... ok"; pass=$((pass + 1)); result "VMTEST-CHECK $name ok"
+        echo "test $name ... ok"; pass=$((pass + 1)); result "VMTEST-CHECK $name ok $((SECONDS - t0))s"
     else
         echo "test $name ... FAILED${why:+: $why}"; fail=$((fail + 1)); failed_names+=("$name")
-        result "VMTEST-CHECK $name FAILED $why"
+        result "VMTEST-CHECK $name FAILED $((SECONDS - t0))s $why"
     fi
 }
 skip() { echo "test $1 ... ignored ($2)"; result "VMTEST-CHECK $1 skipped $2"; }
@@ -111,9 +112,11 @@ all_pids_under() { find "$1" -name cgroup.procs -exec cat {} + 2>/dev/null | sor
 alive() { [[ -e /proc/$1 ]] && [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
 outcome_of() { grep -o '"outcome" *: *"[a-z]*"' <<<"$1" | sed 's/.*"\([a-z]*\)"$/\1/' | head -1; }
 prop() { systemctl show -P "$2" "$1" 2>/dev/null; }
+has_cgroup() { [[ -n $(prop "$1" ControlGroup) ]]; }
 
 echo "vmtest: [uptime $(cut -d" " -f1 /proc/uptime)s] guest2 up: kernel $(uname -r), PID 1 is $(cat /proc/1/comm), systemd $(systemctl --version | awk 'NR == 1 {print $2}')"
 echo "vmtest: system state: $(systemctl is-system-running 2>&1)"
+systemd-analyze blame --no-pager 2>/dev/null | head -8
 
 t_systemd_pid1() {
     [[ $(cat /proc/1/comm) == systemd ]] || { why="PID 1 is $(cat /proc/1/comm)"; return 1; }
@@ -246,7 +249,7 @@ if [[ $have_run == 1 ]]; then
         ( systemd-run --quiet --scope --unit=gk-scope -p Delegate=yes -- /vmtest/driver.sh scope-job
           echo $? >"$state/scope.rc" ) &
         local scg
-        wait_for 30 test -n "$(prop gk-scope.scope ControlGroup)" || { why="scope did not appear"; return 1; }
+        wait_for 30 has_cgroup gk-scope.scope || { why="scope did not appear"; return 1; }
         scg=$(prop gk-scope.scope ControlGroup)
         wait_for 30 populated "$cg$scg/job" || { why="no job cgroup under $scg"; return 1; }
         local out rc
@@ -273,7 +276,9 @@ if [[ $have_gk == 1 ]]; then
               sh -c 'trap "exit 0" TERM; sleep 1000 & wait'
           echo $? >"$state/plain.rc" ) &
         local scg
-        wait_for 30 test -n "$(prop plain-scope.scope ControlGroup)" || { why="scope did not appear"; return 1; }
+        wait_for 30 has_cgroup plain-scope.scope || {
+            why="scope did not appear (systemd-run rc $(cat "$state/plain.rc" 2>/dev/null))"
+            systemctl list-units --all --no-legend --plain '*.scope'; systemctl status plain-scope.scope; return 1; }
         scg=$(prop plain-scope.scope ControlGroup)
         wait_for 30 populated "$cg$scg" || { why="scope never populated"; return 1; }
         local out rc
