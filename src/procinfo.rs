@@ -48,3 +48,14 @@ pub fn comm(pid: i32) -> String {
         .map(|s| s.trim_end().to_string())
         .unwrap_or_default()
 }
+
+/// Just the command line (`/proc/<pid>/cmdline`, arguments joined by spaces).
+pub fn cmdline(pid: i32) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<String> = raw
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    args.join(" ")
+}

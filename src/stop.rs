@@ -195,7 +195,10 @@ impl Engine<'_> {
                 signalled,
                 via: None,
             });
-            let deadline = deadline_after(step.grace);
+            // The grace runs from the moment the step began signalling, not from its last signal.
+            let deadline = at
+                .checked_add(step.grace)
+                .unwrap_or_else(|| deadline_after(step.grace));
             let wake = self
                 .wait_grace(deadline, step.signal, escalate.as_deref())
                 .await?;
@@ -329,7 +332,12 @@ impl Engine<'_> {
             for pid in c.procs()? {
                 let proven = self.w.live(pid).is_some() || PidFd::open_member(&c, pid)?.is_some();
                 if proven {
-                    out.push(procinfo::describe(pid).into());
+                    // Two small reads per process: this runs between the deadline and the kill.
+                    out.push(Killed {
+                        pid,
+                        comm: procinfo::comm(pid),
+                        cmdline: procinfo::cmdline(pid),
+                    });
                 }
             }
         }
