@@ -23,6 +23,41 @@
 //! println!("{}", outcome.to_json());
 //! # Ok::<(), gracekill::Error>(())
 //! ```
+//!
+//! A policy is plain data, built from the same strings the CLI takes and checked before any
+//! signal is sent (this example runs anywhere, no root needed):
+//!
+//! ```
+//! use gracekill::{KillMode, Policy, Signal, Step};
+//! use gracekill::policy::parse_duration;
+//!
+//! let mut policy = Policy::default(); // SIGTERM, 30 s grace, SIGKILL, 10 s kill timeout
+//! policy.steps[0].grace = parse_duration("1m30s")?;
+//! policy.steps.push("INT:5s".parse::<Step>()?); // like `--then INT:5s`
+//! policy.kill_mode = KillMode::Mixed;
+//! policy.validate()?;
+//! assert_eq!(policy.steps[1].signal, Signal::INT);
+//! assert_eq!(
+//!     policy.summary(),
+//!     "SIGTERM 1m 30s, then SIGINT 5s, then SIGKILL (timeout 10s), kill-mode=mixed"
+//! );
+//! // The text stored in the task cgroup's xattr round-trips exactly.
+//! assert_eq!(Policy::from_text(&policy.to_text())?, policy);
+//! // SIGKILL is never a stop step: it is the final kill.
+//! assert!("KILL:1s".parse::<Step>().is_err());
+//! # Ok::<(), gracekill::Error>(())
+//! ```
+//!
+//! # Embedding
+//! - Rust: [`stop_blocking`] from any thread, or [`stop()`] on a tokio runtime; many stops can
+//!   run concurrently (each waits on events, not threads). `examples/` has runnable programs
+//!   for stopping an existing cgroup (`stop_cgroup`), running a command under a policy
+//!   (`run_under_policy`) and stopping many cgroups at once (`stop_many`).
+//! - C and C++: [`capi`] is the C ABI (`include/gracekill.h`, `libgracekill.a`/`.so`,
+//!   `gracekill.pc`); `examples/cpp/stop_on_worker.cpp` stops tasks from worker threads, as a
+//!   Mesos module must.
+//! - Anything else: the CLI's `--json` output (see `examples/thermos/` for Aurora/Thermos).
+//!   `docs/integration.md` covers Mesos, Thermos, systemd hosts and CI.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 

@@ -1,0 +1,580 @@
+//! The C ABI (`src/capi.rs`, `include/gracekill.h`): argument checking and per-thread errors
+//! called from Rust, real stops from many threads at once with per-call log callbacks, and the
+//! C++ example compiled with g++ against the header and the library (static, and shared through
+//! the installed `gracekill.pc`), run on real cgroups.
+
+mod common;
+
+use std::ffi::{CStr, CString, c_char, c_void};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::{TestCgroup, read};
+use gracekill::capi::*;
+
+/// Same flushing app as the other tests, with a 1 s flush.
+const FLUSHING_APP: &str = r#"
+trap 'trap "" TERM; sleep 1; echo flushed > "$SCRATCH/marker"; exit 0' TERM
+echo ready
+while :; do sleep 1 & wait $!; done
+"#;
+
+fn policy() -> gracekill_policy {
+    let mut p = std::mem::MaybeUninit::<gracekill_policy>::uninit();
+    assert_eq!(unsafe { gracekill_policy_init(p.as_mut_ptr()) }, 0);
+    unsafe { p.assume_init() }
+}
+
+fn options() -> gracekill_stop_options {
+    let mut o = std::mem::MaybeUninit::<gracekill_stop_options>::uninit();
+    assert_eq!(unsafe { gracekill_stop_options_init(o.as_mut_ptr()) }, 0);
+    unsafe { o.assume_init() }
+}
+
+fn last_error() -> String {
+    let p = gracekill_last_error();
+    assert!(!p.is_null(), "a failed call leaves a message");
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// `gracekill_stop` on `task`; returns the rc and, on success, the outcome (freed by the caller
+/// through [`Outcome::drop`]).
+fn stop(
+    task: &str,
+    p: Option<&gracekill_policy>,
+    o: Option<&gracekill_stop_options>,
+) -> (i32, Outcome) {
+    let task = CString::new(task).unwrap();
+    let mut out: *mut gracekill_outcome = std::ptr::dangling_mut();
+    let rc = unsafe {
+        gracekill_stop(
+            task.as_ptr(),
+            p.map_or(std::ptr::null(), |p| p as *const _),
+            o.map_or(std::ptr::null(), |o| o as *const _),
+            &mut out,
+        )
+    };
+    assert_eq!(rc < 0, out.is_null(), "outcome is set exactly on success");
+    (rc, Outcome(out))
+}
+
+struct Outcome(*mut gracekill_outcome);
+
+impl Outcome {
+    fn get(&self) -> &gracekill_outcome {
+        assert!(!self.0.is_null());
+        unsafe { &*self.0 }
+    }
+    fn json(&self) -> serde_json::Value {
+        let s = unsafe { CStr::from_ptr(self.get().json) }.to_str().unwrap();
+        serde_json::from_str(s).unwrap()
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        unsafe { gracekill_outcome_free(self.0) };
+    }
+}
+
+fn cstr(p: *const c_char) -> String {
+    assert!(!p.is_null());
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+#[test]
+fn policy_init_gives_the_cli_defaults() {
+    let p = policy();
+    assert_eq!(p.struct_size as usize, size_of::<gracekill_policy>());
+    assert_eq!(
+        (p.signal, p.grace_ms, p.kill_timeout_ms),
+        (15, 30_000, 10_000)
+    );
+    assert_eq!(
+        (p.then_len, p.kill_mode, p.sighup),
+        (0, GRACEKILL_KILL_MODE_CONTROL_GROUP, false)
+    );
+    assert_eq!(gracekill_abi_version(), GRACEKILL_ABI_VERSION);
+    assert_eq!(cstr(gracekill_version()), env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        unsafe { gracekill_policy_init(std::ptr::null_mut()) },
+        -libc::EINVAL
+    );
+}
+
+/// A change that makes a policy invalid.
+type Change = Box<dyn Fn(&mut gracekill_policy)>;
+
+#[test]
+fn bad_arguments_are_refused_with_einval_and_a_message() {
+    let mut out: *mut gracekill_outcome = std::ptr::null_mut();
+    let rc = unsafe {
+        gracekill_stop(
+            std::ptr::null(),
+            std::ptr::null(),
+            std::ptr::null(),
+            &mut out,
+        )
+    };
+    assert_eq!(rc, -libc::EINVAL);
+    assert!(last_error().contains("cgroup is NULL"));
+    let task = CString::new("/x").unwrap();
+    let rc = unsafe {
+        gracekill_stop(
+            task.as_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, -libc::EINVAL);
+
+    // A zeroed struct (never initialized) is refused, not read as a policy.
+    let mut p = policy();
+    p.struct_size = 0;
+    assert_eq!(stop("/x", Some(&p), None).0, -libc::EINVAL);
+    assert!(
+        last_error().contains("gracekill_policy_init"),
+        "{}",
+        last_error()
+    );
+
+    let cases: Vec<(&str, Change)> = vec![
+        ("invalid signal", Box::new(|p| p.signal = 0)),
+        ("invalid signal", Box::new(|p| p.signal = 32)),
+        ("SIGKILL cannot be a stop step", Box::new(|p| p.signal = 9)),
+        ("kill_mode 7", Box::new(|p| p.kill_mode = 7)),
+        ("30 days", Box::new(|p| p.grace_ms = 31 * 24 * 3600 * 1000)),
+        ("then is NULL", Box::new(|p| p.then_len = 1)),
+        ("then_len is 99", Box::new(|p| p.then_len = 99)),
+    ];
+    for (want, change) in cases {
+        let mut p = policy();
+        change(&mut p);
+        let (rc, _) = stop("/x", Some(&p), None);
+        assert_eq!(rc, -libc::EINVAL, "{want}");
+        assert!(last_error().contains(want), "{want}: {}", last_error());
+    }
+    let bad_ladder = [gracekill_step {
+        signal: 9,
+        grace_ms: 1,
+    }];
+    let mut p = policy();
+    p.then = bad_ladder.as_ptr();
+    p.then_len = 1;
+    assert_eq!(stop("/x", Some(&p), None).0, -libc::EINVAL);
+
+    let mut o = options();
+    o.main_pid = -1;
+    assert_eq!(stop("/x", None, Some(&o)).0, -libc::EINVAL);
+}
+
+#[test]
+fn last_error_is_per_thread_and_cleared_by_success() {
+    let mut p = policy();
+    p.signal = 0;
+    assert_eq!(stop("/x", Some(&p), None).0, -libc::EINVAL);
+    let mine = last_error();
+    std::thread::spawn(|| {
+        assert!(
+            gracekill_last_error().is_null(),
+            "another thread's error leaked"
+        );
+        let mut p = policy();
+        p.kill_mode = 9;
+        assert_eq!(stop("/x", Some(&p), None).0, -libc::EINVAL);
+        assert!(last_error().contains("kill_mode"));
+    })
+    .join()
+    .unwrap();
+    assert_eq!(last_error(), mine, "unchanged by the other thread");
+    let _ = policy();
+    assert!(
+        gracekill_last_error().is_null(),
+        "a successful call clears it"
+    );
+}
+
+#[test]
+fn refusals_and_missing_cgroups_match_the_cli() {
+    require_cgroup_v2!();
+    let (rc, _) = stop("/", None, None);
+    assert_eq!(rc, -libc::EINVAL);
+    assert!(
+        last_error().contains("refusing to stop the root cgroup"),
+        "{}",
+        last_error()
+    );
+
+    // The cgroup holding this very process (or an ancestor of it) is refused as by the CLI.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap()
+        .to_string();
+    if own != "/" {
+        let (rc, _) = stop(&own, None, None);
+        assert_eq!(rc, -libc::EINVAL, "own cgroup {own}");
+        assert!(last_error().contains("refusing"), "{}", last_error());
+    }
+
+    let (rc, _) = stop("/gktest-no-such-cgroup-here", None, None);
+    assert_eq!(rc, -libc::ENOENT, "{}", last_error());
+    let (rc, _) = stop("/a/../b", None, None);
+    assert_eq!(rc, -libc::EINVAL);
+    let (rc, _) = stop("/etc", None, None);
+    assert_eq!(rc, -libc::EINVAL, "outside the mount: {}", last_error());
+}
+
+/// Log lines collected by one stop's callback, and the thread it ran on.
+#[derive(Default)]
+struct Collected {
+    lines: Mutex<Vec<(i32, String, std::thread::ThreadId)>>,
+}
+
+unsafe extern "C" fn collect(
+    user: *mut c_void,
+    level: i32,
+    target: *const c_char,
+    message: *const c_char,
+) {
+    let c = unsafe { &*(user as *const Collected) };
+    let line = format!("{}: {}", cstr(target), cstr(message));
+    c.lines
+        .lock()
+        .unwrap()
+        .push((level, line, std::thread::current().id()));
+}
+
+#[test]
+fn many_threads_stop_many_cgroups_each_with_its_own_log() {
+    require_cgroup_v2!();
+    let cgs: Vec<TestCgroup> = (0..4)
+        .map(|i| TestCgroup::new(&format!("capi{i}")))
+        .collect();
+    let mut procs = Vec::new();
+    for cg in &cgs {
+        std::fs::write(cg.file("app.sh"), FLUSHING_APP).unwrap();
+        let p = cg.spawn(r#"bash "$SCRATCH/app.sh"; echo done"#);
+        p.wait_line("ready");
+        procs.push(p);
+    }
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cgs
+            .iter()
+            .map(|cg| {
+                s.spawn(move || {
+                    let logs = Collected::default();
+                    let mut p = policy();
+                    p.grace_ms = 10_000;
+                    let mut o = options();
+                    o.log_fn = Some(collect);
+                    o.log_user_data = &logs as *const Collected as *mut c_void;
+                    o.log_level = GRACEKILL_LOG_DEBUG;
+                    let (rc, out) = stop(&cg.rel, Some(&p), Some(&o));
+                    assert_eq!(rc, 0, "{}: {}", cg.rel, last_error());
+                    let c = out.get();
+                    assert_eq!(c.verdict, GRACEKILL_VERDICT_GRACEFUL);
+                    assert_eq!((c.exit_code, cstr(c.verdict_name)), (0, "graceful".into()));
+                    assert_eq!(cstr(c.cgroup), cg.rel);
+                    assert!(
+                        c.emptied && c.empty_at_ms > 900.0,
+                        "the 1 s flush was waited for"
+                    );
+                    assert_eq!(c.steps_len, 1);
+                    let step = unsafe { &*c.steps };
+                    assert_eq!(
+                        (step.signal, cstr(step.signal_name)),
+                        (15, "SIGTERM".into())
+                    );
+                    assert!(step.signalled >= 2, "wrapper and app");
+                    assert!(step.via.is_null());
+                    assert_eq!((c.killed_len, c.survivors_len), (0, 0));
+                    let v = out.json();
+                    assert_eq!(v["outcome"], "graceful");
+                    assert_eq!(v["cgroup"], cg.rel.as_str());
+                    assert_eq!(
+                        v["membership_proof"].as_str().unwrap(),
+                        cstr(c.membership_proof)
+                    );
+                    // The callback ran on this thread only, and saw this stop's events only.
+                    let lines = logs.lines.lock().unwrap();
+                    let me = std::thread::current().id();
+                    assert!(lines.iter().all(|(_, _, t)| *t == me));
+                    let sent: Vec<_> = lines
+                        .iter()
+                        .filter(|(_, l, _)| l.contains("sent stop signal"))
+                        .collect();
+                    assert_eq!(sent.len(), 1, "{lines:?}");
+                    assert_eq!(sent[0].0, GRACEKILL_LOG_DEBUG);
+                    assert!(sent[0].1.starts_with("gracekill::stop: sent stop signal"));
+                    assert!(
+                        sent[0].1.contains(&format!("cgroup={}", cg.rel)),
+                        "{:?}",
+                        sent[0]
+                    );
+                    assert!(sent[0].1.contains("signal=SIGTERM"));
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+    let took = t.elapsed();
+    assert!(
+        took < Duration::from_millis(3500),
+        "four 1 s stops ran concurrently, not one after another: {took:?}"
+    );
+    for (cg, mut p) in cgs.iter().zip(procs) {
+        assert_eq!(read(&cg.file("marker")).trim(), "flushed");
+        assert!(!cg.populated());
+        p.wait();
+    }
+}
+
+#[test]
+fn ladder_and_final_kill_are_reported() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("capikill");
+    // Ignores TERM and INT: only the final kill ends it.
+    let mut proc_ = cg.spawn(r#"trap "" TERM INT; echo ready; while :; do sleep 1; done"#);
+    proc_.wait_line("ready");
+    let ladder = [gracekill_step {
+        signal: libc::SIGINT,
+        grace_ms: 100,
+    }];
+    let mut p = policy();
+    p.grace_ms = 100;
+    p.then = ladder.as_ptr();
+    p.then_len = 1;
+    p.kill_timeout_ms = 5000;
+    let mut o = options();
+    o.force_fallback = true;
+    let (rc, out) = stop(&cg.path.to_string_lossy(), Some(&p), Some(&o));
+    assert_eq!(rc, 0, "{}", last_error());
+    let c = out.get();
+    assert_eq!((c.verdict, c.exit_code), (GRACEKILL_VERDICT_KILLED, 3));
+    let steps = unsafe { std::slice::from_raw_parts(c.steps, c.steps_len) };
+    let names: Vec<String> = steps.iter().map(|s| cstr(s.signal_name)).collect();
+    assert_eq!(names, ["SIGTERM", "SIGINT", "SIGKILL"]);
+    assert_eq!(steps[2].signal, 9);
+    assert_eq!(cstr(steps[2].via), "fallback");
+    assert!(c.killed_len >= 1);
+    let killed = unsafe { std::slice::from_raw_parts(c.killed, c.killed_len) };
+    assert!(
+        killed.iter().any(|k| cstr(k.comm) == "bash"),
+        "{:?}",
+        out.json()
+    );
+    assert_eq!(out.json()["outcome"], "killed");
+    drop(out);
+    assert!(!cg.populated());
+    proc_.wait();
+}
+
+// -- the C++ example, compiled with g++ ---------------------------------------------------------
+
+/// `target/debug` (or release): where cargo put libgracekill.a and .so for this test run.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// g++ and pkg-config, or why not (a failure in CI).
+fn toolchain() -> Result<(), String> {
+    for tool in ["g++", "pkg-config"] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            return Err(format!(
+                "{tool} is not installed (ci/install-deps installs it)"
+            ));
+        }
+    }
+    for lib in ["libgracekill.a", "libgracekill.so"] {
+        if !target_dir().join(lib).exists() {
+            return Err(format!("{lib} was not built in {}", target_dir().display()));
+        }
+    }
+    Ok(())
+}
+
+macro_rules! require_toolchain {
+    () => {
+        if let Err(why) = toolchain() {
+            if common::strict() {
+                panic!("prerequisite missing (CI=true makes this a failure): {why}");
+            }
+            eprintln!("SKIPPED {}: {why}", module_path!());
+            return;
+        }
+    };
+}
+
+fn run(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn header_compiles_cleanly_as_c_and_cxx() {
+    require_toolchain!();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let c = dir.join("gk_header_check.c");
+    std::fs::write(
+        &c,
+        "#include <gracekill.h>\n\
+         int main(void) { struct gracekill_policy p; return gracekill_policy_init(&p); }\n",
+    )
+    .unwrap();
+    let exe = dir.join("gk_header_check");
+    for (compiler, std) in [("gcc", "-std=c99"), ("g++", "-std=c++11")] {
+        let mut cmd = Command::new(compiler);
+        cmd.args([std, "-Wall", "-Wextra", "-pedantic", "-Werror", "-pthread"])
+            .arg("-I")
+            .arg(repo().join("include"));
+        if compiler == "g++" {
+            cmd.args(["-x", "c++"]);
+        }
+        cmd.arg(&c)
+            .args(["-x", "none"])
+            .arg(target_dir().join("libgracekill.a"))
+            .args(["-ldl", "-lm", "-o"])
+            .arg(&exe);
+        run(&mut cmd);
+        assert!(Command::new(&exe).status().unwrap().success());
+    }
+}
+
+/// The example's per-task lines and JSON outcomes.
+fn check_example_output(stdout: &str, tasks: usize) {
+    assert!(stdout.starts_with(&format!("libgracekill {}", env!("CARGO_PKG_VERSION"))));
+    let ticks: u64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("main thread stayed responsive: "))
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the responsiveness line");
+    assert!(
+        ticks >= 5,
+        "the main thread kept running during the stops: {ticks}"
+    );
+    let task_lines: Vec<&str> = stdout.lines().filter(|l| l.starts_with("task ")).collect();
+    assert_eq!(task_lines.len(), tasks, "{stdout}");
+    for l in &task_lines {
+        assert!(l.contains("verdict=graceful exit_code=0"), "{l}");
+        assert!(l.contains("flushed=yes"), "the app flushed: {l}");
+        assert!(!l.contains("logs=0"), "the log callback got events: {l}");
+    }
+    let outcomes: Vec<serde_json::Value> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("json: "))
+        .map(|j| serde_json::from_str(j).unwrap())
+        .collect();
+    assert_eq!(outcomes.len(), tasks);
+    for v in outcomes {
+        assert_eq!(v["outcome"], "graceful");
+        let empty_at = v["empty_at_ms"].as_f64().unwrap();
+        assert!(
+            (250.0..4000.0).contains(&empty_at),
+            "the 300 ms flush was waited for: {v}"
+        );
+        assert!(v["steps"][0]["signalled"].as_u64().unwrap() >= 2, "{v}");
+    }
+    assert!(stdout.contains("log debug gracekill::stop: sent stop signal"));
+}
+
+#[test]
+fn cxx_example_stops_tasks_on_worker_threads_static_link() {
+    require_cgroup_v2!();
+    require_toolchain!();
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("stop_on_worker_static");
+    run(Command::new("g++")
+        .args([
+            "-std=c++17",
+            "-O1",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pthread",
+            "-I",
+        ])
+        .arg(repo().join("include"))
+        .arg(repo().join("examples/cpp/stop_on_worker.cpp"))
+        .arg(target_dir().join("libgracekill.a"))
+        .args(["-ldl", "-lm", "-o"])
+        .arg(&exe));
+    // The example's cgroups go below this test's cgroup, so a failing example leaks nothing.
+    let parent = TestCgroup::new("cxx");
+    let out = run(Command::new(&exe)
+        .args(["--tasks", "3", "--grace-ms", "10000", "--parent"])
+        .arg(&parent.path));
+    check_example_output(&String::from_utf8_lossy(&out.stdout), 3);
+    assert!(
+        std::fs::read_dir(&parent.path)
+            .unwrap()
+            .flatten()
+            .all(|e| !e.file_type().unwrap().is_dir()),
+        "the example removed the cgroups it created"
+    );
+}
+
+#[test]
+fn cxx_example_links_through_the_installed_pkg_config_file() {
+    require_cgroup_v2!();
+    require_toolchain!();
+    let prefix = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gk-prefix");
+    let _ = std::fs::remove_dir_all(&prefix);
+    run(Command::new(repo().join("ci/install-lib"))
+        .arg("--no-build")
+        .arg("--from")
+        .arg(target_dir())
+        .arg("--prefix")
+        .arg(&prefix));
+    let pc = prefix.join("lib/pkgconfig");
+    let flags = run(Command::new("pkg-config")
+        .env("PKG_CONFIG_PATH", &pc)
+        .args(["--cflags", "--libs", "gracekill"]));
+    let flags = String::from_utf8(flags.stdout).unwrap();
+    assert!(flags.contains("-lgracekill"), "{flags}");
+    let version = run(Command::new("pkg-config")
+        .env("PKG_CONFIG_PATH", &pc)
+        .args(["--modversion", "gracekill"]));
+    assert_eq!(
+        String::from_utf8_lossy(&version.stdout).trim(),
+        env!("CARGO_PKG_VERSION")
+    );
+    let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("stop_on_worker_shared");
+    run(Command::new("g++")
+        .args(["-std=c++17", "-O1", "-pthread"])
+        .arg(repo().join("examples/cpp/stop_on_worker.cpp"))
+        .args(flags.split_whitespace())
+        .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()))
+        .arg("-o")
+        .arg(&exe));
+    // cargo puts target/debug on LD_LIBRARY_PATH, which would win over the RUNPATH.
+    let ldd = run(Command::new("ldd").env_remove("LD_LIBRARY_PATH").arg(&exe));
+    assert!(
+        String::from_utf8_lossy(&ldd.stdout).contains(&prefix.join("lib").display().to_string()),
+        "linked against the installed shared library"
+    );
+    let parent = TestCgroup::new("cxxso");
+    let out = run(Command::new(&exe)
+        .env_remove("LD_LIBRARY_PATH")
+        .args(["--tasks", "1", "--grace-ms", "10000", "--parent"])
+        .arg(&parent.path));
+    check_example_output(&String::from_utf8_lossy(&out.stdout), 1);
+}
