@@ -179,6 +179,11 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     if d > MAX_DURATION {
         return Err(bad("longer than the maximum of 30 days".into()));
     }
+    // Timers and the stored policy count whole milliseconds: refuse finer values rather than
+    // silently round them (`run` would record a different policy than the one given).
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err(bad("finer than a millisecond".into()));
+    }
     Ok(d)
 }
 
@@ -584,6 +589,9 @@ mod tests {
             "31days",
             "99999999999999999999",
             "5 parsecs",
+            "2ns",
+            "1500us",
+            "1s 1us",
         ] {
             let err = parse_duration(bad).unwrap_err().to_string();
             assert!(err.starts_with("invalid duration"), "{bad}: {err}");

@@ -303,8 +303,12 @@ impl Engine<'_> {
         let subtree = self.cg.subtree()?;
         let mut n = 0;
         for c in &subtree {
-            for pid in c.procs()? {
-                let sent = if let Some(held) = self.w.live(pid) {
+            let pids = c.procs()?;
+            // After the read: exits seen so far are forgotten, so a pidfd still held names the
+            // listed process (see `Watcher::held`). One epoll_wait instead of a poll per pid.
+            self.w.refresh()?;
+            for pid in pids {
+                let sent = if let Some(held) = self.w.held(pid) {
                     if done.contains(&pid) {
                         continue;
                     }
@@ -329,8 +333,10 @@ impl Engine<'_> {
     fn members(&mut self) -> Result<Vec<Killed>> {
         let mut out = Vec::new();
         for c in self.cg.subtree()? {
-            for pid in c.procs()? {
-                let proven = self.w.live(pid).is_some() || PidFd::open_member(&c, pid)?.is_some();
+            let pids = c.procs()?;
+            self.w.refresh()?;
+            for pid in pids {
+                let proven = self.w.held(pid).is_some() || PidFd::open_member(&c, pid)?.is_some();
                 if proven {
                     // Two small reads per process: this runs between the deadline and the kill.
                     out.push(Killed {

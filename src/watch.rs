@@ -126,6 +126,26 @@ impl Watcher {
         self.tracked.get(&key)
     }
 
+    /// The tracked pidfd for `pid`, unless its exit was seen by the last [`Watcher::refresh`].
+    /// Costs no system call.
+    ///
+    /// Call [`Watcher::refresh`] *after* reading a pid list and before asking: a pidfd still held
+    /// then belonged to a process alive after the list was read, so the listed pid named that
+    /// process (a pid is recycled only once its process has been reaped, and the exit reaches
+    /// epoll before the process can be reaped).
+    pub fn held(&self, pid: i32) -> Option<&PidFd> {
+        self.tracked.get(self.by_pid.get(&pid)?)
+    }
+
+    /// Forgets every tracked process whose exit epoll has reported (one `epoll_wait` per 64
+    /// exits), so that [`Watcher::held`] answers for the present.
+    ///
+    /// # Errors
+    /// `epoll_wait` failing.
+    pub fn refresh(&mut self) -> Result<()> {
+        self.drain().map(drop)
+    }
+
     /// All tracked pidfds (some may have exited since the last wake).
     pub fn tracked(&self) -> impl Iterator<Item = &PidFd> {
         self.tracked.values()
@@ -137,8 +157,9 @@ impl Watcher {
     }
 
     fn forget(&mut self, key: u64) {
+        // Dropping the pidfd closes the only descriptor of its file, which removes it from the
+        // epoll set: no EPOLL_CTL_DEL needed (one system call per process saved).
         if let Some(p) = self.tracked.remove(&key) {
-            let _ = epoll::delete(self.epoll.get_ref(), p.as_fd());
             if self.by_pid.get(&p.pid()) == Some(&key) {
                 self.by_pid.remove(&p.pid());
             }
