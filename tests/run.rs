@@ -457,9 +457,15 @@ fn kill_mode_mixed_signals_only_the_main_process() {
         "only the main process got SIGTERM"
     );
     assert_eq!(read(&cg.file("main")).trim(), "main-term");
+    let run = finish(child);
+    let why = format!(
+        "stop: {v}\nrun stdout: {}\nrun stderr: {}",
+        stdout(&run),
+        stderr(&run)
+    );
     assert!(
         !cg.file("helper").exists(),
-        "the helper must not have seen SIGTERM"
+        "the helper must not have seen SIGTERM; {why}"
     );
     assert!(
         v["killed"]
@@ -468,7 +474,6 @@ fn kill_mode_mixed_signals_only_the_main_process() {
             .iter()
             .any(|k| k["cmdline"].as_str().unwrap().contains("helper.sh"))
     );
-    let _ = finish(child);
 }
 
 #[test]
