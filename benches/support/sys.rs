@@ -1,0 +1,196 @@
+//! The harness's raw system calls: fork and signal plumbing for the helper processes, reaping
+//! with resource usage, and the plain `kill(2)` the kernel-floor contender uses. Everything the
+//! bench needs that rustix does not offer safely lives here, each block with a SAFETY comment.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::time::Duration;
+
+/// `fork(2)`. `Ok(None)` in the child, `Ok(Some(pid))` in the parent.
+///
+/// Only called from the helper process, which never starts a thread, so the child inherits no
+/// lock held by another thread.
+pub fn fork() -> io::Result<Option<i32>> {
+    // SAFETY: the calling process is single-threaded (the helper never spawns threads), so the
+    // child's copy of the address space is consistent; the child only calls async-signal-safe
+    // functions or plain Rust code that takes no lock another thread could hold.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(None),
+        pid => Ok(Some(pid)),
+    }
+}
+
+/// Ends the calling process at once, without running destructors or atexit handlers (what a
+/// forked child must do).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is async-signal-safe and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Sets SIGTERM to be ignored (inherited across fork and exec).
+pub fn ignore_sigterm() {
+    // SAFETY: installs the SIG_IGN disposition; no handler code runs in this process.
+    unsafe {
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
+}
+
+/// Blocks SIGTERM so that [`wait_sigterm`] can take it synchronously.
+pub fn block_sigterm() {
+    // SAFETY: `set` is a valid, initialised sigset on the stack; the old mask is not needed.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits for a (blocked) SIGTERM.
+pub fn wait_sigterm() {
+    // SAFETY: `set` is a valid sigset holding SIGTERM, which the caller blocked; `sig` is a
+    // valid out-pointer for the call.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let mut sig = 0;
+        while libc::sigwait(&set, &mut sig) != 0 {}
+    }
+}
+
+/// Sleeps until a signal arrives, forever (a process with nothing to do but be stopped).
+pub fn pause_forever() -> ! {
+    loop {
+        // SAFETY: `pause` takes no arguments and only returns after a signal handler ran.
+        unsafe {
+            libc::pause();
+        }
+    }
+}
+
+/// Makes this process the reaper of orphaned descendants (`PR_SET_CHILD_SUBREAPER`). This
+/// machine's PID 1 does not reap orphans; without this, every helper's children would stay
+/// zombies for good.
+pub fn become_subreaper() -> io::Result<()> {
+    rustix::process::set_child_subreaper(Some(rustix::process::getpid())).map_err(io::Error::from)
+}
+
+/// Reaps every exited child without blocking; returns how many were reaped. Only children the
+/// harness does not wait for by pid may exist when this runs (it is called between rounds).
+pub fn reap_all_nohang() -> usize {
+    let mut n = 0;
+    while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
+        n += 1;
+    }
+    n
+}
+
+/// Resource usage as `getrusage(2)`/`wait4(2)` report it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    /// User + system CPU time.
+    pub cpu: Duration,
+    /// Voluntary context switches (each blocking wait that slept).
+    pub nvcsw: i64,
+    /// Involuntary context switches.
+    pub nivcsw: i64,
+    /// Peak resident set size, KiB.
+    pub maxrss_kib: i64,
+}
+
+fn usage_of(ru: &libc::rusage) -> Usage {
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Usage {
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        nvcsw: ru.ru_nvcsw,
+        nivcsw: ru.ru_nivcsw,
+        maxrss_kib: ru.ru_maxrss,
+    }
+}
+
+/// `getrusage(RUSAGE_SELF)`.
+pub fn usage_self() -> Usage {
+    // SAFETY: `ru` is a valid, writable rusage; the kernel fills it and keeps no pointer.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        usage_of(&ru)
+    }
+}
+
+/// `getrusage(RUSAGE_THREAD)`: the calling thread alone.
+pub fn usage_thread() -> Usage {
+    // SAFETY: as in `usage_self`.
+    unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_THREAD, &mut ru);
+        usage_of(&ru)
+    }
+}
+
+/// Waits for the child `pid` with `wait4(2)`: its exit code (128+signal if killed) and usage.
+pub fn wait_child(pid: i32) -> io::Result<(i32, Usage)> {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` and `ru` are valid writable locations for the duration of the call.
+        let (rc, ru) = unsafe {
+            let mut ru: libc::rusage = std::mem::zeroed();
+            let rc = libc::wait4(pid, &mut status, 0, &mut ru);
+            (rc, ru)
+        };
+        if rc == -1 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            128 + libc::WTERMSIG(status)
+        };
+        return Ok((code, usage_of(&ru)));
+    }
+}
+
+/// Plain `kill(2)`, for the kernel-floor contender only (see `contenders::floor` for why it is
+/// safe there: every pid it signals is alive until that very signal).
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    if unsafe { libc::kill(pid, sig) } == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Set when SIGINT or SIGTERM reaches the bench: it stops between rounds and cleans up.
+pub static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Routes SIGINT/SIGTERM to [`INTERRUPTED`] so Ctrl-C still removes every cgroup.
+pub fn catch_interrupts() {
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe. SA_RESTART keeps
+    // blocking reads going; the flag is checked between rounds.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_interrupt as *const () as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+        libc::sigaction(libc::SIGTERM, &sa, std::ptr::null_mut());
+    }
+}
+
+/// The CLOCK_MONOTONIC time in nanoseconds (the clock `std::time::Instant` uses on Linux),
+/// comparable across processes.
+pub fn mono_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
