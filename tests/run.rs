@@ -484,10 +484,15 @@ fn readme_quick_start_runs_as_written() {
         .lines()
         .find(|l| l.starts_with("cargo run --release -q -- run "))
         .expect("README quick start line");
+    // In the VM tests there is no cargo: the same command line, with the binary under test.
+    let line = match std::env::var("GRACEKILL_BIN") {
+        Ok(bin) => line.replacen("cargo run --release -q --", &bin, 1),
+        Err(_) => line.to_string(),
+    };
     let cg = TestCgroup::new("readme");
     let out = Command::new("bash")
         .arg("-c")
-        .arg(line)
+        .arg(&line)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("GRACEKILL_ROOT", &cg.rel)
         .stdin(Stdio::null())

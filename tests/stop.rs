@@ -285,9 +285,11 @@ fn v1_frozen_process_is_reported_as_a_survivor() {
             }
         }
     }
-    let thaw = Thaw(v1.clone());
     let mut p = cg.spawn("echo ready; while :; do sleep 1 & wait $!; done");
     p.wait_line("ready");
+    // Declared after `p`, so on a failed assertion it drops (thaws) first: reaping a frozen
+    // process would block forever.
+    let thaw = Thaw(v1.clone());
     let pid = p.pid();
     std::fs::write(v1.join("cgroup.procs"), pid.to_string()).unwrap();
     std::fs::write(v1.join("freezer.state"), "FROZEN").unwrap();
@@ -313,7 +315,9 @@ fn v1_frozen_process_is_reported_as_a_survivor() {
     let s = &v["survivors"][0];
     assert_eq!(s["pid"], pid);
     assert_eq!(s["state"], "D", "{v}");
-    assert!(s["wchan"].as_str().unwrap().contains("refrigerator"), "{v}");
+    // The wait channel names where it is stuck: `__refrigerator` on this kind of machine; kernels
+    // since 6.1's freezer rework may show the function it was frozen in (e.g. `do_wait`).
+    assert!(!s["wchan"].as_str().unwrap().is_empty(), "{v}");
     assert!(s.get("memory_released").is_some());
     assert!(v["empty_at_ms"].is_null());
     assert!(

@@ -116,7 +116,6 @@ has_cgroup() { [[ -n $(prop "$1" ControlGroup) ]]; }
 
 echo "vmtest: [uptime $(cut -d" " -f1 /proc/uptime)s] guest2 up: kernel $(uname -r), PID 1 is $(cat /proc/1/comm), systemd $(systemctl --version | awk 'NR == 1 {print $2}')"
 echo "vmtest: system state: $(systemctl is-system-running 2>&1)"
-systemd-analyze blame --no-pager 2>/dev/null | head -8
 
 t_systemd_pid1() {
     [[ $(cat /proc/1/comm) == systemd ]] || { why="PID 1 is $(cat /proc/1/comm)"; return 1; }
