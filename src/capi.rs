@@ -855,6 +855,7 @@ mod tests {
                 at_ms: 0.1,
                 signalled: 2,
                 via: None,
+                by_pid: None,
             }],
             killed: vec![crate::report::Killed {
                 pid: 42,
@@ -863,6 +864,7 @@ mod tests {
             }],
             survivors: vec![],
             membership_proof: "PIDFD_GET_INFO",
+            cgroup_removed: false,
         };
         let b = Box::new(OwnedOutcome::new(&o));
         let p: *mut gracekill_outcome = Box::into_raw(b).cast();

@@ -334,6 +334,20 @@ impl Cgroup {
         self.rel == "/"
     }
 
+    /// Has this cgroup been removed (`rmdir`) since it was opened? A removed cgroup's directory
+    /// fd still works, but nothing can be opened below it.
+    pub fn is_removed(&self) -> bool {
+        matches!(
+            fs::openat(
+                &self.fd,
+                "cgroup.procs",
+                OFlags::RDONLY | OFlags::CLOEXEC,
+                Mode::empty()
+            ),
+            Err(Errno::NOENT | Errno::NODEV)
+        )
+    }
+
     /// The directory fd.
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

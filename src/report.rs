@@ -51,6 +51,10 @@ pub struct StepReport {
     /// For the final kill: `cgroup.kill` or `fallback` (freeze, SIGKILL each, thaw).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<&'static str>,
+    /// For a final kill sent by another stop of the same task running at the same time: that
+    /// stopper's pid. This stop saw the cgroup empty because of it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by_pid: Option<u32>,
 }
 
 /// A process still present after the final kill and its timeout.
@@ -114,6 +118,9 @@ pub struct Outcome {
     pub survivors: Vec<Survivor>,
     /// How membership of each pid was proven: `PIDFD_GET_INFO` or `/proc/<pid>/cgroup`.
     pub membership_proof: &'static str,
+    /// The cgroup was removed (by someone else) before the stop ended: its processes exited or
+    /// were moved out, and the cgroup no longer exists.
+    pub cgroup_removed: bool,
 }
 
 impl Outcome {
@@ -128,9 +135,12 @@ impl Outcome {
         let steps: Vec<String> = self
             .steps
             .iter()
-            .map(|s| match s.via {
-                Some(via) => format!("{} via {via} to {}", s.signal, s.signalled),
-                None => format!("{} to {}", s.signal, s.signalled),
+            .map(|s| match (s.via, s.by_pid) {
+                (Some(via), Some(pid)) => {
+                    format!("{} via {via} by another stop (pid {pid})", s.signal)
+                }
+                (Some(via), None) => format!("{} via {via} to {}", s.signal, s.signalled),
+                (None, _) => format!("{} to {}", s.signal, s.signalled),
             })
             .collect();
         let mut line = format!("{} {} in {secs:.2}s", self.cgroup, self.outcome.as_str());
@@ -139,6 +149,9 @@ impl Outcome {
         }
         if self.thawed {
             line.push_str(", thawed");
+        }
+        if self.cgroup_removed {
+            line.push_str(", the cgroup was removed during the stop");
         }
         if !self.survivors.is_empty() {
             let list: Vec<String> = self

@@ -83,6 +83,17 @@ const MAX_PASSES: usize = 32;
 /// Set once `cgroup.kill` is found missing: the kernel will not grow it.
 static NO_CGROUP_KILL: AtomicBool = AtomicBool::new(false);
 
+/// The xattr (`user.gracekill.final-kill`) a stop sets on the cgroup right before its final kill:
+/// `PID MONOTONIC_NS VIA`. Another stop of the same task, running at the same time, that then
+/// sees the cgroup empty reads it and reports that kill instead of claiming a graceful exit.
+const FINAL_KILL_XATTR: &str = "final-kill";
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine.
+fn monotonic_ns() -> u128 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
+}
+
 /// Stops the task in `cg` by `policy`.
 ///
 /// # Errors
@@ -97,6 +108,7 @@ pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Ou
         policy,
         opts,
         t0: Instant::now(),
+        t0_ns: monotonic_ns(),
         w: Watcher::new(cg)?,
         steps: Vec::new(),
         thawed: false,
@@ -128,6 +140,8 @@ struct Engine<'a> {
     policy: &'a Policy,
     opts: &'a StopOptions,
     t0: Instant,
+    /// `t0` on the machine-wide monotonic clock, to compare with other stoppers' records.
+    t0_ns: u128,
     w: Watcher,
     steps: Vec<StepReport>,
     thawed: bool,
@@ -158,7 +172,69 @@ impl Engine<'_> {
                 Membership::PidfdInfo => "PIDFD_GET_INFO",
                 Membership::ProcFile => "/proc/<pid>/cgroup",
             },
+            cgroup_removed: self.cg.is_removed(),
         }
+    }
+
+    /// The cgroup emptied before this stop's final kill. If another stop of the same task sent
+    /// its final kill meanwhile, that kill emptied it: report it, not a graceful exit.
+    fn graceful(mut self) -> Outcome {
+        if let Some(step) = self.final_kill_by_another_stop() {
+            tracing::debug!(cgroup = %self.cg.rel(), by = step.by_pid, "emptied by another stop's final kill");
+            self.steps.push(step);
+            return self.outcome(
+                Verdict::Killed,
+                Some(Instant::now()),
+                Vec::new(),
+                Vec::new(),
+            );
+        }
+        self.outcome(
+            Verdict::Graceful,
+            Some(Instant::now()),
+            Vec::new(),
+            Vec::new(),
+        )
+    }
+
+    /// Records this stop's final kill for concurrent stops (best effort: a cgroup whose xattrs
+    /// we may not write simply goes unrecorded).
+    fn record_final_kill(&self) {
+        let via = if self.opts.kill_method == KillMethod::Auto
+            && !NO_CGROUP_KILL.load(Ordering::Relaxed)
+        {
+            "cgroup.kill"
+        } else {
+            "fallback"
+        };
+        let _ = self.cg.set_xattr(
+            FINAL_KILL_XATTR,
+            &format!("{} {} {via}", std::process::id(), monotonic_ns()),
+        );
+    }
+
+    /// A final kill another stop recorded after this one started. The xattr may have been
+    /// written by a delegated user: parsed strictly, and at worst it changes the report.
+    fn final_kill_by_another_stop(&self) -> Option<StepReport> {
+        let text = self.cg.get_xattr(FINAL_KILL_XATTR).ok()??;
+        let mut words = text.split(' ');
+        let pid: u32 = words.next()?.parse().ok()?;
+        let at_ns: u128 = words.next()?.parse().ok()?;
+        let via = match words.next()? {
+            "cgroup.kill" => "cgroup.kill",
+            "fallback" => "fallback",
+            _ => return None,
+        };
+        if words.next().is_some() || at_ns < self.t0_ns {
+            return None;
+        }
+        Some(StepReport {
+            signal: Signal::KILL.to_string(),
+            at_ms: (at_ns - self.t0_ns) as f64 / 1e6,
+            signalled: 0,
+            via: Some(via),
+            by_pid: Some(pid),
+        })
     }
 
     async fn run(mut self) -> Result<Outcome> {
@@ -178,7 +254,11 @@ impl Engine<'_> {
         let escalate = self.opts.escalate.clone();
         for (i, step) in self.policy.steps.iter().enumerate() {
             let at = Instant::now();
-            let signalled = self.signal_step(step.signal)?;
+            // The grace runs from the moment the step began signalling, not from its last signal.
+            let deadline = at
+                .checked_add(step.grace)
+                .unwrap_or_else(|| deadline_after(step.grace));
+            let signalled = self.signal_step(step.signal, deadline)?;
             tracing::debug!(cgroup = %self.cg.rel(), signal = %step.signal, signalled, "sent stop signal");
             if i == 0 && !frozen.is_empty() {
                 // Signals sent to frozen tasks stay pending; a handler runs only after the thaw,
@@ -194,21 +274,13 @@ impl Engine<'_> {
                 at_ms: self.ms(at),
                 signalled,
                 via: None,
+                by_pid: None,
             });
-            // The grace runs from the moment the step began signalling, not from its last signal.
-            let deadline = at
-                .checked_add(step.grace)
-                .unwrap_or_else(|| deadline_after(step.grace));
             let wake = self
                 .wait_grace(deadline, step.signal, escalate.as_deref())
                 .await?;
             if wake == Wake::Empty {
-                return Ok(self.outcome(
-                    Verdict::Graceful,
-                    Some(Instant::now()),
-                    Vec::new(),
-                    Vec::new(),
-                ));
+                return Ok(self.graceful());
             }
             if wake == Wake::TrackedGone {
                 // Escalation requested.
@@ -228,22 +300,42 @@ impl Engine<'_> {
         let progress = self.opts.progress.clone();
         let phase = signal.to_string();
         let proc_mode = self.policy.kill_mode == KillMode::Process;
-        let wait = self.w.wait_empty(deadline, proc_mode, |w| {
-            report_progress(progress.as_ref(), &phase, deadline, w)
-        });
-        let wake = match escalate {
-            Some(n) => tokio::select! {
-                w = wait => w?,
-                () = n.notified() => return Ok(Wake::TrackedGone),
-            },
-            None => wait.await?,
-        };
-        // In process mode the task is its main process: it is done when that process is.
-        Ok(if proc_mode && wake == Wake::TrackedGone {
-            Wake::Empty
-        } else {
-            wake
-        })
+        // In control-group mode, wake up too when every signalled process has exited while the
+        // cgroup stays populated: see the latecomers below.
+        let mut catch_latecomers = self.policy.kill_mode == KillMode::ControlGroup;
+        loop {
+            let wait = self
+                .w
+                .wait_empty(deadline, proc_mode || catch_latecomers, |w| {
+                    report_progress(progress.as_ref(), &phase, deadline, w)
+                });
+            let wake = match escalate {
+                Some(n) => tokio::select! {
+                    w = wait => w?,
+                    () = n.notified() => return Ok(Wake::TrackedGone),
+                },
+                None => wait.await?,
+            };
+            if wake != Wake::TrackedGone {
+                return Ok(wake);
+            }
+            // In process mode the task is its main process: it is done when that process is.
+            if proc_mode {
+                return Ok(Wake::Empty);
+            }
+            // Everyone signalled is gone, yet the cgroup is populated: processes appeared after
+            // the last enumeration pass. A shell blocks SIGTERM around fork(2), so the child it
+            // forks in the instant the signal arrives is created unsignalled (the kernel clears
+            // a child's pending signals) and becomes visible only after the parent dies. Give
+            // them the step's signal too; if there is no one new, just wait out the grace.
+            let extra = self.extra_signals(signal);
+            let late = self.pass(&mut HashSet::new(), signal, extra)?;
+            tracing::debug!(cgroup = %self.cg.rel(), signal = %signal, late, "signalled latecomers");
+            if let Some(step) = self.steps.last_mut() {
+                step.signalled += late;
+            }
+            catch_latecomers = late > 0;
+        }
     }
 
     /// The main process, opened and proven to be somewhere in the subtree.
@@ -262,13 +354,21 @@ impl Engine<'_> {
         Ok(None)
     }
 
-    /// Sends `sig` (+SIGHUP, +SIGCONT) to every member, or to the main process only.
-    fn signal_step(&mut self, sig: Signal) -> Result<usize> {
-        let extra: &[Signal] = if self.policy.sighup && sig != Signal::HUP {
+    /// What follows each stop signal: SIGCONT (so stopped processes run their handlers), and
+    /// SIGHUP first if the policy asks for it.
+    fn extra_signals(&self, sig: Signal) -> &'static [Signal] {
+        if self.policy.sighup && sig != Signal::HUP {
             &[Signal::HUP, Signal::CONT]
         } else {
             &[Signal::CONT]
-        };
+        }
+    }
+
+    /// Sends `sig` (+SIGHUP, +SIGCONT) to every member, or to the main process only. Gives up
+    /// enumerating at `deadline` (the end of the step's grace): a tree that forks faster than it
+    /// is signalled must not delay the final kill.
+    fn signal_step(&mut self, sig: Signal, deadline: Instant) -> Result<usize> {
+        let extra = self.extra_signals(sig);
         if self.policy.kill_mode != KillMode::ControlGroup {
             let subtree = self.cg.subtree()?;
             if let Some(main) = self.main_process(&subtree)? {
@@ -287,6 +387,10 @@ impl Engine<'_> {
             let new = self.pass(&mut done, sig, extra)?;
             total += new;
             if new == 0 {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::debug!(cgroup = %self.cg.rel(), "grace over while processes keep appearing; leaving the rest to the final kill");
                 break;
             }
             if pass + 1 == MAX_PASSES {
@@ -352,25 +456,27 @@ impl Engine<'_> {
 
     async fn final_kill(mut self) -> Result<Outcome> {
         if !self.w.state()?.populated {
-            return Ok(self.outcome(
-                Verdict::Graceful,
-                Some(Instant::now()),
-                Vec::new(),
-                Vec::new(),
-            ));
+            return Ok(self.graceful());
         }
         let at = Instant::now();
         let deadline = deadline_after(self.policy.kill_timeout);
         if self.policy.kill_mode == KillMode::Process {
             return self.final_kill_main(at, deadline).await;
         }
+        // Freeze while the members are described and killed: a fork storm would otherwise keep
+        // growing (and take the CPU) during the description. No need to wait for `frozen 1`:
+        // tasks stop at their next return to user space, and SIGKILL ends frozen tasks too.
+        let hold = Hold::freeze(self.cg);
         let killed = self.members()?;
+        self.record_final_kill();
         let via = self.kill_all(deadline).await?;
+        drop(hold);
         self.steps.push(StepReport {
             signal: Signal::KILL.to_string(),
             at_ms: self.ms(at),
             signalled: killed.len(),
             via: Some(via),
+            by_pid: None,
         });
         let progress = self.opts.progress.clone();
         let wake = self
@@ -401,6 +507,7 @@ impl Engine<'_> {
             at_ms: self.ms(at),
             signalled: killed.len(),
             via: Some("pidfd"),
+            by_pid: None,
         });
         let wake = self.w.wait_empty(deadline, true, |_| {}).await?;
         if wake == Wake::Deadline {
@@ -493,6 +600,24 @@ impl Engine<'_> {
             }
         }
         Ok(out)
+    }
+}
+
+/// A best-effort `cgroup.freeze` of a cgroup gracekill is killing, undone on drop (also when
+/// the kill fails), so the engine never leaves a cgroup frozen.
+struct Hold<'a>(Option<&'a Cgroup>);
+
+impl<'a> Hold<'a> {
+    fn freeze(cg: &'a Cgroup) -> Hold<'a> {
+        Hold(cg.set_frozen(true).is_ok().then_some(cg))
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        if let Some(cg) = self.0 {
+            let _ = cg.set_frozen(false);
+        }
     }
 }
 

@@ -159,10 +159,10 @@ impl Watcher {
     fn forget(&mut self, key: u64) {
         // Dropping the pidfd closes the only descriptor of its file, which removes it from the
         // epoll set: no EPOLL_CTL_DEL needed (one system call per process saved).
-        if let Some(p) = self.tracked.remove(&key) {
-            if self.by_pid.get(&p.pid()) == Some(&key) {
-                self.by_pid.remove(&p.pid());
-            }
+        if let Some(p) = self.tracked.remove(&key)
+            && self.by_pid.get(&p.pid()) == Some(&key)
+        {
+            self.by_pid.remove(&p.pid());
         }
     }
 
