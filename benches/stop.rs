@@ -792,6 +792,14 @@ fn profile(b: &mut Bench, tool: &str) -> Result<()> {
     Ok(())
 }
 
+/// The 1-minute load average: other work on the machine shows up in the tails.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split(' ').next().map(str::to_string))
+        .unwrap_or_default()
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -886,6 +894,7 @@ fn run(args: &[String]) -> Result<bool> {
     let scratch = std::env::temp_dir().join(&rel[1..]);
     std::fs::create_dir_all(&scratch)?;
     let started = Instant::now();
+    let load_at_start = load();
     let mut b = Bench {
         ctx: Ctx { mount, cli },
         root,
@@ -934,11 +943,14 @@ fn run(args: &[String]) -> Result<bool> {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "## Results: `cargo bench --bench stop{}`\n\n{}; {} mode; {:.0} s.\n",
+        "## Results: `cargo bench --bench stop{}`\n\n{}; {} mode; {:.0} s; load average {} at the \
+         start, {} at the end.\n",
         if quick { " -- --quick" } else { "" },
         machine(),
         if quick { "quick" } else { "full" },
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        load_at_start,
+        load()
     );
     for t in &b.tables {
         md.push_str(&t.render());
