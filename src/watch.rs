@@ -166,23 +166,20 @@ impl Watcher {
         }
     }
 
-    /// Drains ready epoll events without blocking; forgets exited pidfds. Returns whether
-    /// anything was ready.
-    fn drain(&mut self) -> Result<bool> {
-        let mut buf = Vec::with_capacity(64);
-        let mut any = false;
+    /// Fills `buf` (up to its capacity) with what is ready now, without blocking.
+    fn ready_now(&self, buf: &mut Vec<epoll::Event>) -> Result<()> {
+        buf.clear();
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         loop {
-            buf.clear();
-            let zero = rustix::time::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
             match epoll::wait(
                 self.epoll.get_ref(),
-                rustix::buffer::spare_capacity(&mut buf),
+                rustix::buffer::spare_capacity(&mut *buf),
                 Some(&zero),
             ) {
-                Ok(_) => {}
+                Ok(_) => return Ok(()),
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => {
                     return Err(Error::os(
@@ -192,10 +189,17 @@ impl Watcher {
                     ));
                 }
             }
-            if buf.is_empty() {
-                return Ok(any);
-            }
-            any = true;
+        }
+    }
+
+    /// Drains ready epoll events without blocking; forgets exited pidfds. Returns whether
+    /// anything was ready.
+    fn drain(&mut self) -> Result<bool> {
+        let mut buf = Vec::with_capacity(64);
+        let mut any = false;
+        loop {
+            self.ready_now(&mut buf)?;
+            any |= !buf.is_empty();
             for ev in &buf {
                 let key = ev.data.u64();
                 if key != EVENTS_KEY {
@@ -295,22 +299,8 @@ impl Watcher {
     /// triggered, they are drained at the top of the loop.)
     fn drain_peek(&self) -> Result<bool> {
         let mut buf = Vec::with_capacity(1);
-        let zero = rustix::time::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        match epoll::wait(
-            self.epoll.get_ref(),
-            rustix::buffer::spare_capacity(&mut buf),
-            Some(&zero),
-        ) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => Ok(!buf.is_empty()),
-            Err(e) => Err(Error::os(
-                "epoll_wait",
-                std::path::Path::new("cgroup.events"),
-                e,
-            )),
-        }
+        self.ready_now(&mut buf)?;
+        Ok(!buf.is_empty())
     }
 }
 

@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::{TestCgroup, alive, bin, read, stderr};
+use common::{TestCgroup, alive, assert_refused, bin, read};
 
 #[test]
 fn malformed_stop_and_run_invocations_exit_2_and_touch_nothing() {
@@ -245,21 +245,4 @@ fn check(root: &TestCgroup, canary: &common::Proc, marker: &Path, what: &str, ar
         "",
         "{what}: the canary got a signal"
     );
-}
-
-fn assert_refused(out: &std::process::Output, what: &str) {
-    let err = stderr(out);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{what}: exit {:?}, stderr: {err}",
-        out.status.code()
-    );
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "{what}: one line, got: {err}"
-    );
-    assert!(err.starts_with("gracekill: "), "{what}: {err}");
-    assert!(out.stdout.is_empty(), "{what}: {}", common::stdout(out));
 }

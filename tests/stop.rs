@@ -6,7 +6,9 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestCgroup, alive, gracekill, gracekill_env, json, read, stderr, wait_until};
+use common::{
+    TestCgroup, alive, assert_refused, gracekill, gracekill_env, json, read, stderr, wait_until,
+};
 
 /// Traps SIGTERM, takes 2 s to "flush" (ignoring further TERMs meanwhile), writes a marker.
 const FLUSHING_APP: &str = r#"
@@ -355,23 +357,6 @@ fn canary(cg: &TestCgroup) -> common::Proc {
     let p = cg.spawn("echo ready; while :; do sleep 1 & wait $!; done");
     p.wait_line("ready");
     p
-}
-
-fn assert_refused(out: &std::process::Output, what: &str) {
-    let err = stderr(out);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{what}: exit {:?}, stderr: {err}",
-        out.status.code()
-    );
-    assert_eq!(
-        err.trim_end().lines().count(),
-        1,
-        "{what}: one line, got: {err}"
-    );
-    assert!(err.starts_with("gracekill: "), "{what}: {err}");
-    assert!(out.stdout.is_empty(), "{what}");
 }
 
 #[test]

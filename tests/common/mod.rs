@@ -292,3 +292,22 @@ pub fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
+
+/// A refusal as users must see it: exit 2, one line on stderr starting `gracekill: `, nothing on
+/// stdout.
+pub fn assert_refused(out: &Output, what: &str) {
+    let err = stderr(out);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{what}: exit {:?}, stderr: {err}",
+        out.status.code()
+    );
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{what}: one line, got: {err}"
+    );
+    assert!(err.starts_with("gracekill: "), "{what}: {err}");
+    assert!(out.stdout.is_empty(), "{what}: {}", stdout(out));
+}
