@@ -53,11 +53,16 @@ fn stop_within_grace_plus_one(
     // the engine's time. The wall clock only guards against a hang.
     let elapsed = Duration::from_secs_f64(v["elapsed_ms"].as_f64().unwrap() / 1000.0);
     let summary = serde_json::json!({"elapsed_ms": v["elapsed_ms"], "steps": v["steps"], "killed": v["killed"].as_array().map(Vec::len)});
+    // (Scaled on slow machines, common::slow: in a fork storm under emulation one enumeration
+    // pass over a few hundred pids can outlast the whole grace.)
     assert!(
-        elapsed <= Duration::from_secs(2),
+        elapsed <= common::slow(Duration::from_secs(2)),
         "{via}: the stop took {elapsed:?}, more than grace + 1 s: {summary}"
     );
-    assert!(took < Duration::from_secs(10), "{via}: {took:?}: {summary}");
+    assert!(
+        took < common::slow(Duration::from_secs(10)),
+        "{via}: {took:?}: {summary}"
+    );
     assert!(cg.pids().is_empty(), "{via}: survivors {:?}", cg.pids());
     assert!(!cg.populated());
     v
@@ -70,13 +75,18 @@ fn shell_fork_loop_leaves_no_survivors_on_either_kill_path() {
     for (via, env) in PATHS {
         let cg = TestCgroup::new("forkstorm-sh");
         // Two loops forking as fast as bash can; every child ignores SIGTERM and lives 1 s, so
-        // the population is bounded (a few hundred) but always changing.
-        let mut p = cg.spawn(
+        // the population is bounded (a few hundred) but always changing. (On a slow machine
+        // bash forks slower: the children live longer, for the same population.)
+        let life = common::slow_factor().round();
+        let mut p = cg.spawn(&format!(
             "trap '' TERM; echo ready; \
-             storm() { while :; do (sleep 1 &) & done; }; storm & storm",
-        );
+             storm() {{ while :; do (sleep {life} &) & done; }}; storm & storm"
+        ));
         p.wait_line("ready");
-        assert!(wait_until(Duration::from_secs(5), || cg.pids().len() > 100));
+        assert!(wait_until(common::slow(Duration::from_secs(5)), || cg
+            .pids()
+            .len()
+            > 100));
         let v = stop_within_grace_plus_one(&cg, via, env);
         assert!(v["steps"][0]["signalled"].as_u64().unwrap() > 100, "{v}");
         p.wait();
@@ -170,11 +180,9 @@ fn every_escape_gets_the_stop_signal_first_and_none_survive() {
         );
         let mut nested_proc = cg.spawn_in(&nested, r#"exec bash "$SCRATCH/esc.sh" nested"#);
         assert!(
-            wait_until(Duration::from_secs(10), || ESCAPES.iter().all(|n| !read(
-                &cg.file(&format!("ready-{n}"))
-            )
-            .trim()
-            .is_empty())),
+            wait_until(common::slow(Duration::from_secs(10)), || ESCAPES
+                .iter()
+                .all(|n| !read(&cg.file(&format!("ready-{n}"))).trim().is_empty())),
             "not all escapees started: {:?}",
             std::fs::read_dir(&cg.scratch)
                 .unwrap()
@@ -242,12 +250,15 @@ fn child_forked_as_its_parent_gets_sigterm_still_gets_sigterm() {
         let mut p = cg.spawn("echo ready; while :; do sleep 30 & done");
         p.wait_line("ready");
         assert!(wait_until(Duration::from_secs(5), || cg.pids().len() > 20));
-        let out = gracekill_env(&["stop", "--json", "--grace", "5s", &cg.rel], &[]);
+        // (On a slow machine both the bound and the grace it must stay below are scaled.)
+        let grace = format!("{}ms", common::slow(Duration::from_secs(5)).as_millis());
+        let out = gracekill_env(&["stop", "--json", "--grace", &grace, &cg.rel], &[]);
         let v = json(&out);
         assert_eq!(out.status.code(), Some(0), "round {round}: {v}");
         assert_eq!(v["outcome"], "graceful", "round {round}: {v}");
         assert!(
-            v["elapsed_ms"].as_f64().unwrap() < 2000.0,
+            v["elapsed_ms"].as_f64().unwrap()
+                < common::slow(Duration::from_secs(2)).as_secs_f64() * 1000.0,
             "round {round}: {v}"
         );
         p.wait();

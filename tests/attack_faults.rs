@@ -88,7 +88,7 @@ fn stopper_sigkilled_mid_grace_a_second_stop_finishes_the_job() {
                 .any(|k| k["pid"] == p.pid()),
             "{v}"
         );
-        assert!(t.elapsed() < Duration::from_secs(3));
+        assert!(t.elapsed() < common::slow(Duration::from_secs(3)));
         assert!(cg.pids().is_empty() && !cg.populated());
         assert!(
             read(&cg.file("got-term")).lines().count() >= 2,
@@ -110,7 +110,12 @@ fn two_concurrent_stops_both_succeed_and_agree() {
             let cg = TestCgroup::new("two-stops");
             let mut p = cg.spawn(script);
             p.wait_line("ready");
-            let args = ["stop", "--json", "--grace", "1500ms", cg.rel.as_str()];
+            // (The grace must outlast the 1 s flush: scaled on slow machines, common::slow.)
+            let grace = format!(
+                "{}ms",
+                common::slow(Duration::from_millis(1500)).as_millis()
+            );
+            let args = ["stop", "--json", "--grace", &grace, cg.rel.as_str()];
             let mut a = spawn_gracekill(&args, &[]);
             let mut b = spawn_gracekill(&args, &[]);
             let (a, b) = (finish(&mut a), finish(&mut b));

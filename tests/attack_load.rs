@@ -15,17 +15,26 @@ use common::{TestCgroup, bin, read, wait_until};
 
 const TASKS: usize = 200;
 
+/// How many tasks: [`TASKS`], divided by the slowness of the machine (common::slow_factor),
+/// so a VM under software emulation gets the same load per CPU second (at least 20 tasks).
+fn tasks() -> usize {
+    ((TASKS as f64 / common::slow_factor()).round() as usize).clamp(20, TASKS)
+}
+
 /// Task `i`: `1 + i % 10` processes; every third one ignores SIGTERM (so it needs the final
 /// kill), the others die of it. Writes `ready-i` once all its processes exist.
+/// (Its main loop forks a `sleep` a second; on a slow machine, where 200 of those loops alone
+/// would eat the CPUs, it sleeps longer: common::slow.)
 fn task_script(i: usize) -> String {
     let helpers = i % 10;
+    let nap = common::slow_factor().round();
     let deaf = if i.is_multiple_of(3) {
         "trap '' TERM; "
     } else {
         ""
     };
     format!(
-        r#"{deaf}for _ in $(seq {helpers}); do sleep 600 & done; echo $$ > "$SCRATCH/ready-{i}"; while :; do sleep 1 & wait $!; done"#
+        r#"{deaf}for _ in $(seq {helpers}); do sleep 600 & done; echo $$ > "$SCRATCH/ready-{i}"; while :; do sleep {nap} & wait $!; done"#
     )
 }
 
@@ -70,8 +79,9 @@ fn two_hundred_tasks_stopped_at_once_leave_nothing_behind() {
 }
 
 fn library_engine_stops_200_tasks_concurrently() {
+    let n = tasks();
     let parent = TestCgroup::new("load-lib");
-    let mut children: Vec<Child> = (0..TASKS)
+    let mut children: Vec<Child> = (0..n)
         .map(|i| {
             let dir = parent.child(&format!("t{i}"));
             Command::new("bash")
@@ -87,20 +97,21 @@ fn library_engine_stops_200_tasks_concurrently() {
         })
         .collect();
     assert!(
-        wait_until(Duration::from_secs(30), || (0..TASKS)
+        wait_until(common::slow(Duration::from_secs(30)), || (0..n)
             .all(|i| parent.file(&format!("ready-{i}")).exists())),
         "tasks did not start"
     );
     let pids = parent.pids();
     // (Plus one short `sleep` per task from its main loop.)
-    assert!(pids.len() >= (0..TASKS).map(|i| 1 + i % 10).sum::<usize>());
+    assert!(pids.len() >= (0..n).map(|i| 1 + i % 10).sum::<usize>());
 
     let mount = gracekill::Mount::discover().unwrap();
-    let cgs: Vec<gracekill::Cgroup> = (0..TASKS)
+    let cgs: Vec<gracekill::Cgroup> = (0..n)
         .map(|i| mount.open_cgroup(&format!("{}/t{i}", parent.rel)).unwrap())
         .collect();
     let mut policy = gracekill::Policy::default();
-    policy.steps[0].grace = Duration::from_secs(2);
+    // (Dying takes longer on a slow machine: the grace is scaled, common::slow.)
+    policy.steps[0].grace = common::slow(Duration::from_secs(2));
     policy.kill_timeout = Duration::from_secs(5);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -133,7 +144,7 @@ fn library_engine_stops_200_tasks_concurrently() {
     let took = t.elapsed();
     let fds_after = open_fds();
     eprintln!(
-        "library: {TASKS} tasks, {} processes, stopped in {took:?}",
+        "library: {n} tasks, {} processes, stopped in {took:?}",
         pids.len()
     );
     for (i, v) in verdicts.iter().enumerate() {
@@ -144,7 +155,7 @@ fn library_engine_stops_200_tasks_concurrently() {
         };
         assert_eq!(*v, want, "task {i}");
     }
-    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(took < common::slow(Duration::from_secs(10)), "{took:?}");
     assert_eq!(
         fds_before, fds_after,
         "file descriptors leaked by the engine"
@@ -173,12 +184,14 @@ fn library_engine_stops_200_tasks_concurrently() {
 }
 
 fn two_hundred_concurrent_cli_stops_of_run_tasks() {
+    let n = tasks();
     let parent = TestCgroup::new("load-cli");
     let env = [("GRACEKILL_ROOT", parent.rel.as_str())];
-    let mut runs: Vec<Child> = (0..TASKS)
+    let grace = format!("{}ms", common::slow(Duration::from_secs(2)).as_millis());
+    let mut runs: Vec<Child> = (0..n)
         .map(|i| {
             Command::new(bin())
-                .args(["run", "--name", &format!("t{i}"), "--grace", "2s", "--"])
+                .args(["run", "--name", &format!("t{i}"), "--grace", &grace, "--"])
                 .args(["bash", "-c", &task_script(i)])
                 .envs(env)
                 .env("SCRATCH", &parent.scratch)
@@ -190,13 +203,13 @@ fn two_hundred_concurrent_cli_stops_of_run_tasks() {
         })
         .collect();
     assert!(
-        wait_until(Duration::from_secs(60), || (0..TASKS)
+        wait_until(common::slow(Duration::from_secs(60)), || (0..n)
             .all(|i| parent.file(&format!("ready-{i}")).exists())),
         "tasks did not start"
     );
     let pids = parent.pids();
     let t = Instant::now();
-    let stops: Vec<Child> = (0..TASKS)
+    let stops: Vec<Child> = (0..n)
         .map(|i| {
             Command::new(bin())
                 .args(["stop", "--json", &format!("t{i}")])
@@ -222,10 +235,10 @@ fn two_hundred_concurrent_cli_stops_of_run_tasks() {
     }
     let took = t.elapsed();
     eprintln!(
-        "cli: {TASKS} concurrent stops of {} processes in {took:?}",
+        "cli: {n} concurrent stops of {} processes in {took:?}",
         pids.len()
     );
-    assert!(took < Duration::from_secs(20), "{took:?}");
+    assert!(took < common::slow(Duration::from_secs(20)), "{took:?}");
     for (i, r) in runs.iter_mut().enumerate() {
         let status = r.wait().unwrap();
         let mut err = String::new();

@@ -228,7 +228,7 @@ fn ladder_int_then_term_reaches_a_process_that_only_honours_term() {
     assert_eq!(steps(&v), ["SIGINT", "SIGTERM"]);
     assert_eq!(read(&cg.file("got")).trim(), "term");
     assert!(
-        took >= Duration::from_millis(950) && took < Duration::from_secs(3),
+        took >= Duration::from_millis(950) && took < common::slow(Duration::from_secs(3)),
         "{took:?}"
     );
     p.wait();
@@ -242,7 +242,10 @@ fn forced_fallback_kills_a_fork_loop_completely() {
         let mut p =
             cg.spawn("trap '' TERM; echo ready; while :; do (trap '' TERM; sleep 60 &); done");
         p.wait_line("ready");
-        assert!(wait_until(Duration::from_secs(5), || cg.pids().len() > 50));
+        assert!(wait_until(common::slow(Duration::from_secs(5)), || cg
+            .pids()
+            .len()
+            > 50));
         let mut args = vec!["stop", "--json", "--grace", "500ms", "--kill-timeout", "5s"];
         let env: &[(&str, &str)] = if how == "env" {
             &[("GRACEKILL_FORCE_FALLBACK", "1")]

@@ -311,3 +311,38 @@ pub fn assert_refused(out: &Output, what: &str) {
     assert!(err.starts_with("gracekill: "), "{what}: {err}");
     assert!(out.stdout.is_empty(), "{what}: {}", stdout(out));
 }
+
+/// How much slower than a native machine the tests run: `$GRACEKILL_TEST_SLOW` (a factor, at
+/// least 1; the VM tests set it under software emulation), 1 when unset or unparsable.
+pub fn slow_factor() -> f64 {
+    std::env::var("GRACEKILL_TEST_SLOW")
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|f| f.is_finite() && *f >= 1.0)
+        .unwrap_or(1.0)
+}
+
+/// A time bound a test asserts or waits for, scaled by [`slow_factor`]: upper bounds that
+/// measure how fast the machine is, and graces that must outlast what the app does in them (a
+/// flush, dying). Lower bounds (a grace that must be waited out) stay as they are.
+pub fn slow(d: Duration) -> Duration {
+    d.mul_f64(slow_factor())
+}
+
+/// The running kernel's (major, minor) version, from `/proc/sys/kernel/osrelease`.
+pub fn kernel_version() -> (u32, u32) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .unwrap_or(0)
+    });
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// Is the running kernel at least `major.minor`?
+pub fn kernel_at_least(major: u32, minor: u32) -> bool {
+    kernel_version() >= (major, minor)
+}

@@ -14,7 +14,9 @@ check ci_env [ "${CI:-}" = true ]
 check bash_is_bash bash -c '[ -n "$BASH_VERSION" ]'
 check cgroup2_nsdelegate grep -qE ' /sys/fs/cgroup .* - cgroup2 .*nsdelegate' /proc/self/mountinfo
 check v1_freezer_mounted grep -qE ' /run/v1-freezer .* - cgroup .*freezer' /proc/self/mountinfo
-check busybox_applets sh -c 'command -v setsid && command -v unshare && command -v nohup && command -v sleep'
+check test_tools sh -c 'for t in setsid unshare nohup sleep setpriv useradd python3 stress-ng redis-server; do command -v $t || exit 1; done'
+check python3_json python3 -c 'import json, argparse, subprocess, threading'
+check loopback_up sh -c 'grep -q "^ *lo:" /proc/net/dev && [ "$(cat /sys/class/net/lo/operstate)" != down ]'
 
 # A process tree in a fresh cgroup dies of cgroup.kill and the cgroup empties.
 kill_tree() {
