@@ -40,7 +40,7 @@
  * The version of this C ABI. It changes only when an existing function or struct field changes
  * meaning; new fields are appended to structs that carry `struct_size`.
  */
-#define GRACEKILL_ABI_VERSION 1
+#define GRACEKILL_ABI_VERSION 2
 
 /**
  * `kill_mode`: every process in the cgroup's subtree gets each stop signal (the default).
@@ -76,6 +76,12 @@
  * `verdict`: processes survived SIGKILL for the whole kill timeout (CLI exit code 4).
  */
 #define GRACEKILL_VERDICT_SURVIVORS 3
+
+/**
+ * `verdict`: `kill_mode` process: the main process is gone (or there was none); the rest of
+ * the cgroup was left running, as that mode asks (CLI exit code 5).
+ */
+#define GRACEKILL_VERDICT_REMAINING 4
 
 /**
  * Log level passed to the log callback: errors.
@@ -353,6 +359,27 @@ struct gracekill_outcome {
    * The whole outcome as the one-line JSON object `gracekill stop --json` prints.
    */
   const char *json;
+  /**
+   * How many processes were alive at the final kill (`killed` lists at most 100).
+   */
+  size_t killed_total;
+  /**
+   * How many processes survived (`survivors` lists at most 100).
+   */
+  size_t survivors_total;
+  /**
+   * Errors that did not stop the stop (a process that could not be signalled, a cgroup that
+   * could not be listed); the final kill was still sent.
+   */
+  size_t error_count;
+  /**
+   * The first of them, or NULL.
+   */
+  const char *first_error;
+  /**
+   * Where the policy came from: `given`, `stored` or `default`.
+   */
+  const char *policy_source;
 };
 
 #ifdef __cplusplus
@@ -413,7 +440,11 @@ int gracekill_stop_options_init(struct gracekill_stop_options *options);
  * the CLI: the root cgroup, any cgroup holding the calling process or one of its ancestors,
  * paths leaving the mount; nothing is signalled then.
  *
- * `policy` may be NULL (the CLI's defaults); `options` may be NULL (defaults). On success
+ * `policy` NULL applies the task's own policy, as `gracekill stop TASK` without flags does: the
+ * one `gracekill run` recorded, if the caller may trust that record (a root caller reads only
+ * records no task can forge; see the README's trust model), else the defaults (SIGTERM, 30 s,
+ * SIGKILL, 10 s). A non-NULL `policy` replaces the stored one as a whole. `options` may be
+ * NULL (defaults; the main pid then also comes from the trusted record). On success
  * `*outcome` receives a new outcome that the caller must release with
  * `gracekill_outcome_free()`; on failure it is set to NULL.
  *

@@ -35,11 +35,12 @@ use crate::cgroup::Mount;
 use crate::error::{Error, ErrorKind};
 use crate::policy::{KillMode, MAX_STEPS, Policy, Signal, Step};
 use crate::report::{Outcome, Verdict};
-use crate::stop::{KillMethod, StopOptions, stop_blocking};
+use crate::stop::{KillMethod, StopOptions};
+use crate::task::PolicySource;
 
 /// The version of this C ABI. It changes only when an existing function or struct field changes
 /// meaning; new fields are appended to structs that carry `struct_size`.
-pub const GRACEKILL_ABI_VERSION: u32 = 1;
+pub const GRACEKILL_ABI_VERSION: u32 = 2;
 
 /// `kill_mode`: every process in the cgroup's subtree gets each stop signal (the default).
 pub const GRACEKILL_KILL_MODE_CONTROL_GROUP: i32 = 0;
@@ -56,6 +57,9 @@ pub const GRACEKILL_VERDICT_GRACEFUL: i32 = 1;
 pub const GRACEKILL_VERDICT_KILLED: i32 = 2;
 /// `verdict`: processes survived SIGKILL for the whole kill timeout (CLI exit code 4).
 pub const GRACEKILL_VERDICT_SURVIVORS: i32 = 3;
+/// `verdict`: `kill_mode` process: the main process is gone (or there was none); the rest of
+/// the cgroup was left running, as that mode asks (CLI exit code 5).
+pub const GRACEKILL_VERDICT_REMAINING: i32 = 4;
 
 /// Log level passed to the log callback: errors.
 pub const GRACEKILL_LOG_ERROR: i32 = 1;
@@ -231,6 +235,17 @@ pub struct gracekill_outcome {
     pub membership_proof: *const c_char,
     /// The whole outcome as the one-line JSON object `gracekill stop --json` prints.
     pub json: *const c_char,
+    /// How many processes were alive at the final kill (`killed` lists at most 100).
+    pub killed_total: usize,
+    /// How many processes survived (`survivors` lists at most 100).
+    pub survivors_total: usize,
+    /// Errors that did not stop the stop (a process that could not be signalled, a cgroup that
+    /// could not be listed); the final kill was still sent.
+    pub error_count: usize,
+    /// The first of them, or NULL.
+    pub first_error: *const c_char,
+    /// Where the policy came from: `given`, `stored` or `default`.
+    pub policy_source: *const c_char,
 }
 
 /// The outcome and the memory its pointers point into, in one allocation. `public` comes first
@@ -404,7 +419,11 @@ pub unsafe extern "C" fn gracekill_stop_options_init(
 /// the CLI: the root cgroup, any cgroup holding the calling process or one of its ancestors,
 /// paths leaving the mount; nothing is signalled then.
 ///
-/// `policy` may be NULL (the CLI's defaults); `options` may be NULL (defaults). On success
+/// `policy` NULL applies the task's own policy, as `gracekill stop TASK` without flags does: the
+/// one `gracekill run` recorded, if the caller may trust that record (a root caller reads only
+/// records no task can forge; see the README's trust model), else the defaults (SIGTERM, 30 s,
+/// SIGKILL, 10 s). A non-NULL `policy` replaces the stored one as a whole. `options` may be
+/// NULL (defaults; the main pid then also comes from the trusted record). On success
 /// `*outcome` receives a new outcome that the caller must release with
 /// `gracekill_outcome_free()`; on failure it is set to NULL.
 ///
@@ -455,11 +474,7 @@ pub unsafe extern "C" fn gracekill_stop(
             Err(rc) => return rc,
         };
         let opts = StopOptions {
-            kill_method: if options.force_fallback || env_flag("GRACEKILL_FORCE_FALLBACK") {
-                KillMethod::Fallback
-            } else {
-                KillMethod::Auto
-            },
+            kill_method: KillMethod::from_env(options.force_fallback),
             main_pid: (options.main_pid > 0).then_some(options.main_pid),
             ..StopOptions::default()
         };
@@ -471,10 +486,10 @@ pub unsafe extern "C" fn gracekill_stop(
                     max: options.log_level,
                 };
                 tracing::subscriber::with_default(sink.subscriber(), || {
-                    stop_task(task, &policy, &opts)
+                    stop_task(task, policy, &opts)
                 })
             }
-            None => stop_task(task, &policy, &opts),
+            None => stop_task(task, policy, &opts),
         };
         match result {
             Ok(o) => {
@@ -512,17 +527,13 @@ pub unsafe extern "C" fn gracekill_outcome_free(outcome: *mut gracekill_outcome)
 
 // -- conversions ---------------------------------------------------------------------------------
 
-fn stop_task(task: &str, policy: &Policy, opts: &StopOptions) -> crate::Result<Outcome> {
-    policy.validate()?;
+fn stop_task(task: &str, policy: Option<Policy>, opts: &StopOptions) -> crate::Result<Outcome> {
+    if let Some(p) = &policy {
+        p.validate()?;
+    }
     let mount = Mount::discover()?;
-    let root = crate::task::default_root(&mount)?;
-    let rel = crate::task::resolve(&mount, task, &root)?;
-    let cg = mount.open_cgroup(&rel)?;
-    stop_blocking(&cg, policy, opts)
-}
-
-fn env_flag(name: &str) -> bool {
-    std::env::var_os(name).is_some_and(|v| v == "1")
+    let cg = crate::task::open(&mount, task)?;
+    crate::stop::stop_task_blocking(&cg, policy, opts)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -544,9 +555,9 @@ fn check_size(what: &str, size: u32, ours: usize) -> Result<(), c_int> {
 /// # Safety
 /// `p` is NULL or points to a readable `gracekill_policy` of at least `struct_size` bytes whose
 /// `then` is NULL or valid for `then_len` reads.
-unsafe fn read_policy(p: *const gracekill_policy) -> Result<Policy, c_int> {
+unsafe fn read_policy(p: *const gracekill_policy) -> Result<Option<Policy>, c_int> {
     if p.is_null() {
-        return Ok(Policy::default());
+        return Ok(None);
     }
     // SAFETY: non-null; by the contract at least `struct_size` bytes are readable, and the
     // first field is `struct_size` itself (a `u32` at offset 0).
@@ -600,7 +611,7 @@ unsafe fn read_policy(p: *const gracekill_policy) -> Result<Policy, c_int> {
         kill_mode,
     };
     policy.validate().map_err(|e| fail(&e))?;
-    Ok(policy)
+    Ok(Some(policy))
 }
 
 /// The options a C caller passed, or the defaults.
@@ -691,6 +702,7 @@ impl OwnedOutcome {
                 Verdict::Graceful => GRACEKILL_VERDICT_GRACEFUL,
                 Verdict::Killed => GRACEKILL_VERDICT_KILLED,
                 Verdict::Survivors => GRACEKILL_VERDICT_SURVIVORS,
+                Verdict::Remaining => GRACEKILL_VERDICT_REMAINING,
             },
             exit_code: o.outcome.exit_code(),
             verdict_name: keep(o.outcome.as_str()),
@@ -707,6 +719,19 @@ impl OwnedOutcome {
             survivors_len: survivors.len(),
             membership_proof: keep(o.membership_proof),
             json: keep(&o.to_json()),
+            killed_total: o.killed_total,
+            survivors_total: o.survivors_total,
+            error_count: o.errors.count,
+            first_error: o
+                .errors
+                .examples
+                .first()
+                .map_or(std::ptr::null(), |e| keep(e)),
+            policy_source: keep(match o.policy_source {
+                PolicySource::Given => "given",
+                PolicySource::Stored => "stored",
+                PolicySource::Default => "default",
+            }),
         };
         // The Vecs' buffers do not move when the Vecs move into the struct.
         OwnedOutcome {
@@ -862,7 +887,16 @@ mod tests {
                 comm: "app".into(),
                 cmdline: "app --serve".into(),
             }],
+            killed_total: 1,
             survivors: vec![],
+            survivors_total: 0,
+            policy: "SIGTERM 1s".into(),
+            policy_source: PolicySource::Stored,
+            warnings: vec![],
+            errors: crate::report::Problems {
+                count: 2,
+                examples: vec!["send SIGTERM to '/proc/7': operation not permitted".into()],
+            },
             membership_proof: "PIDFD_GET_INFO",
             cgroup_removed: false,
         };
@@ -882,6 +916,9 @@ mod tests {
         let k = unsafe { &*c.killed };
         assert_eq!((k.pid, s(k.cmdline)), (42, "app --serve".into()));
         assert_eq!(s(c.json), o.to_json());
+        assert_eq!((c.killed_total, c.error_count), (1, 2));
+        assert!(s(c.first_error).contains("not permitted"));
+        assert_eq!(s(c.policy_source), "stored");
         unsafe { gracekill_outcome_free(p) };
     }
 }

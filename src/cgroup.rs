@@ -17,9 +17,6 @@ use crate::error::{Error, Result};
 /// `CGROUP2_SUPER_MAGIC` from `statfs(2)`.
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
-/// The xattr namespace prefix for everything gracekill stores on a cgroup.
-pub const XATTR_PREFIX: &str = "user.gracekill.";
-
 /// The mounted cgroup2 hierarchy.
 #[derive(Debug)]
 pub struct Mount {
@@ -126,6 +123,15 @@ impl Mount {
         };
         let fd = fd.map_err(|e| match e {
             Errno::NOENT => Error::NotFound(format!("cgroup '{}' does not exist", path.display())),
+            Errno::NAMETOOLONG => Error::Input(format!(
+                "cgroup path '{}' is too long (each name at most 255 bytes, the path at most 4095)",
+                path.display()
+                    .to_string()
+                    .chars()
+                    .take(80)
+                    .collect::<String>()
+                    + "..."
+            )),
             Errno::NOTDIR => Error::Input(format!("'{}' is not a cgroup", path.display())),
             Errno::LOOP | Errno::XDEV => Error::Input(format!(
                 "'{}' leaves the cgroup2 mount (symlinks are not followed)",
@@ -285,6 +291,7 @@ pub struct Cgroup {
     ns_root: String,
     ns_path: String,
     id: u64,
+    uid: u32,
 }
 
 impl Cgroup {
@@ -306,6 +313,7 @@ impl Cgroup {
             ns_root,
             ns_path,
             id: st.st_ino,
+            uid: st.st_uid,
         })
     }
 
@@ -327,6 +335,11 @@ impl Cgroup {
     /// The cgroup id: the directory's inode number, as `PIDFD_GET_INFO` reports it.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// The uid owning the directory (a delegated subtree is owned by its user).
+    pub fn owner_uid(&self) -> u32 {
+        self.uid
     }
 
     /// Is this the root of the hierarchy?
@@ -397,7 +410,7 @@ impl Cgroup {
     /// An OS error other than "gone".
     pub fn procs(&self) -> Result<Vec<i32>> {
         match self.read_file("cgroup.procs") {
-            Ok(text) => Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect()),
+            Ok(text) => Ok(parse_ids(&text)),
             Err(e) if is_gone(&e) => Ok(Vec::new()),
             Err(e) => Err(e),
         }
@@ -537,6 +550,7 @@ impl Cgroup {
             ns_root: self.ns_root.clone(),
             ns_path: self.ns_path.clone(),
             id: self.id,
+            uid: self.uid,
         })
     }
 
@@ -591,15 +605,15 @@ impl Cgroup {
         }
     }
 
-    /// Reads the xattr `user.gracekill.<key>`; `None` if it is not set.
+    /// Reads the xattr `name` (a full name, e.g. `trusted.gracekill.policy`); `None` if it is
+    /// not set. At most 4 KiB is read, whatever the writer stored.
     ///
     /// # Errors
     /// An OS error naming the directory; a value longer than 4 KiB or not UTF-8 is
     /// [`Error::Input`].
-    pub fn get_xattr(&self, key: &str) -> Result<Option<String>> {
-        let name = format!("{XATTR_PREFIX}{key}");
+    pub fn get_xattr(&self, name: &str) -> Result<Option<String>> {
         let mut buf = vec![0u8; 4096];
-        match fs::fgetxattr(&self.fd, name.as_str(), &mut buf[..]) {
+        match fs::fgetxattr(&self.fd, name, &mut buf[..]) {
             Ok(n) => {
                 buf.truncate(n);
                 String::from_utf8(buf).map(Some).map_err(|_| {
@@ -618,13 +632,12 @@ impl Cgroup {
         }
     }
 
-    /// Removes the xattr `user.gracekill.<key>`; absent is fine.
+    /// Removes the xattr `name`; absent is fine.
     ///
     /// # Errors
     /// An OS error naming the directory.
-    pub fn remove_xattr(&self, key: &str) -> Result<()> {
-        let name = format!("{XATTR_PREFIX}{key}");
-        match fs::fremovexattr(&self.fd, name.as_str()) {
+    pub fn remove_xattr(&self, name: &str) -> Result<()> {
+        match fs::fremovexattr(&self.fd, name) {
             Ok(()) | Err(Errno::NODATA) => Ok(()),
             Err(e) => Err(Error::os(
                 format!("remove xattr {name} from"),
@@ -634,20 +647,173 @@ impl Cgroup {
         }
     }
 
-    /// Sets the xattr `user.gracekill.<key>`.
+    /// Sets the xattr `name`. With `create_only`, fails with [`Error::Busy`] if it is already
+    /// set (`XATTR_CREATE`: an atomic claim).
     ///
     /// # Errors
     /// An OS error naming the directory.
-    pub fn set_xattr(&self, key: &str, value: &str) -> Result<()> {
-        let name = format!("{XATTR_PREFIX}{key}");
-        fs::fsetxattr(
-            &self.fd,
-            name.as_str(),
-            value.as_bytes(),
-            fs::XattrFlags::empty(),
-        )
-        .map_err(|e| Error::os(format!("set xattr {name} on"), &self.path, e))
+    pub fn set_xattr(&self, name: &str, value: &str, create_only: bool) -> Result<()> {
+        let flags = if create_only {
+            fs::XattrFlags::CREATE
+        } else {
+            fs::XattrFlags::empty()
+        };
+        match fs::fsetxattr(&self.fd, name, value.as_bytes(), flags) {
+            Ok(()) => Ok(()),
+            Err(Errno::EXIST) if create_only => Err(Error::Busy(format!(
+                "xattr {name} on '{}' is already set",
+                self.path.display()
+            ))),
+            Err(e) => Err(Error::os(format!("set xattr {name} on"), &self.path, e)),
+        }
     }
+
+    /// Opens a file of this cgroup for writing, to write it later without another lookup and
+    /// to learn now, before anything is signalled, whether we may.
+    ///
+    /// # Errors
+    /// An OS error naming the file (`ENOENT`: the kernel lacks it; `EACCES`: not ours).
+    pub fn open_for_write(&self, name: &str) -> Result<OwnedFd> {
+        fs::openat(
+            &self.fd,
+            name,
+            OFlags::WRONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Error::os("open for writing", &self.file(name), e))
+    }
+
+    /// Visits this cgroup and every cgroup below it, parents before children, holding at most
+    /// three descriptors whatever the tree's depth or width (descendants are opened by their
+    /// path relative to this cgroup, one at a time). A descendant that cannot be opened or
+    /// listed is passed to `visit` as an error and its subtree skipped; a cgroup removed
+    /// meanwhile is skipped silently. `visit` returning `Break` ends the walk.
+    pub fn walk(
+        &self,
+        mut visit: impl FnMut(Result<&Cgroup>) -> std::ops::ControlFlow<()>,
+    ) -> std::ops::ControlFlow<()> {
+        use std::ops::ControlFlow::Continue;
+        // Subtrees still to visit, as paths relative to this cgroup ("" is this cgroup).
+        let mut pending: Vec<String> = vec![String::new()];
+        while let Some(sub) = pending.pop() {
+            let opened;
+            let cg = if sub.is_empty() {
+                self
+            } else {
+                match self.open_below(&sub) {
+                    Ok(c) => {
+                        opened = c;
+                        &opened
+                    }
+                    Err(e) if is_gone(&e) => continue,
+                    Err(e) => {
+                        visit(Err(e))?;
+                        continue;
+                    }
+                }
+            };
+            visit(Ok(cg))?;
+            match cg.child_names() {
+                Ok(names) => pending.extend(names.into_iter().rev().map(|n| {
+                    if sub.is_empty() {
+                        n
+                    } else {
+                        format!("{sub}/{n}")
+                    }
+                })),
+                Err(e) if is_gone(&e) => {}
+                Err(e) => visit(Err(e))?,
+            }
+        }
+        Continue(())
+    }
+
+    /// The names of the child cgroups (one level), without opening them.
+    fn child_names(&self) -> Result<Vec<String>> {
+        let dir = fs::Dir::read_from(&self.fd).map_err(|e| Error::os("list", &self.path, e))?;
+        let mut out = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(|e| Error::os("list", &self.path, e))?;
+            if entry.file_type() != fs::FileType::Directory {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != "." && name != ".." {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens the descendant at `sub` (relative to this cgroup), never following symlinks.
+    fn open_below(&self, sub: &str) -> Result<Cgroup> {
+        let path = self.path.join(sub);
+        let fd = fs::openat2(
+            &self.fd,
+            sub,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
+        )
+        .map_err(|e| Error::os("open", &path, e))?;
+        let rel = if self.rel == "/" {
+            format!("/{sub}")
+        } else {
+            format!("{}/{sub}", self.rel)
+        };
+        Cgroup::from_fd(fd, rel, path, self.ns_root.clone())
+    }
+
+    /// The members listed in this cgroup alone: `cgroup.procs`, or for a threaded cgroup (whose
+    /// `cgroup.procs` cannot be read: `EOPNOTSUPP`) the thread ids in `cgroup.threads`, with
+    /// `threaded` set. A cgroup removed under us has none.
+    ///
+    /// # Errors
+    /// An OS error other than "gone".
+    pub fn members(&self) -> Result<Members> {
+        match self.read_file("cgroup.procs") {
+            Ok(text) => Ok(Members {
+                ids: parse_ids(&text),
+                threaded: false,
+            }),
+            Err(e) if is_gone(&e) => Ok(Members::default()),
+            Err(Error::Os {
+                errno: Errno::OPNOTSUPP,
+                ..
+            }) => match self.read_file("cgroup.threads") {
+                Ok(text) => Ok(Members {
+                    ids: parse_ids(&text),
+                    threaded: true,
+                }),
+                Err(e) if is_gone(&e) => Ok(Members::default()),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Is this cgroup threaded (`cgroup.type` is `threaded`)? Its `cgroup.kill` refuses to
+    /// work (`EOPNOTSUPP`), and its members are threads.
+    pub fn is_threaded(&self) -> bool {
+        self.read_file("cgroup.type")
+            .is_ok_and(|t| t.trim() == "threaded")
+    }
+}
+
+/// What [`Cgroup::members`] found in one cgroup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Members {
+    /// Process ids, or thread ids when `threaded`.
+    pub ids: Vec<i32>,
+    /// The ids are thread ids from `cgroup.threads` (a threaded cgroup).
+    pub threaded: bool,
+}
+
+fn parse_ids(text: &str) -> Vec<i32> {
+    text.lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .filter(|p| *p > 0)
+        .collect()
 }
 
 /// `cgroup.events`, kept open: each [`EventsFile::read`] re-reads from offset 0, which re-arms

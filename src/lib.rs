@@ -79,4 +79,6 @@ pub use cgroup::{Cgroup, Events, Mount};
 pub use error::{Error, ErrorKind, Result};
 pub use policy::{KillMode, Policy, Signal, Step};
 pub use report::{Outcome, Verdict};
-pub use stop::{KillMethod, Progress, StopOptions, stop, stop_blocking};
+pub use stop::{
+    KillMethod, Progress, StopOptions, stop, stop_blocking, stop_task, stop_task_blocking,
+};

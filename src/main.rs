@@ -18,7 +18,8 @@ EXIT CODES (stop):
   1  an error (permission denied, I/O); see the message
   2  bad usage or input, or a refused target; nothing was signalled
   3  the final kill was needed; the cgroup is now empty
-  4  processes survived the final kill (reported with pid, state and wchan)";
+  4  processes survived the final kill (reported with pid, state and wchan)
+  5  kill-mode=process: the main process is gone; the others were left running, as asked";
 
 /// Stop a task gracefully: its stop signal, its whole grace period, then SIGKILL for what is left.
 #[derive(Parser, Debug)]
@@ -88,13 +89,21 @@ TASK is a cgroup: a path under the cgroup2 mount (/sys/fs/cgroup/jobs/web), a pa
 the mount root (/jobs/web), or a bare name under gracekill's root (the 'gracekill' cgroup at the
 top of the mount; GRACEKILL_ROOT overrides it).
 
-JSON (--json): {cgroup, outcome: empty|graceful|killed|survivors, elapsed_ms, empty_at_ms,
-thawed, steps: [{signal, at_ms, signalled, via?}], killed: [{pid, comm, cmdline}],
-survivors: [{pid, comm, state, wchan, memory_released, mrelease_error?}], membership_proof}
+Without policy flags, the task's own policy applies: the one `gracekill run` recorded, if this
+caller may trust the record (root reads only trusted.gracekill.* xattrs, which no task can forge;
+a user reads user.gracekill.* of cgroups it owns), else the defaults. Any policy flag replaces the
+stored policy as a whole.
+
+JSON (--json): {cgroup, outcome: empty|graceful|killed|survivors|remaining, elapsed_ms,
+empty_at_ms, thawed, steps: [{signal, at_ms, signalled, via?}], killed: [{pid, comm, cmdline}],
+killed_total, survivors: [{pid, comm, state, wchan, memory_released, mrelease_error?, threads?}],
+survivors_total, policy, policy_source: given|stored|default, warnings: [..],
+errors: {count, examples}, membership_proof, cgroup_removed}
 
 EXIT CODES:
   0 graceful or already empty, 1 error, 2 bad input or refused (nothing signalled),
-  3 the final kill was needed, 4 processes survived the final kill
+  3 the final kill was needed, 4 processes survived the final kill,
+  5 kill-mode=process left the other processes running
 
 ENVIRONMENT:
   GRACEKILL_ROOT                   root cgroup for bare task names (default /gracekill)
@@ -118,6 +127,10 @@ struct PolicyArgs {
     /// How long to wait for the cgroup to empty after the final SIGKILL.
     #[arg(long, value_name = "DUR", value_parser = parse_dur)]
     kill_timeout: Option<Duration>,
+    /// Who gets the stop signals: control-group (every process, default), mixed (the main
+    /// process; the final kill takes all), process (main process only; not recommended).
+    #[arg(long, value_name = "MODE", value_parser = parse_kill_mode)]
+    kill_mode: Option<KillMode>,
 }
 
 #[derive(Args, Debug)]
@@ -147,10 +160,6 @@ struct RunArgs {
     parent: Option<String>,
     #[command(flatten)]
     policy: PolicyArgs,
-    /// Who gets the stop signals: control-group (every process, default), mixed (the main
-    /// process; the final kill takes all), process (main process only; not recommended).
-    #[arg(long, value_name = "MODE", value_parser = parse_kill_mode)]
-    kill_mode: Option<KillMode>,
     /// Start the graceful stop after DUR (exit 124, or 137 if the final kill was needed).
     #[arg(long, value_name = "DUR", value_parser = parse_dur)]
     timeout: Option<Duration>,
@@ -225,7 +234,22 @@ impl PolicyArgs {
         if let Some(k) = self.kill_timeout {
             base.kill_timeout = k;
         }
+        if let Some(m) = self.kill_mode {
+            base.kill_mode = m;
+        }
         base
+    }
+
+    /// The policy the flags describe (on top of the defaults), or `None` when no policy flag
+    /// was given: then the task's own policy applies, else the defaults.
+    fn given(&self) -> Option<Policy> {
+        let any = self.signal.is_some()
+            || self.grace.is_some()
+            || !self.then.is_empty()
+            || self.sighup
+            || self.kill_timeout.is_some()
+            || self.kill_mode.is_some();
+        any.then(|| self.apply(Policy::default()))
     }
 }
 
@@ -320,32 +344,16 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn env_flag(name: &str) -> bool {
-    std::env::var_os(name).is_some_and(|v| v == "1")
-}
-
 fn cmd_stop(args: StopArgs) -> anyhow::Result<u8> {
     // Validate the flags before touching anything.
-    args.policy.apply(Policy::default()).validate()?;
+    let given = args.policy.given();
+    if let Some(p) = &given {
+        p.validate()?;
+    }
     let mount = Mount::discover()?;
-    let root = gracekill::task::default_root(&mount)?;
-    let rel = gracekill::task::resolve(&mount, &args.task, &root)?;
-    let cg = mount.open_cgroup(&rel)?;
-    // A task started by `run` carries its own policy and main pid; flags override the policy.
-    let meta = if cg.is_root() {
-        TaskMeta::default()
-    } else {
-        TaskMeta::read(&cg)?
-    };
-    let policy = args.policy.apply(meta.policy.unwrap_or_default());
-    policy.validate()?;
+    let cg = gracekill::task::open(&mount, &args.task)?;
     let mut opts = StopOptions {
-        main_pid: meta.main_pid,
-        kill_method: if args.force_fallback || env_flag("GRACEKILL_FORCE_FALLBACK") {
-            KillMethod::Fallback
-        } else {
-            KillMethod::Auto
-        },
+        kill_method: KillMethod::from_env(args.force_fallback),
         ..StopOptions::default()
     };
     let live = (!args.json && std::io::stderr().is_terminal()).then(LiveLine::new);
@@ -355,7 +363,7 @@ fn cmd_stop(args: StopArgs) -> anyhow::Result<u8> {
     let rt = runtime()?;
     let outcome = rt.block_on(async {
         let ticker = live.as_ref().map(|l| tokio::spawn(l.clone().tick()));
-        let r = gracekill::stop(&cg, &policy, &opts).await;
+        let r = gracekill::stop_task(&cg, given, &opts).await;
         if let Some(t) = ticker {
             t.abort();
         }
@@ -375,10 +383,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<u8> {
     for prop in &args.properties {
         gracekill::policy::apply_property(&mut policy, &mut timeout, prop)?;
     }
-    let mut policy = args.policy.apply(policy);
-    if let Some(m) = args.kill_mode {
-        policy.kill_mode = m;
-    }
+    let policy = args.policy.apply(policy);
     policy.validate()?;
     let timeout = args.timeout.or(timeout);
     if let Some(name) = &args.name {
@@ -408,11 +413,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<u8> {
         timeout,
         keep: args.keep,
         argv: args.command,
-        kill_method: if args.force_fallback || env_flag("GRACEKILL_FORCE_FALLBACK") {
-            KillMethod::Fallback
-        } else {
-            KillMethod::Auto
-        },
+        kill_method: KillMethod::from_env(args.force_fallback),
     };
     let report = runtime()?.block_on(run(&mount, &spec, |msg| eprintln!("gracekill: {msg}")))?;
     if let Some(o) = &report.stop {
@@ -426,9 +427,7 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<u8> {
 
 fn open_task(task: &str) -> anyhow::Result<(Mount, gracekill::Cgroup)> {
     let mount = Mount::discover()?;
-    let root = gracekill::task::default_root(&mount)?;
-    let rel = gracekill::task::resolve(&mount, task, &root)?;
-    let cg = mount.open_cgroup(&rel)?;
+    let cg = gracekill::task::open(&mount, task)?;
     Ok((mount, cg))
 }
 
@@ -457,13 +456,20 @@ struct ProcView {
 
 fn view(cg: &gracekill::Cgroup, with_procs: bool) -> anyhow::Result<TaskView> {
     let mut pids = Vec::new();
-    for c in cg.subtree()? {
-        pids.extend(c.procs()?);
+    let mut walk_error = None;
+    let _ = cg.walk(|c| {
+        match c.and_then(gracekill::Cgroup::members) {
+            Ok(m) if !m.threaded => pids.extend(m.ids),
+            Ok(_) => {}
+            Err(e) => walk_error = Some(e),
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    if let Some(e) = walk_error {
+        return Err(e.into());
     }
-    let (meta, policy_error) = match TaskMeta::read(cg) {
-        Ok(m) => (m, None),
-        Err(e) => (TaskMeta::default(), Some(e.to_string())),
-    };
+    let (meta, warnings) = TaskMeta::read(cg);
+    let policy_error = (!warnings.is_empty()).then(|| warnings.join("; "));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -74,6 +74,8 @@ pub fn membership_method() -> Membership {
 pub struct PidFd {
     fd: OwnedFd,
     pid: i32,
+    /// For a thread pidfd (`PIDFD_THREAD`, from a threaded cgroup): the process it belongs to.
+    thread_of: Option<i32>,
 }
 
 impl PidFd {
@@ -86,7 +88,11 @@ impl PidFd {
             return Ok(None);
         };
         match rustix::process::pidfd_open(p, PidfdFlags::NONBLOCK) {
-            Ok(fd) => Ok(Some(PidFd { fd, pid })),
+            Ok(fd) => Ok(Some(PidFd {
+                fd,
+                pid,
+                thread_of: None,
+            })),
             Err(Errno::SRCH) => Ok(None),
             Err(e) => Err(Error::os(
                 "pidfd_open",
@@ -106,6 +112,95 @@ impl PidFd {
             return Ok(None);
         };
         Ok(pidfd.is_member_of(cg)?.then_some(pidfd))
+    }
+
+    /// Opens thread `tid` as listed in `cg`'s `cgroup.threads` (a threaded cgroup) and proves that
+    /// thread is a member of `cg`. Signals through the result go to its whole process
+    /// ([`PidFd::send_signal_to_group`]). `None` when the thread is gone or elsewhere.
+    ///
+    /// Linux 6.9+ (`PIDFD_THREAD`) proves it exactly with `PIDFD_GET_INFO`; before that the
+    /// process is opened by its tgid (from `/proc/<tid>/status`) and the thread's
+    /// `/proc/<tgid>/task/<tid>/cgroup` is read, then the pidfd checked to be alive, as the
+    /// `/proc` proof does for processes.
+    ///
+    /// # Errors
+    /// Unexpected OS errors only.
+    pub fn open_thread_member(cg: &Cgroup, tid: i32) -> Result<Option<PidFd>> {
+        let Some(t) = Pid::from_raw(tid) else {
+            return Ok(None);
+        };
+        let os = |e| {
+            Error::os(
+                "pidfd_open (thread)",
+                std::path::Path::new(&format!("/proc/{tid}")),
+                e,
+            )
+        };
+        const PIDFD_THREAD: u32 = 0o200; // O_EXCL
+        match rustix::process::pidfd_open(
+            t,
+            PidfdFlags::NONBLOCK | PidfdFlags::from_bits_retain(PIDFD_THREAD),
+        ) {
+            Ok(fd) => match sys::pidfd_facts(fd.as_fd()) {
+                Ok(f) if f.cgroup_id == Some(cg.id()) => Ok(f.tgid.map(|tgid| PidFd {
+                    fd,
+                    pid: tid,
+                    thread_of: Some(tgid),
+                })),
+                Ok(_) | Err(Errno::SRCH) => Ok(None),
+                Err(e) => Err(os(e)),
+            },
+            Err(Errno::SRCH) => Ok(None),
+            Err(Errno::INVAL) => {
+                // No PIDFD_THREAD (before 6.9): open the process and prove via /proc.
+                let status = match std::fs::read_to_string(format!("/proc/{tid}/status")) {
+                    Ok(s) => s,
+                    Err(_) => return Ok(None),
+                };
+                let Some(tgid) = status.lines().find_map(|l| {
+                    l.strip_prefix("Tgid:")
+                        .and_then(|v| v.trim().parse::<i32>().ok())
+                }) else {
+                    return Ok(None);
+                };
+                let Some(p) = PidFd::open(tgid)? else {
+                    return Ok(None);
+                };
+                let path = format!("/proc/{tgid}/task/{tid}/cgroup");
+                let in_cg = std::fs::read_to_string(&path).is_ok_and(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("0::"))
+                        .is_some_and(|p| p.trim_end() == cg.ns_path())
+                });
+                Ok((in_cg && !p.has_exited()).then_some(p))
+            }
+            Err(e) => Err(os(e)),
+        }
+    }
+
+    /// The process this pidfd signals: the pid, or for a thread pidfd its thread-group id.
+    pub fn tgid(&self) -> i32 {
+        self.thread_of.unwrap_or(self.pid)
+    }
+
+    /// Sends `sig` to the whole process: for a thread pidfd, with `PIDFD_SIGNAL_THREAD_GROUP`
+    /// (Linux 6.9); otherwise as [`PidFd::send_signal`]. Returns `false` if it is gone.
+    ///
+    /// # Errors
+    /// `EPERM` and other unexpected errors.
+    pub fn send_signal_to_group(&self, sig: Signal) -> Result<bool> {
+        if self.thread_of.is_none() {
+            return self.send_signal(sig);
+        }
+        match sys::pidfd_signal_thread_group(self.fd.as_fd(), sig) {
+            Ok(()) => Ok(true),
+            Err(Errno::SRCH) => Ok(false),
+            Err(e) => Err(Error::os(
+                format!("send {sig} to the process of thread"),
+                std::path::Path::new(&format!("/proc/{}", self.pid)),
+                e,
+            )),
+        }
     }
 
     /// Is the process behind this pidfd alive and in `cg` (exactly that cgroup)?

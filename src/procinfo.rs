@@ -1,61 +1,239 @@
-//! What `/proc` says about a process, for reports: name, command line, state, wait channel.
+//! What `/proc` says about a process, for reports: name, state, wait channel, stuck threads, and
+//! (off the stop's path) its command line.
 //!
-//! Only ever used to *describe* a process that the caller already holds a proven pidfd for;
-//! nothing here decides whom to signal.
+//! Only ever used to *describe* a process; nothing here decides whom to signal.
+//!
+//! The task controls what these reads cost. `stat`, `comm` and `wchan` never touch the target's
+//! memory map, so they cannot block on it. `cmdline` reads the target's memory under its
+//! `mmap_lock`: a process whose `mmap_lock` is held by a thread stuck in a page fault (a FUSE
+//! file that never answers) makes that read block for as long as the fault does. So command
+//! lines are read by one background thread ([`CmdlineReader`]), capped at [`MAX_CMDLINE`]
+//! bytes, and a stop takes whatever has arrived by the time it reports; it never waits for one.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use serde::Serialize;
 
-/// A process as a report shows it.
+/// At most this many bytes of a command line are read and reported.
+pub const MAX_CMDLINE: usize = 512;
+
+/// At most this many threads of one process are examined for [`ProcInfo::threads`].
+const MAX_THREADS_EXAMINED: usize = 256;
+
+/// At most this many threads are reported per process.
+const MAX_THREADS_REPORTED: usize = 8;
+
+/// A process as a report shows it, from sources that cannot block on the process.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
 pub struct ProcInfo {
     /// The pid (in the caller's pid namespace).
     pub pid: i32,
-    /// `/proc/<pid>/comm`.
+    /// `/proc/<pid>/stat`'s command name.
     pub comm: String,
-    /// `/proc/<pid>/cmdline`, arguments joined by spaces.
-    pub cmdline: String,
     /// The one-letter state from `/proc/<pid>/stat` (`R`, `S`, `D`, `Z`, `T`...).
     pub state: String,
     /// `/proc/<pid>/wchan`: the kernel function a sleeping process waits in.
     pub wchan: String,
+    /// Threads other than the leader whose state differs from the leader's (a thread stuck in
+    /// `D` while the leader is a zombie, say), at most 8.
+    pub threads: Vec<ThreadInfo>,
 }
 
-/// Describes `pid`; fields that cannot be read (the process exited meanwhile) stay empty.
+/// One thread of a process, for survivors.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct ThreadInfo {
+    /// The thread id.
+    pub tid: i32,
+    /// Its state letter.
+    pub state: String,
+    /// Its wait channel.
+    pub wchan: String,
+}
+
+/// `(comm, state)` from `/proc/<path>/stat`, where `path` is `<pid>` or `<pid>/task/<tid>`.
+fn stat(path: &str) -> Option<(String, String)> {
+    let mut buf = [0u8; 1024];
+    let n = std::fs::File::open(format!("/proc/{path}/stat"))
+        .and_then(|mut f| f.read(&mut buf))
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf[..n]);
+    // `pid (comm) S ...`: comm may hold spaces and parentheses, so take the last ')'.
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    let state = text
+        .get(close + 1..)?
+        .split_whitespace()
+        .next()?
+        .to_string();
+    Some((comm, state))
+}
+
+fn wchan(path: &str) -> String {
+    let w = std::fs::read_to_string(format!("/proc/{path}/wchan")).unwrap_or_default();
+    if w == "0" { String::new() } else { w }
+}
+
+/// Describes `pid` from `stat`, `wchan` and its threads' `stat`; fields that cannot be read
+/// (the process exited meanwhile) stay empty. Never reads the process's memory.
 pub fn describe(pid: i32) -> ProcInfo {
     let mut info = ProcInfo {
         pid,
         ..ProcInfo::default()
     };
-    let Ok(proc) = procfs::process::Process::new(pid) else {
-        return info;
-    };
-    if let Ok(stat) = proc.stat() {
-        info.comm = stat.comm;
-        info.state = stat.state.to_string();
+    let leader = pid.to_string();
+    if let Some((comm, state)) = stat(&leader) {
+        info.comm = comm;
+        info.state = state;
     }
-    if let Ok(args) = proc.cmdline() {
-        info.cmdline = args.join(" ");
-    }
-    if let Ok(w) = proc.wchan() {
-        info.wchan = if w == "0" { String::new() } else { w };
+    info.wchan = wchan(&leader);
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for entry in dir.flatten().take(MAX_THREADS_EXAMINED) {
+            let Some(tid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if tid == pid {
+                continue;
+            }
+            let path = format!("{pid}/task/{tid}");
+            if let Some((_, state)) = stat(&path)
+                && state != info.state
+            {
+                info.threads.push(ThreadInfo {
+                    tid,
+                    wchan: wchan(&path),
+                    state,
+                });
+                if info.threads.len() == MAX_THREADS_REPORTED {
+                    break;
+                }
+            }
+        }
     }
     info
 }
 
-/// Just the command name, cheaply (`/proc/<pid>/comm`).
+/// Just the command name (`/proc/<pid>/comm`, at most 16 bytes); empty if gone.
 pub fn comm(pid: i32) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map(|s| s.trim_end().to_string())
+    let mut buf = [0u8; 64];
+    std::fs::File::open(format!("/proc/{pid}/comm"))
+        .and_then(|mut f| f.read(&mut buf))
+        .map(|n| String::from_utf8_lossy(&buf[..n]).trim_end().to_string())
         .unwrap_or_default()
 }
 
-/// Just the command line (`/proc/<pid>/cmdline`, arguments joined by spaces).
-pub fn cmdline(pid: i32) -> String {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let args: Vec<String> = raw
+/// The first [`MAX_CMDLINE`] bytes of `/proc/<pid>/cmdline`, arguments joined by spaces, with
+/// `...` when cut. **May block** for as long as the process's `mmap_lock` is held: call it only
+/// off any path that must finish (see [`CmdlineReader`]).
+pub fn cmdline_blocking(pid: i32) -> String {
+    let mut raw = Vec::with_capacity(MAX_CMDLINE + 1);
+    let _ = std::fs::File::open(format!("/proc/{pid}/cmdline"))
+        .and_then(|f| f.take(MAX_CMDLINE as u64 + 1).read_to_end(&mut raw));
+    let cut = raw.len() > MAX_CMDLINE;
+    raw.truncate(MAX_CMDLINE);
+    let mut text = raw
         .split(|b| *b == 0)
         .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    args.join(" ")
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ");
+    if cut {
+        text.push_str("...");
+    }
+    text
+}
+
+/// Command lines read by a background thread, for one stop's report.
+///
+/// [`CmdlineReader::request`] queues pids (never blocks: when the queue is full the request is
+/// dropped); [`CmdlineReader::get`] returns what has been read so far. One thread serves the
+/// whole process: if a wedged task blocks it, later requests simply go unanswered (reports show
+/// an empty command line), and the thread resumes once the task is killed.
+#[derive(Debug, Default)]
+pub struct CmdlineReader {
+    got: Arc<Mutex<HashMap<i32, String>>>,
+}
+
+type Request = (i32, Weak<Mutex<HashMap<i32, String>>>);
+
+/// Pending requests across all stops of the process.
+const QUEUE: usize = 4096;
+
+fn worker() -> &'static SyncSender<Request> {
+    static TX: OnceLock<SyncSender<Request>> = OnceLock::new();
+    TX.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Request>(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("gracekill-cmdline".into())
+            .spawn(move || {
+                for (pid, slot) in rx {
+                    // The stop that asked may be over: skip the read then.
+                    if slot.strong_count() == 0 {
+                        continue;
+                    }
+                    let line = cmdline_blocking(pid);
+                    if let Some(slot) = slot.upgrade()
+                        && let Ok(mut map) = slot.lock()
+                    {
+                        map.insert(pid, line);
+                    }
+                }
+            });
+        if spawned.is_err() {
+            tracing::debug!("no thread for command lines: reports will not show them");
+        }
+        tx
+    })
+}
+
+impl CmdlineReader {
+    /// Asks for `pid`'s command line. Never blocks.
+    pub fn request(&self, pid: i32) {
+        match worker().try_send((pid, Arc::downgrade(&self.got))) {
+            Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// The command line of `pid` if it has been read (empty otherwise).
+    pub fn get(&self, pid: i32) -> String {
+        self.got
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&pid).cloned())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn describes_itself_without_blocking() {
+        let me = std::process::id() as i32;
+        let info = describe(me);
+        assert!(!info.comm.is_empty());
+        assert!(["R", "S"].contains(&info.state.as_str()), "{info:?}");
+        assert!(!cmdline_blocking(me).is_empty());
+        assert_eq!(comm(me), info.comm);
+    }
+
+    #[test]
+    fn the_reader_answers_in_the_background() {
+        let r = CmdlineReader::default();
+        let me = std::process::id() as i32;
+        r.request(me);
+        let t = std::time::Instant::now();
+        while r.get(me).is_empty() && t.elapsed() < std::time::Duration::from_secs(5) {
+            std::thread::yield_now();
+        }
+        assert_eq!(r.get(me), cmdline_blocking(me));
+    }
 }

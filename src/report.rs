@@ -2,7 +2,11 @@
 
 use serde::Serialize;
 
-use crate::procinfo::ProcInfo;
+use crate::procinfo::{ProcInfo, ThreadInfo};
+use crate::task::PolicySource;
+
+/// At most this many processes are listed in `killed` and in `survivors`; the totals count all.
+pub const MAX_LISTED: usize = 100;
 
 /// The verdict of a stop. Also decides the CLI's exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -16,6 +20,9 @@ pub enum Verdict {
     Killed,
     /// Processes survived the final kill for the whole kill timeout. Exit 4.
     Survivors,
+    /// `kill-mode=process`: the main process is gone (or there was none) and the other
+    /// processes were left running, as that mode asks. Exit 5.
+    Remaining,
 }
 
 impl Verdict {
@@ -25,6 +32,7 @@ impl Verdict {
             Verdict::Empty | Verdict::Graceful => 0,
             Verdict::Killed => 3,
             Verdict::Survivors => 4,
+            Verdict::Remaining => 5,
         }
     }
 
@@ -35,6 +43,7 @@ impl Verdict {
             Verdict::Graceful => "graceful",
             Verdict::Killed => "killed",
             Verdict::Survivors => "survivors",
+            Verdict::Remaining => "remaining",
         }
     }
 }
@@ -73,6 +82,29 @@ pub struct Survivor {
     /// Why not, if it did not (e.g. `EINVAL`, `ENOSYS`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mrelease_error: Option<String>,
+    /// Threads in another state than the leader (the one stuck in `D`, say).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<ThreadInfo>,
+}
+
+/// Errors met along the way that did not stop the stop (a process that could not be opened or
+/// signalled, a cgroup that could not be listed): how many, and the first few.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Problems {
+    /// How many.
+    pub count: usize,
+    /// The first five, one line each.
+    pub examples: Vec<String>,
+}
+
+impl Problems {
+    /// Records one.
+    pub fn add(&mut self, what: impl std::fmt::Display) {
+        self.count += 1;
+        if self.examples.len() < 5 {
+            self.examples.push(what.to_string());
+        }
+    }
 }
 
 /// A process that was alive when the final kill was sent.
@@ -82,16 +114,21 @@ pub struct Killed {
     pub pid: i32,
     /// `/proc/<pid>/comm`.
     pub comm: String,
-    /// `/proc/<pid>/cmdline`.
+    /// `/proc/<pid>/cmdline` (at most 512 bytes), if it could be read without waiting on the
+    /// process; empty otherwise.
     pub cmdline: String,
 }
 
-impl From<ProcInfo> for Killed {
-    fn from(p: ProcInfo) -> Killed {
-        Killed {
+impl From<ProcInfo> for Survivor {
+    fn from(p: ProcInfo) -> Survivor {
+        Survivor {
             pid: p.pid,
             comm: p.comm,
-            cmdline: p.cmdline,
+            state: p.state,
+            wchan: p.wchan,
+            memory_released: false,
+            mrelease_error: None,
+            threads: p.threads,
         }
     }
 }
@@ -112,10 +149,22 @@ pub struct Outcome {
     pub thawed: bool,
     /// Each signal step, the final kill included.
     pub steps: Vec<StepReport>,
-    /// The processes alive when the final kill was sent.
+    /// The processes alive when the final kill was sent (the first 100).
     pub killed: Vec<Killed>,
-    /// The processes still present after the kill timeout.
+    /// How many processes were alive when the final kill was sent.
+    pub killed_total: usize,
+    /// The processes still present after the kill timeout (the first 100).
     pub survivors: Vec<Survivor>,
+    /// How many processes survived.
+    pub survivors_total: usize,
+    /// The policy applied, in words.
+    pub policy: String,
+    /// Where the policy came from: `given`, `stored` or `default`.
+    pub policy_source: PolicySource,
+    /// Records that were ignored (malformed, unreadable) and other things the caller should know.
+    pub warnings: Vec<String>,
+    /// Errors that did not stop the stop.
+    pub errors: Problems,
     /// How membership of each pid was proven: `PIDFD_GET_INFO` or `/proc/<pid>/cgroup`.
     pub membership_proof: &'static str,
     /// The cgroup was removed (by someone else) before the stop ended: its processes exited or
@@ -153,6 +202,17 @@ impl Outcome {
         if self.cgroup_removed {
             line.push_str(", the cgroup was removed during the stop");
         }
+        if self.errors.count > 0 {
+            line.push_str(&format!(
+                "; {} error(s), first: {}",
+                self.errors.count,
+                self.errors
+                    .examples
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("?")
+            ));
+        }
         if !self.survivors.is_empty() {
             let list: Vec<String> = self
                 .survivors
@@ -170,7 +230,7 @@ impl Outcome {
                 .collect();
             line.push_str(&format!(
                 "; {} survived SIGKILL: {}",
-                self.survivors.len(),
+                self.survivors_total,
                 list.join("; ")
             ));
         }

@@ -1,20 +1,32 @@
 //! The engine: runs a [`Policy`] against a cgroup and returns an [`Outcome`].
 //!
+//! 0. Before the first signal, open what the final kill will write (`cgroup.kill`, or
+//!    `cgroup.freeze` for the fallback): a stop that could not finish does not start.
 //! 1. Signal every process in the subtree (or only the main process, per the kill mode) through
 //!    a pidfd proven to belong to the cgroup, each followed by SIGCONT (and SIGHUP if asked);
-//!    enumerate again until a pass finds no one new. Thaw a frozen cgroup so handlers can run.
+//!    enumerate again until a pass finds no one new, or the step's grace is over. Thaw a frozen
+//!    cgroup so handlers can run.
 //! 2. Wait for `populated 0`, event-driven, until the step's grace ends; then the next step.
 //! 3. Write `cgroup.kill` (5.14), or take the fallback: freeze, SIGKILL each member through its
-//!    pidfd, thaw, until empty.
-//! 4. Wait up to the kill timeout; report survivors (state D) and release their memory.
+//!    pidfd, thaw, until empty. Nothing is read about the task before the kill is sent.
+//! 4. Wait up to the kill timeout, counted from the kill; report survivors (state D).
+//!
+//! The task is the adversary: nothing it does to itself may make a stop hang, spare a process
+//! or report something false. So an error about one process or one cgroup (it cannot be opened,
+//! signalled, listed) is recorded in the outcome and never prevents the final kill; the engine
+//! holds a bounded number of descriptors whatever the task's shape; nothing on the way to the
+//! kill reads the task's memory (`/proc/<pid>/cmdline` can block on its `mmap_lock`).
 //!
 //! The stop ends when the cgroup is empty, never because one particular process died.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use rustix::io::Errno;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -23,19 +35,32 @@ use crate::error::{Error, Result};
 use crate::guard;
 use crate::pidfd::{Membership, PidFd, membership_method};
 use crate::policy::{KillMode, Policy, Signal};
-use crate::procinfo;
-use crate::report::{Killed, Outcome, StepReport, Survivor, Verdict};
+use crate::procinfo::{self, CmdlineReader};
+use crate::report::{Killed, MAX_LISTED, Outcome, Problems, StepReport, Survivor, Verdict};
+use crate::task::{FinalKillRecord, PolicySource, StopMark, StopPlan};
 use crate::watch::{Wake, Watcher, deadline_after};
 
 /// How the final kill is delivered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum KillMethod {
-    /// `cgroup.kill` where the kernel has it (5.14+), else the fallback.
+    /// `cgroup.kill` where the kernel has it (5.14+) and the cgroup allows it (not threaded),
+    /// else the fallback.
     #[default]
     Auto,
     /// Always the fallback (freeze, SIGKILL every member by pidfd, thaw, repeat): what runs on
     /// kernels before 5.14 and in threaded cgroups. For tests and old-kernel rehearsal.
     Fallback,
+}
+
+impl KillMethod {
+    /// `Fallback` when `GRACEKILL_FORCE_FALLBACK=1` is set or `forced`, else `Auto`.
+    pub fn from_env(forced: bool) -> KillMethod {
+        if forced || std::env::var_os("GRACEKILL_FORCE_FALLBACK").is_some_and(|v| v == "1") {
+            KillMethod::Fallback
+        } else {
+            KillMethod::Auto
+        }
+    }
 }
 
 /// A snapshot for progress displays, passed to [`StopOptions::progress`].
@@ -80,13 +105,17 @@ impl std::fmt::Debug for StopOptions {
 /// signal it (the final kill, atomic against forks, deals with it).
 const MAX_PASSES: usize = 32;
 
+/// How many members a pass handles between two looks at the clock.
+const CLOCK_EVERY: usize = 64;
+
+/// The longest the pids of the subtree are listed (for the report) before the final kill.
+const PRE_KILL_LIST_BUDGET: Duration = Duration::from_millis(5);
+
+/// The longest the survivors report may take after the kill timeout.
+const SURVIVOR_REPORT_BUDGET: Duration = Duration::from_millis(250);
+
 /// Set once `cgroup.kill` is found missing: the kernel will not grow it.
 static NO_CGROUP_KILL: AtomicBool = AtomicBool::new(false);
-
-/// The xattr (`user.gracekill.final-kill`) a stop sets on the cgroup right before its final kill:
-/// `PID MONOTONIC_NS VIA`. Another stop of the same task, running at the same time, that then
-/// sees the cgroup empty reads it and reports that kill instead of claiming a graceful exit.
-const FINAL_KILL_XATTR: &str = "final-kill";
 
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine.
 fn monotonic_ns() -> u128 {
@@ -94,27 +123,88 @@ fn monotonic_ns() -> u128 {
     t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
 }
 
-/// Stops the task in `cg` by `policy`.
+/// Stops the task in `cg` as its owner asked: `given` (if any) replaces the stored policy as a
+/// whole; else the policy `run` recorded on the task, if the caller may trust that record
+/// ([`crate::task::Trust`]); else the default. The main pid comes from `opts` or a trusted
+/// record. Records that cannot be read or parsed become warnings in the outcome.
+///
+/// This is what `gracekill stop TASK` and `gracekill_stop()` do.
+///
+/// # Errors
+/// As [`stop`].
+pub async fn stop_task(cg: &Cgroup, given: Option<Policy>, opts: &StopOptions) -> Result<Outcome> {
+    let plan = StopPlan::for_task(cg, given, opts.main_pid);
+    let opts = StopOptions {
+        main_pid: plan.main_pid,
+        ..opts.clone()
+    };
+    let mut outcome = stop(cg, &plan.policy, &opts).await?;
+    outcome.policy_source = plan.source;
+    let mut warnings = plan.warnings;
+    for w in &warnings {
+        tracing::warn!(cgroup = %cg.rel(), "{w}");
+    }
+    warnings.append(&mut outcome.warnings);
+    outcome.warnings = warnings;
+    Ok(outcome)
+}
+
+/// [`stop_task`] on a private single-threaded tokio runtime.
+///
+/// # Errors
+/// As [`stop_task`], plus failing to build the runtime.
+pub fn stop_task_blocking(
+    cg: &Cgroup,
+    given: Option<Policy>,
+    opts: &StopOptions,
+) -> Result<Outcome> {
+    runtime(cg)?.block_on(stop_task(cg, given, opts))
+}
+
+/// Stops the task in `cg` by exactly `policy` (no stored record is consulted).
 ///
 /// # Errors
 /// [`Error::Input`] for an invalid policy or a refused target (the root cgroup, a cgroup holding
-/// the caller): nothing is signalled then. OS errors (e.g. permission denied) as they happen.
+/// the caller); [`Error::Os`] with `EACCES`/`EPERM` when the caller may not write the cgroup's
+/// `cgroup.kill` (or, for the fallback, `cgroup.freeze`). Nothing is signalled in these cases.
+/// Errors about single processes or cgroups during the stop do not end it: they are counted in
+/// [`Outcome::errors`].
 pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Outcome> {
     policy.validate()?;
     guard::check_stoppable(cg)?;
     raise_fd_limit();
-    Engine {
+    let t0 = Instant::now();
+    let w = match Watcher::new(cg) {
+        Ok(w) => w,
+        // Removed between being opened and now (`run` removes an emptied task): it is empty.
+        Err(e) if is_gone(&e) => {
+            return Ok(bare_outcome(cg, policy, Verdict::Empty, Some(0.0)));
+        }
+        Err(e) => return Err(e),
+    };
+    let mut engine = Engine {
         cg,
         policy,
         opts,
-        t0: Instant::now(),
+        t0,
         t0_ns: monotonic_ns(),
-        w: Watcher::new(cg)?,
+        w,
+        kill: KillPath::default(),
         steps: Vec::new(),
         thawed: false,
+        problems: Problems::default(),
+        warnings: Vec::new(),
+        described: HashMap::new(),
+        cmdlines: CmdlineReader::default(),
+        step_done: HashMap::new(),
+        budget: fd_budget(),
+    };
+    if !engine.w.state()?.populated {
+        tracing::debug!(cgroup = %cg.rel(), "already empty");
+        return Ok(engine.outcome(Verdict::Empty, Some(t0), Vec::new(), 0, Vec::new(), 0));
     }
-    .run()
-    .await
+    engine.kill = KillPath::prepare(cg, opts.kill_method)?;
+    engine.run().await
 }
 
 /// [`stop`] on a private single-threaded tokio runtime, for callers without one.
@@ -122,7 +212,11 @@ pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Ou
 /// # Errors
 /// As [`stop`], plus failing to build the runtime.
 pub fn stop_blocking(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Outcome> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    runtime(cg)?.block_on(stop(cg, policy, opts))
+}
+
+fn runtime(cg: &Cgroup) -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| {
@@ -131,8 +225,103 @@ pub fn stop_blocking(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result
                 cg.path(),
                 crate::cgroup::errno_of(&e),
             )
-        })?;
-    rt.block_on(stop(cg, policy, opts))
+        })
+}
+
+fn membership_name() -> &'static str {
+    match membership_method() {
+        Membership::PidfdInfo => "PIDFD_GET_INFO",
+        Membership::ProcFile => "/proc/<pid>/cgroup",
+    }
+}
+
+/// An outcome for a stop that had nothing to do.
+fn bare_outcome(cg: &Cgroup, policy: &Policy, verdict: Verdict, empty_at: Option<f64>) -> Outcome {
+    Outcome {
+        cgroup: cg.rel().to_string(),
+        outcome: verdict,
+        elapsed_ms: 0.0,
+        empty_at_ms: empty_at,
+        thawed: false,
+        steps: Vec::new(),
+        killed: Vec::new(),
+        killed_total: 0,
+        survivors: Vec::new(),
+        survivors_total: 0,
+        policy: policy.summary(),
+        policy_source: PolicySource::Given,
+        warnings: Vec::new(),
+        errors: Problems::default(),
+        membership_proof: membership_name(),
+        cgroup_removed: cg.is_removed(),
+    }
+}
+
+/// What the final kill will write, opened before the first signal.
+#[derive(Debug, Default)]
+struct KillPath {
+    /// `cgroup.kill`, when it will be used.
+    kill: Option<OwnedFd>,
+    /// `cgroup.freeze`, for the fallback (absent before 5.2).
+    freeze: Option<OwnedFd>,
+}
+
+impl KillPath {
+    /// Opens `cgroup.kill` (unless the fallback is forced, the kernel lacks it, or the cgroup is
+    /// threaded, where it refuses to work) and `cgroup.freeze` for writing.
+    ///
+    /// # Errors
+    /// Permission denied on the file the final kill needs; any other unexpected error.
+    fn prepare(cg: &Cgroup, method: KillMethod) -> Result<KillPath> {
+        let mut path = KillPath::default();
+        let threaded = cg.is_threaded();
+        if method == KillMethod::Auto && !threaded && !NO_CGROUP_KILL.load(Ordering::Relaxed) {
+            match cg.open_for_write("cgroup.kill") {
+                Ok(fd) => path.kill = Some(fd),
+                Err(Error::Os {
+                    errno: Errno::NOENT,
+                    ..
+                }) if cg.read_file("cgroup.procs").is_ok() => {
+                    // The cgroup is there but cgroup.kill is not: a kernel before 5.14.
+                    NO_CGROUP_KILL.store(true, Ordering::Relaxed);
+                    tracing::debug!("cgroup.kill missing (kernel < 5.14): using the fallback");
+                }
+                Err(e) if is_gone(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if threaded {
+            tracing::debug!(cgroup = %cg.rel(), "threaded cgroup: cgroup.kill refuses to work there; using the fallback");
+        }
+        match cg.open_for_write("cgroup.freeze") {
+            Ok(fd) => path.freeze = Some(fd),
+            Err(e) if is_gone(&e) => {} // cgroup.freeze needs 5.2; the fallback kills without it
+            // Only the fallback needs to freeze; with cgroup.kill a refusal changes nothing.
+            Err(e) if path.kill.is_none() => return Err(e),
+            Err(_) => {}
+        }
+        Ok(path)
+    }
+
+    fn set_frozen(&self, frozen: bool) -> std::result::Result<(), Errno> {
+        match &self.freeze {
+            Some(fd) => rustix::io::write(fd, if frozen { b"1" } else { b"0" }).map(drop),
+            None => Err(Errno::NOENT),
+        }
+    }
+}
+
+/// How a grace period ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GraceEnd {
+    /// `populated 0`.
+    Empty,
+    /// The step's grace is over with processes left.
+    Deadline,
+    /// A second request cut the grace short.
+    Escalated,
+    /// Process mode: the main process is gone (the others stay, as the mode asks).
+    MainGone,
 }
 
 struct Engine<'a> {
@@ -143,8 +332,19 @@ struct Engine<'a> {
     /// `t0` on the machine-wide monotonic clock, to compare with other stoppers' records.
     t0_ns: u128,
     w: Watcher,
+    kill: KillPath,
     steps: Vec<StepReport>,
     thawed: bool,
+    problems: Problems,
+    warnings: Vec<String>,
+    /// The comm of the first processes signalled, read while they were alive (for `killed`).
+    described: HashMap<i32, String>,
+    cmdlines: CmdlineReader,
+    /// This step's signalled pids: `true` if their pidfd is tracked, `false` if it was closed
+    /// (over the descriptor budget).
+    step_done: HashMap<i32, bool>,
+    /// How many pidfds may be held at once.
+    budget: usize,
 }
 
 impl Engine<'_> {
@@ -157,7 +357,9 @@ impl Engine<'_> {
         verdict: Verdict,
         empty_at: Option<Instant>,
         killed: Vec<Killed>,
+        killed_total: usize,
         survivors: Vec<Survivor>,
+        survivors_total: usize,
     ) -> Outcome {
         Outcome {
             cgroup: self.cg.rel().to_string(),
@@ -167,11 +369,14 @@ impl Engine<'_> {
             thawed: self.thawed,
             steps: self.steps,
             killed,
+            killed_total,
             survivors,
-            membership_proof: match membership_method() {
-                Membership::PidfdInfo => "PIDFD_GET_INFO",
-                Membership::ProcFile => "/proc/<pid>/cgroup",
-            },
+            survivors_total,
+            policy: self.policy.summary(),
+            policy_source: PolicySource::Given,
+            warnings: self.warnings,
+            errors: self.problems,
+            membership_proof: membership_name(),
             cgroup_removed: self.cg.is_removed(),
         }
     }
@@ -179,78 +384,23 @@ impl Engine<'_> {
     /// The cgroup emptied before this stop's final kill. If another stop of the same task sent
     /// its final kill meanwhile, that kill emptied it: report it, not a graceful exit.
     fn graceful(mut self) -> Outcome {
-        if let Some(step) = self.final_kill_by_another_stop() {
-            tracing::debug!(cgroup = %self.cg.rel(), by = step.by_pid, "emptied by another stop's final kill");
-            self.steps.push(step);
-            return self.outcome(
-                Verdict::Killed,
-                Some(Instant::now()),
-                Vec::new(),
-                Vec::new(),
-            );
+        let now = Some(Instant::now());
+        if let Some(rec) = FinalKillRecord::read(self.cg).filter(|r| r.at_ns >= self.t0_ns) {
+            tracing::debug!(cgroup = %self.cg.rel(), by = rec.pid, "emptied by another stop's final kill");
+            self.steps.push(StepReport {
+                signal: Signal::KILL.to_string(),
+                at_ms: (rec.at_ns - self.t0_ns) as f64 / 1e6,
+                signalled: 0,
+                via: Some(rec.via),
+                by_pid: Some(rec.pid),
+            });
+            return self.outcome(Verdict::Killed, now, Vec::new(), 0, Vec::new(), 0);
         }
-        self.outcome(
-            Verdict::Graceful,
-            Some(Instant::now()),
-            Vec::new(),
-            Vec::new(),
-        )
-    }
-
-    /// Records this stop's final kill for concurrent stops (best effort: a cgroup whose xattrs
-    /// we may not write simply goes unrecorded).
-    fn record_final_kill(&self) {
-        let via = if self.opts.kill_method == KillMethod::Auto
-            && !NO_CGROUP_KILL.load(Ordering::Relaxed)
-        {
-            "cgroup.kill"
-        } else {
-            "fallback"
-        };
-        let _ = self.cg.set_xattr(
-            FINAL_KILL_XATTR,
-            &format!("{} {} {via}", std::process::id(), monotonic_ns()),
-        );
-    }
-
-    /// A final kill another stop recorded after this one started. The xattr may have been
-    /// written by a delegated user: parsed strictly, and at worst it changes the report.
-    fn final_kill_by_another_stop(&self) -> Option<StepReport> {
-        let text = self.cg.get_xattr(FINAL_KILL_XATTR).ok()??;
-        let mut words = text.split(' ');
-        let pid: u32 = words.next()?.parse().ok()?;
-        let at_ns: u128 = words.next()?.parse().ok()?;
-        let via = match words.next()? {
-            "cgroup.kill" => "cgroup.kill",
-            "fallback" => "fallback",
-            _ => return None,
-        };
-        if words.next().is_some() || at_ns < self.t0_ns {
-            return None;
-        }
-        Some(StepReport {
-            signal: Signal::KILL.to_string(),
-            at_ms: (at_ns - self.t0_ns) as f64 / 1e6,
-            signalled: 0,
-            via: Some(via),
-            by_pid: Some(pid),
-        })
+        self.outcome(Verdict::Graceful, now, Vec::new(), 0, Vec::new(), 0)
     }
 
     async fn run(mut self) -> Result<Outcome> {
-        if !self.w.state()?.populated {
-            tracing::debug!(cgroup = %self.cg.rel(), "already empty");
-            let t0 = self.t0;
-            return Ok(self.outcome(Verdict::Empty, Some(t0), Vec::new(), Vec::new()));
-        }
-        let _mark = crate::task::StopMark::set(self.cg);
-        let frozen: Vec<Cgroup> = self
-            .cg
-            .subtree()?
-            .into_iter()
-            .filter(|c| c.freeze_requested().unwrap_or(false))
-            .collect();
-
+        let _mark = StopMark::set(self.cg);
         let escalate = self.opts.escalate.clone();
         for (i, step) in self.policy.steps.iter().enumerate() {
             let at = Instant::now();
@@ -258,17 +408,8 @@ impl Engine<'_> {
             let deadline = at
                 .checked_add(step.grace)
                 .unwrap_or_else(|| deadline_after(step.grace));
-            let signalled = self.signal_step(step.signal, deadline)?;
+            let signalled = self.signal_step(step.signal, deadline, i == 0)?;
             tracing::debug!(cgroup = %self.cg.rel(), signal = %step.signal, signalled, "sent stop signal");
-            if i == 0 && !frozen.is_empty() {
-                // Signals sent to frozen tasks stay pending; a handler runs only after the thaw,
-                // so a stop that left the cgroup frozen would waste its whole grace.
-                for c in &frozen {
-                    c.set_frozen(false)?;
-                }
-                self.thawed = true;
-                tracing::debug!(cgroup = %self.cg.rel(), "thawed frozen cgroup");
-            }
             self.steps.push(StepReport {
                 signal: step.signal.to_string(),
                 at_ms: self.ms(at),
@@ -276,52 +417,70 @@ impl Engine<'_> {
                 via: None,
                 by_pid: None,
             });
-            let wake = self
+            match self
                 .wait_grace(deadline, step.signal, escalate.as_deref())
-                .await?;
-            if wake == Wake::Empty {
-                return Ok(self.graceful());
-            }
-            if wake == Wake::TrackedGone {
-                // Escalation requested.
-                break;
+                .await?
+            {
+                GraceEnd::Empty => return Ok(self.graceful()),
+                GraceEnd::MainGone => return Ok(self.remaining(None)),
+                GraceEnd::Escalated => break,
+                GraceEnd::Deadline => {}
             }
         }
         self.final_kill().await
     }
 
-    /// Waits out one grace period. Returns `TrackedGone` to mean "escalate now".
+    /// Process mode ended with the main process gone: other processes are left as asked.
+    fn remaining(self, killed: Option<Vec<Killed>>) -> Outcome {
+        if !self.w.state().map(|e| e.populated).unwrap_or(true) {
+            return match killed {
+                Some(k) => {
+                    let n = k.len();
+                    self.outcome(Verdict::Killed, Some(Instant::now()), k, n, Vec::new(), 0)
+                }
+                None => self.graceful(),
+            };
+        }
+        let killed = killed.unwrap_or_default();
+        let n = killed.len();
+        self.outcome(Verdict::Remaining, None, killed, n, Vec::new(), 0)
+    }
+
+    /// Waits out one grace period.
     async fn wait_grace(
         &mut self,
         deadline: Instant,
         signal: Signal,
         escalate: Option<&Notify>,
-    ) -> Result<Wake> {
+    ) -> Result<GraceEnd> {
         let progress = self.opts.progress.clone();
         let phase = signal.to_string();
         let proc_mode = self.policy.kill_mode == KillMode::Process;
         // In control-group mode, wake up too when every signalled process has exited while the
-        // cgroup stays populated: see the latecomers below.
-        let mut catch_latecomers = self.policy.kill_mode == KillMode::ControlGroup;
+        // cgroup stays populated: see the latecomers below. In process mode, the main process
+        // (the only one tracked) exiting ends the step.
+        let mut catch_latecomers = self.policy.kill_mode == KillMode::ControlGroup
+            || (proc_mode && self.w.tracked_count() > 0);
+        if proc_mode && self.w.tracked_count() == 0 {
+            // No main process: nothing was signalled, and this mode touches nothing else.
+            return Ok(GraceEnd::MainGone);
+        }
         loop {
-            let wait = self
-                .w
-                .wait_empty(deadline, proc_mode || catch_latecomers, |w| {
-                    report_progress(progress.as_ref(), &phase, deadline, w)
-                });
+            let wait = self.w.wait_empty(deadline, catch_latecomers, |w| {
+                report_progress(progress.as_ref(), &phase, deadline, w)
+            });
             let wake = match escalate {
                 Some(n) => tokio::select! {
-                    w = wait => w?,
-                    () = n.notified() => return Ok(Wake::TrackedGone),
+                    r = wait => r?,
+                    () = n.notified() => return Ok(GraceEnd::Escalated),
                 },
                 None => wait.await?,
             };
-            if wake != Wake::TrackedGone {
-                return Ok(wake);
-            }
-            // In process mode the task is its main process: it is done when that process is.
-            if proc_mode {
-                return Ok(Wake::Empty);
+            match wake {
+                Wake::Empty => return Ok(GraceEnd::Empty),
+                Wake::Deadline | Wake::Frozen => return Ok(GraceEnd::Deadline),
+                Wake::TrackedGone if proc_mode => return Ok(GraceEnd::MainGone),
+                Wake::TrackedGone => {}
             }
             // Everyone signalled is gone, yet the cgroup is populated: processes appeared after
             // the last enumeration pass. A shell blocks SIGTERM around fork(2), so the child it
@@ -329,7 +488,7 @@ impl Engine<'_> {
             // a child's pending signals) and becomes visible only after the parent dies. Give
             // them the step's signal too; if there is no one new, just wait out the grace.
             let extra = self.extra_signals(signal);
-            let late = self.pass(&mut HashSet::new(), signal, extra)?;
+            let late = self.pass(signal, extra, Some(deadline), false)?;
             tracing::debug!(cgroup = %self.cg.rel(), signal = %signal, late, "signalled latecomers");
             if let Some(step) = self.steps.last_mut() {
                 step.signalled += late;
@@ -339,19 +498,34 @@ impl Engine<'_> {
     }
 
     /// The main process, opened and proven to be somewhere in the subtree.
-    fn main_process(&mut self, subtree: &[Cgroup]) -> Result<Option<PidFd>> {
-        let Some(pid) = self.opts.main_pid else {
-            return Ok(None);
-        };
-        let Some(pidfd) = PidFd::open(pid)? else {
-            return Ok(None);
-        };
-        for c in subtree {
-            if pidfd.is_member_of(c)? {
-                return Ok(Some(pidfd));
+    fn main_process(&mut self) -> Option<PidFd> {
+        let pid = self.opts.main_pid?;
+        let pidfd = match PidFd::open(pid) {
+            Ok(p) => p?,
+            Err(e) => {
+                self.problems.add(e);
+                return None;
             }
+        };
+        let mut found = false;
+        let mut errors = Vec::new();
+        let _ = self
+            .cg
+            .walk(|c| match c.and_then(|c| pidfd.is_member_of(c)) {
+                Ok(true) => {
+                    found = true;
+                    ControlFlow::Break(())
+                }
+                Ok(false) => ControlFlow::Continue(()),
+                Err(e) => {
+                    errors.push(e);
+                    ControlFlow::Continue(())
+                }
+            });
+        for e in errors {
+            self.problems.add(e);
         }
-        Ok(None)
+        found.then_some(pidfd)
     }
 
     /// What follows each stop signal: SIGCONT (so stopped processes run their handlers), and
@@ -366,25 +540,47 @@ impl Engine<'_> {
 
     /// Sends `sig` (+SIGHUP, +SIGCONT) to every member, or to the main process only. Gives up
     /// enumerating at `deadline` (the end of the step's grace): a tree that forks faster than it
-    /// is signalled must not delay the final kill.
-    fn signal_step(&mut self, sig: Signal, deadline: Instant) -> Result<usize> {
+    /// is signalled, or is too big to walk in time, must not delay the final kill.
+    fn signal_step(&mut self, sig: Signal, deadline: Instant, first: bool) -> Result<usize> {
         let extra = self.extra_signals(sig);
+        self.step_done.clear();
         if self.policy.kill_mode != KillMode::ControlGroup {
-            let subtree = self.cg.subtree()?;
-            if let Some(main) = self.main_process(&subtree)? {
-                let sent = send_all(&main, sig, extra)?;
+            if let Some(main) = self.main_process() {
+                let sent = match send_all(&main, sig, extra) {
+                    Ok(sent) => sent,
+                    Err(e) => {
+                        self.problems.add(e);
+                        false
+                    }
+                };
+                if sent {
+                    self.describe_early(main.pid());
+                }
+                if first {
+                    self.thaw_frozen();
+                    // The others get no signal now but will be in the final kill's report:
+                    // note who they are while they are alive (off the kill's path).
+                    let mut pids = Vec::new();
+                    self.list_members(&mut pids, Instant::now() + PRE_KILL_LIST_BUDGET);
+                    for pid in pids {
+                        self.describe_early(pid);
+                    }
+                }
                 self.w.track(main)?;
                 return Ok(usize::from(sent));
             }
             if self.policy.kill_mode == KillMode::Process {
+                self.warnings.push(format!(
+                    "kill-mode=process and no main process in '{}': nothing was signalled",
+                    self.cg.rel()
+                ));
                 return Ok(0);
             }
             tracing::debug!(cgroup = %self.cg.rel(), "main process gone: signalling the whole cgroup (mixed mode)");
         }
-        let mut done: HashSet<i32> = HashSet::new();
         let mut total = 0;
         for pass in 0..MAX_PASSES {
-            let new = self.pass(&mut done, sig, extra)?;
+            let new = self.pass(sig, extra, Some(deadline), first && pass == 0)?;
             total += new;
             if new == 0 {
                 break;
@@ -400,106 +596,318 @@ impl Engine<'_> {
         Ok(total)
     }
 
-    /// One enumeration pass over the subtree: every member not yet in `done` (or whose pid now
-    /// names a new process) is opened or taken from the tracked set, proven, signalled and
-    /// tracked. Returns how many were signalled.
-    fn pass(&mut self, done: &mut HashSet<i32>, sig: Signal, extra: &[Signal]) -> Result<usize> {
-        let subtree = self.cg.subtree()?;
+    /// Thaws every cgroup of the subtree that has `cgroup.freeze` set. Signals sent to frozen
+    /// tasks stay pending; a handler runs only after the thaw, so a stop that left the cgroup
+    /// frozen would waste its whole grace.
+    fn thaw_frozen(&mut self) {
+        let mut errors = Vec::new();
+        let mut thawed = false;
+        let _ = self.cg.walk(|c| {
+            match c {
+                Ok(c) if c.freeze_requested().unwrap_or(false) => match c.set_frozen(false) {
+                    Ok(()) => thawed = true,
+                    Err(e) => errors.push(e),
+                },
+                Ok(_) => {}
+                Err(e) => errors.push(e),
+            }
+            ControlFlow::Continue(())
+        });
+        for e in errors {
+            self.problems.add(e);
+        }
+        if thawed {
+            self.thawed = true;
+            tracing::debug!(cgroup = %self.cg.rel(), "thawed frozen cgroup");
+        }
+    }
+
+    /// Notes a signalled process's name (cheap, cannot block) and asks the background reader for
+    /// its command line, for the first processes only: reports list at most [`MAX_LISTED`].
+    fn describe_early(&mut self, pid: i32) {
+        if self.described.len() < 2 * MAX_LISTED && !self.described.contains_key(&pid) {
+            self.described.insert(pid, procinfo::comm(pid));
+            self.cmdlines.request(pid);
+        }
+    }
+
+    /// One enumeration pass over the subtree: every member not yet signalled in this step (or
+    /// whose pid now names a new process) is opened or taken from the tracked set, proven,
+    /// signalled and tracked. Returns how many were signalled. Stops early at `deadline`. On the
+    /// first pass of a stop, thaws frozen cgroups once their members have been signalled.
+    fn pass(
+        &mut self,
+        sig: Signal,
+        extra: &[Signal],
+        deadline: Option<Instant>,
+        first: bool,
+    ) -> Result<usize> {
+        let cg = self.cg;
         let mut n = 0;
-        for c in &subtree {
-            let pids = c.procs()?;
+        let mut seen = 0usize;
+        let mut errors = Vec::new();
+        let mut fatal = None;
+        let _ = cg.walk(|c| {
+            let c = match c {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(e);
+                    return ControlFlow::Continue(());
+                }
+            };
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return ControlFlow::Break(());
+            }
+            let members = match c.members() {
+                Ok(m) => m,
+                Err(e) => {
+                    errors.push(e);
+                    return ControlFlow::Continue(());
+                }
+            };
             // After the read: exits seen so far are forgotten, so a pidfd still held names the
             // listed process (see `Watcher::held`). One epoll_wait instead of a poll per pid.
-            self.w.refresh()?;
-            for pid in pids {
-                let sent = if let Some(held) = self.w.held(pid) {
-                    if done.contains(&pid) {
-                        continue;
-                    }
-                    // Alive and holding its pid, so it is the process that was listed.
-                    send_all(held, sig, extra)?
-                } else if let Some(pidfd) = signal_listed_pid(c, pid, sig, extra)? {
-                    self.w.track(pidfd)?;
-                    true
-                } else {
-                    false
-                };
-                if sent {
-                    done.insert(pid);
-                    n += 1;
+            if let Err(e) = self.w.refresh() {
+                fatal = Some(e);
+                return ControlFlow::Break(());
+            }
+            for id in members.ids {
+                seen += 1;
+                if seen.is_multiple_of(CLOCK_EVERY) && deadline.is_some_and(|d| Instant::now() >= d)
+                {
+                    return ControlFlow::Break(());
+                }
+                match self.signal_member(c, id, members.threaded, sig, extra) {
+                    Ok(true) => n += 1,
+                    Ok(false) => {}
+                    Err(e) => errors.push(e),
                 }
             }
+            if first && c.freeze_requested().unwrap_or(false) {
+                match c.set_frozen(false) {
+                    Ok(()) => {
+                        self.thawed = true;
+                        tracing::debug!(cgroup = %c.rel(), "thawed frozen cgroup");
+                    }
+                    Err(e) => errors.push(e),
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        for e in errors {
+            self.problems.add(e);
+        }
+        if let Some(e) = fatal {
+            return Err(e);
         }
         Ok(n)
     }
 
-    /// The proven members right now, described for the report.
-    fn members(&mut self) -> Result<Vec<Killed>> {
-        let mut out = Vec::new();
-        for c in self.cg.subtree()? {
-            let pids = c.procs()?;
-            self.w.refresh()?;
-            for pid in pids {
-                let proven = self.w.held(pid).is_some() || PidFd::open_member(&c, pid)?.is_some();
-                if proven {
-                    // Two small reads per process: this runs between the deadline and the kill.
-                    out.push(Killed {
-                        pid,
-                        comm: procinfo::comm(pid),
-                        cmdline: procinfo::cmdline(pid),
-                    });
-                }
-            }
+    /// Signals one member listed in `c` (a pid, or a thread id of a threaded cgroup) unless it
+    /// was signalled already in this step. Returns whether a signal was delivered.
+    fn signal_member(
+        &mut self,
+        c: &Cgroup,
+        id: i32,
+        threaded: bool,
+        sig: Signal,
+        extra: &[Signal],
+    ) -> Result<bool> {
+        let key = if threaded { -id } else { id };
+        match self.step_done.get(&key) {
+            // Tracked and still held: the same process, already signalled in this step.
+            Some(true) if !threaded && self.w.held(id).is_some() => return Ok(false),
+            // Tracked, exited since, and listed again: the pid was reused by a new member.
+            Some(true) => {}
+            // Not tracked (over the descriptor budget): cannot tell a reused pid from the same
+            // process, so assume the same; the final kill takes any newcomer.
+            Some(false) => return Ok(false),
+            None => {}
         }
-        Ok(out)
+        if !threaded && let Some(held) = self.w.held(id) {
+            // Alive and holding its pid since the list was read, so it is the listed process.
+            let sent = send_all(held, sig, extra)?;
+            self.step_done.insert(key, true);
+            return Ok(sent);
+        }
+        let pidfd = match self.open_proven(c, id, threaded) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let sent = if threaded {
+            pidfd.send_signal_to_group(sig)? && {
+                for &s in extra {
+                    pidfd.send_signal_to_group(s)?;
+                }
+                true
+            }
+        } else {
+            send_all(&pidfd, sig, extra)?
+        };
+        if !sent {
+            return Ok(false);
+        }
+        self.describe_early(if threaded { pidfd.tgid() } else { id });
+        let track = !threaded && self.w.tracked_count() < self.budget;
+        if track {
+            self.w.track(pidfd)?;
+        }
+        self.step_done.insert(key, track);
+        Ok(true)
+    }
+
+    /// Opens `id` (a pid, or a thread id in a threaded cgroup) and proves it a member of `c`.
+    /// Out of descriptors, sheds half of the tracked pidfds (they only speed up wakeups) and
+    /// tries once more.
+    fn open_proven(&mut self, c: &Cgroup, id: i32, threaded: bool) -> Result<Option<PidFd>> {
+        let open = |c: &Cgroup| {
+            if threaded {
+                PidFd::open_thread_member(c, id)
+            } else {
+                PidFd::open_member(c, id)
+            }
+        };
+        match open(c) {
+            Err(Error::Os {
+                errno: Errno::MFILE | Errno::NFILE,
+                ..
+            }) if self.w.tracked_count() > 0 => {
+                let keep = self.w.tracked_count() / 2;
+                self.w.shed(keep);
+                self.budget = keep;
+                tracing::debug!(cgroup = %self.cg.rel(), keep, "out of descriptors: holding fewer pidfds");
+                open(c)
+            }
+            r => r,
+        }
     }
 
     async fn final_kill(mut self) -> Result<Outcome> {
         if !self.w.state()?.populated {
             return Ok(self.graceful());
         }
-        let at = Instant::now();
-        let deadline = deadline_after(self.policy.kill_timeout);
         if self.policy.kill_mode == KillMode::Process {
-            return self.final_kill_main(at, deadline).await;
+            return self.final_kill_main().await;
         }
-        // Freeze while the members are described and killed: a fork storm would otherwise keep
-        // growing (and take the CPU) during the description. No need to wait for `frozen 1`:
-        // tasks stop at their next return to user space, and SIGKILL ends frozen tasks too.
-        let hold = Hold::freeze(self.cg);
-        let killed = self.members()?;
-        self.record_final_kill();
-        let via = self.kill_all(deadline).await?;
-        drop(hold);
+        let at = Instant::now();
+        // Who is alive right now: the tracked pidfds (one epoll_wait) and the pids listed in
+        // the subtree (a read of `cgroup.procs` per cgroup, nothing about the processes
+        // themselves), for at most a few milliseconds: a subtree too large to list in that time
+        // is killed anyway and counted as far as it was listed.
+        let _ = self.w.refresh();
+        let mut alive: Vec<i32> = self.w.tracked().map(PidFd::pid).collect();
+        if !self.list_members(&mut alive, at + PRE_KILL_LIST_BUDGET) {
+            self.warnings.push(
+                "the subtree was too large to list before the final kill: killed_total counts \
+                 only those listed"
+                    .into(),
+            );
+        }
+        alive.sort_unstable();
+        alive.dedup();
+        let (via, signalled) = self.send_final_kill().await?;
+        let sent = Instant::now();
+        let deadline = deadline_after_from(sent, self.policy.kill_timeout);
+        let total = alive.len().max(signalled);
         self.steps.push(StepReport {
             signal: Signal::KILL.to_string(),
             at_ms: self.ms(at),
-            signalled: killed.len(),
+            signalled: total,
             via: Some(via),
             by_pid: None,
         });
-        let progress = self.opts.progress.clone();
-        let wake = self
-            .w
-            .wait_empty(deadline, false, |w| {
-                report_progress(progress.as_ref(), "SIGKILL", deadline, w)
-            })
-            .await?;
+        let killed = self.describe_killed(&alive);
+        let wake = if via == "fallback" {
+            self.fallback_rounds(deadline).await?
+        } else {
+            let progress = self.opts.progress.clone();
+            self.w
+                .wait_empty(deadline, false, |w| {
+                    report_progress(progress.as_ref(), "SIGKILL", deadline, w)
+                })
+                .await?
+        };
         if wake == Wake::Empty {
-            return Ok(self.outcome(Verdict::Killed, Some(Instant::now()), killed, Vec::new()));
+            return Ok(self.outcome(
+                Verdict::Killed,
+                Some(Instant::now()),
+                killed,
+                total,
+                Vec::new(),
+                0,
+            ));
         }
-        let survivors = self.survivors()?;
-        tracing::debug!(cgroup = %self.cg.rel(), survivors = survivors.len(), "processes survived SIGKILL");
-        Ok(self.outcome(Verdict::Survivors, None, killed, survivors))
+        let (survivors, n) = self.survivors();
+        tracing::debug!(cgroup = %self.cg.rel(), survivors = n, "processes survived SIGKILL");
+        if n == 0 && !self.w.state()?.populated {
+            return Ok(self.outcome(
+                Verdict::Killed,
+                Some(Instant::now()),
+                killed,
+                total,
+                survivors,
+                n,
+            ));
+        }
+        Ok(self.outcome(Verdict::Survivors, None, killed, total, survivors, n))
+    }
+
+    /// Adds the pids listed in the subtree to `out`, until `budget_end`. Returns whether the
+    /// whole subtree was listed.
+    fn list_members(&mut self, out: &mut Vec<i32>, budget_end: Instant) -> bool {
+        let mut errors = Vec::new();
+        let mut cut = false;
+        let mut first = true;
+        let _ = self.cg.walk(|c| {
+            // The task's own cgroup is always listed; the budget bounds the rest.
+            if !std::mem::take(&mut first) && Instant::now() >= budget_end {
+                cut = true;
+                return ControlFlow::Break(());
+            }
+            match c.and_then(Cgroup::members) {
+                Ok(m) if !m.threaded => out.extend(m.ids),
+                Ok(_) => {}
+                Err(e) => errors.push(e),
+            }
+            ControlFlow::Continue(())
+        });
+        for e in errors {
+            self.problems.add(e);
+        }
+        !cut
+    }
+
+    fn describe_killed(&self, alive: &[i32]) -> Vec<Killed> {
+        alive
+            .iter()
+            .take(MAX_LISTED)
+            .map(|&pid| Killed {
+                pid,
+                comm: self
+                    .described
+                    .get(&pid)
+                    .cloned()
+                    .unwrap_or_else(|| procinfo::comm(pid)),
+                cmdline: self.cmdlines.get(pid),
+            })
+            .collect()
     }
 
     /// Process mode: SIGKILL the main process only.
-    async fn final_kill_main(mut self, at: Instant, deadline: Instant) -> Result<Outcome> {
-        let subtree = self.cg.subtree()?;
+    async fn final_kill_main(mut self) -> Result<Outcome> {
+        let at = Instant::now();
         let mut killed = Vec::new();
-        if let Some(main) = self.main_process(&subtree)? {
-            killed.push(procinfo::describe(main.pid()).into());
-            main.send_signal(Signal::KILL)?;
+        if let Some(main) = self.main_process() {
+            match main.send_signal(Signal::KILL) {
+                Ok(true) => killed.push(Killed {
+                    pid: main.pid(),
+                    comm: procinfo::comm(main.pid()),
+                    cmdline: self.cmdlines.get(main.pid()),
+                }),
+                Ok(false) => {}
+                Err(e) => self.problems.add(e),
+            }
             self.w.track(main)?;
         }
         self.steps.push(StepReport {
@@ -509,116 +917,120 @@ impl Engine<'_> {
             via: Some("pidfd"),
             by_pid: None,
         });
+        let deadline = deadline_after(self.policy.kill_timeout);
         let wake = self.w.wait_empty(deadline, true, |_| {}).await?;
         if wake == Wake::Deadline {
-            let survivors = self.survivors()?;
-            return Ok(self.outcome(Verdict::Survivors, None, killed, survivors));
+            let (survivors, n) = self.survivors();
+            let total = killed.len();
+            return Ok(self.outcome(Verdict::Survivors, None, killed, total, survivors, n));
         }
-        Ok(self.outcome(Verdict::Killed, None, killed, Vec::new()))
+        Ok(self.remaining(Some(killed)))
     }
 
-    /// Delivers SIGKILL to the whole subtree; returns how (`cgroup.kill` or `fallback`).
-    async fn kill_all(&mut self, deadline: Instant) -> Result<&'static str> {
-        if self.opts.kill_method == KillMethod::Auto && !NO_CGROUP_KILL.load(Ordering::Relaxed) {
-            match self.cg.kill() {
-                Ok(()) => {
+    /// Sends the final SIGKILL to the whole subtree: `cgroup.kill`, or one fallback round.
+    /// Returns how, and how many the fallback signalled.
+    async fn send_final_kill(&mut self) -> Result<(&'static str, usize)> {
+        if let Some(fd) = &self.kill.kill {
+            FinalKillRecord::write(self.cg, monotonic_ns(), "cgroup.kill");
+            match rustix::io::write(fd, b"1") {
+                Ok(_) => {
                     tracing::debug!(cgroup = %self.cg.rel(), "final kill via cgroup.kill");
-                    return Ok("cgroup.kill");
+                    return Ok(("cgroup.kill", 0));
                 }
-                Err(e) if is_gone(&e) && self.cg.read_file("cgroup.procs").is_ok() => {
-                    // The cgroup is there but cgroup.kill is not: a kernel before 5.14.
-                    NO_CGROUP_KILL.store(true, Ordering::Relaxed);
-                    tracing::debug!("cgroup.kill missing (kernel < 5.14): using the fallback");
+                // Removed meanwhile: whatever was in it is gone.
+                Err(Errno::NOENT | Errno::NODEV) => return Ok(("cgroup.kill", 0)),
+                Err(e) => {
+                    // E.g. made threaded since the stop began (EOPNOTSUPP): the fallback kills.
+                    self.problems.add(Error::os(
+                        "write '1' to",
+                        &self.cg.path().join("cgroup.kill"),
+                        e,
+                    ));
                 }
-                Err(e) if is_gone(&e) => return Ok("cgroup.kill"),
-                Err(Error::Os {
-                    errno: rustix::io::Errno::OPNOTSUPP,
-                    ..
-                }) => {
-                    tracing::debug!(cgroup = %self.cg.rel(), "cgroup.kill refused (threaded cgroup): using the fallback");
-                }
-                Err(e) => return Err(e),
             }
         }
-        self.fallback_kill(deadline).await?;
-        Ok("fallback")
+        FinalKillRecord::write(self.cg, monotonic_ns(), "fallback");
+        let n = self.fallback_round(None).await?;
+        Ok(("fallback", n))
     }
 
-    /// Freeze, SIGKILL every member through its pidfd, thaw; again until empty or the deadline.
-    /// Freezing stops forks, so one pass normally suffices; a frozen task still dies of SIGKILL.
-    async fn fallback_kill(&mut self, deadline: Instant) -> Result<()> {
+    /// One fallback round: freeze (no new forks), SIGKILL every member through its pidfd, thaw.
+    /// Always signals, even past the deadline: a kill is never skipped for lack of time.
+    async fn fallback_round(&mut self, deadline: Option<Instant>) -> Result<usize> {
+        let froze = self.kill.set_frozen(true).is_ok();
+        if froze {
+            // A task in uninterruptible sleep can hold up freezing; do not wait past 1 s.
+            let limit = Instant::now() + Duration::from_secs(1);
+            let limit = deadline.map_or(limit, |d| d.max(Instant::now()).min(limit));
+            self.w.wait_frozen(limit).await?;
+        }
+        self.step_done.clear();
+        let killed = self.pass(Signal::KILL, &[], None, false)?;
+        if froze && let Err(e) = self.kill.set_frozen(false) {
+            self.problems.add(Error::os(
+                "write '0' to",
+                &self.cg.path().join("cgroup.freeze"),
+                e,
+            ));
+        }
+        tracing::debug!(cgroup = %self.cg.rel(), killed, "fallback kill round");
+        Ok(killed)
+    }
+
+    /// Fallback rounds until the cgroup is empty or `deadline`: wait for everyone killed; if the
+    /// cgroup is still populated after that, someone was missed (or appeared before the freeze
+    /// took), so go round again.
+    async fn fallback_rounds(&mut self, deadline: Instant) -> Result<Wake> {
         loop {
-            if !self.w.state()?.populated || Instant::now() >= deadline {
-                return Ok(());
-            }
-            let froze = match self.cg.set_frozen(true) {
-                Ok(()) => true,
-                Err(e) if is_gone(&e) => false, // cgroup.freeze needs 5.2; kill without it
-                Err(e) => return Err(e),
-            };
-            if froze {
-                // A task in uninterruptible sleep can hold up freezing; do not wait past 1 s.
-                let limit = deadline.min(Instant::now() + Duration::from_secs(1));
-                self.w.wait_frozen(limit).await?;
-            }
-            let mut done = HashSet::new();
-            let killed = self.pass(&mut done, Signal::KILL, &[])?;
-            if froze {
-                self.cg.set_frozen(false)?;
-            }
-            tracing::debug!(cgroup = %self.cg.rel(), killed, "fallback kill pass");
-            // Wait for everyone we killed; if the cgroup is still populated after that, someone
-            // was missed (or appeared before the freeze took): go round again.
-            let wake = self.w.wait_empty(deadline, killed > 0, |_| {}).await?;
+            let wake = self.w.wait_empty(deadline, true, |_| {}).await?;
             if wake != Wake::TrackedGone {
-                return Ok(());
+                return Ok(wake);
+            }
+            if Instant::now() >= deadline {
+                return Ok(Wake::Deadline);
+            }
+            let n = self.fallback_round(Some(deadline)).await?;
+            if n == 0 {
+                // No one left to signal, yet populated: wait for the stragglers to exit.
+                return self.w.wait_empty(deadline, false, |_| {}).await;
             }
         }
     }
 
-    fn survivors(&mut self) -> Result<Vec<Survivor>> {
+    /// The processes still present, described from sources that cannot block (at most
+    /// [`MAX_LISTED`], and within a time budget), their memory released where possible.
+    /// Returns them and how many there are (at least).
+    fn survivors(&mut self) -> (Vec<Survivor>, usize) {
+        let mut pids = Vec::new();
+        if !self.list_members(&mut pids, Instant::now() + SURVIVOR_REPORT_BUDGET) {
+            self.warnings.push(
+                "the subtree was too large to list in time: survivors_total counts only those listed"
+                    .into(),
+            );
+        }
         let mut out = Vec::new();
-        for c in self.cg.subtree()? {
-            for pid in c.procs()? {
-                let pidfd = match PidFd::open_member(&c, pid)? {
-                    Some(p) => p,
-                    None => continue,
-                };
-                let info = procinfo::describe(pid);
-                let (memory_released, mrelease_error) = match pidfd.mrelease() {
-                    Ok(()) => (true, None),
-                    Err(e) => (false, Some(errno_name(e))),
-                };
-                out.push(Survivor {
-                    pid,
-                    comm: info.comm,
-                    state: info.state,
-                    wchan: info.wchan,
-                    memory_released,
-                    mrelease_error,
-                });
+        let budget_end = Instant::now() + SURVIVOR_REPORT_BUDGET;
+        for &pid in pids.iter().take(MAX_LISTED) {
+            if Instant::now() >= budget_end {
+                break;
             }
+            let mut s: Survivor = procinfo::describe(pid).into();
+            match PidFd::open(pid) {
+                Ok(Some(pidfd)) => match pidfd.mrelease() {
+                    Ok(()) => s.memory_released = true,
+                    Err(e) => s.mrelease_error = Some(errno_name(e)),
+                },
+                Ok(None) => s.mrelease_error = Some(errno_name(Errno::SRCH)),
+                Err(e) => s.mrelease_error = Some(e.to_string()),
+            }
+            out.push(s);
         }
-        Ok(out)
+        (out, pids.len())
     }
 }
 
-/// A best-effort `cgroup.freeze` of a cgroup gracekill is killing, undone on drop (also when
-/// the kill fails), so the engine never leaves a cgroup frozen.
-struct Hold<'a>(Option<&'a Cgroup>);
-
-impl<'a> Hold<'a> {
-    fn freeze(cg: &'a Cgroup) -> Hold<'a> {
-        Hold(cg.set_frozen(true).is_ok().then_some(cg))
-    }
-}
-
-impl Drop for Hold<'_> {
-    fn drop(&mut self) {
-        if let Some(cg) = self.0 {
-            let _ = cg.set_frozen(false);
-        }
-    }
+fn deadline_after_from(from: Instant, d: Duration) -> Instant {
+    from.checked_add(d).unwrap_or_else(|| deadline_after(d))
 }
 
 /// Signals one pid as read from `cg`'s `cgroup.procs`, exactly as every stop step does: opens a
@@ -669,11 +1081,11 @@ fn report_progress(progress: Option<&ProgressFn>, phase: &str, deadline: Instant
     }
 }
 
-fn errno_name(e: rustix::io::Errno) -> String {
+fn errno_name(e: Errno) -> String {
     match e {
-        rustix::io::Errno::INVAL => "EINVAL (process not dying)".into(),
-        rustix::io::Errno::NOSYS => "ENOSYS (kernel < 5.15)".into(),
-        rustix::io::Errno::SRCH => "ESRCH (process gone)".into(),
+        Errno::INVAL => "EINVAL (process not dying)".into(),
+        Errno::NOSYS => "ENOSYS (kernel < 5.15)".into(),
+        Errno::SRCH => "ESRCH (process gone)".into(),
         other => std::io::Error::from(other).to_string(),
     }
 }
@@ -689,4 +1101,16 @@ fn raise_fd_limit() {
             let _ = setrlimit(Resource::Nofile, lim);
         }
     });
+}
+
+/// How many pidfds one stop may hold: half the soft descriptor limit, less a reserve for the
+/// caller, at most 65,536. Processes beyond it are signalled through a pidfd that is closed at
+/// once (their exits are then seen through `cgroup.events` alone).
+fn fd_budget() -> usize {
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let soft = lim.current.unwrap_or(1 << 20);
+    usize::try_from(soft / 2)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(64)
+        .min(1 << 16)
 }

@@ -103,30 +103,87 @@ pub struct RunReport {
     pub removed: bool,
 }
 
-/// Creates the task cgroup `<parent>/<name>`; refuses a name whose cgroup holds processes.
+/// Creates and claims the task cgroup `<parent>/<name>` for the calling process.
+///
+/// The claim is exclusive: `mkdir(2)` creates the cgroup for exactly one caller, who then
+/// records itself as the owner (`owner` = `PID STARTTIME`, set with `XATTR_CREATE`) before
+/// anything else. An existing cgroup of that name is reused only when it is gracekill's
+/// (a `created` record), empty, and its owner is gone: it is then removed and created afresh,
+/// so a frozen or threaded leftover never carries over, and of two callers racing for the name
+/// only one `mkdir` succeeds. A fresh cgroup that is frozen (a frozen parent) or not a domain (a
+/// threaded parent) is refused: a command could not start or be stopped there.
 ///
 /// # Errors
-/// [`Error::Input`] for a bad name, [`Error::Busy`] for a name in use, OS errors creating it.
+/// [`Error::Input`] for a bad name, [`Error::Busy`] for a name in use (or lost to a concurrent
+/// `run`), OS errors creating it.
 pub fn create_task_cgroup(mount: &Mount, parent: &str, name: &str) -> Result<Cgroup> {
     validate_name(name)?;
     let (parent_cg, _) = mount.create_cgroup(parent)?;
-    match parent_cg.create_child(name) {
-        Ok(cg) => Ok(cg),
+    let in_use = |why: &str| {
+        Error::Busy(format!(
+            "task name '{name}' is in use: cgroup '{}' {why} (stop it with 'gracekill stop {name}')",
+            parent_cg.path().join(name).display()
+        ))
+    };
+    let cg = match parent_cg.create_child(name) {
+        Ok(cg) => cg,
         Err(Error::Busy(_)) => {
-            let cg =
+            let old =
                 mount.open_cgroup(&format!("{}/{name}", parent_cg.rel().trim_end_matches('/')))?;
-            if cg.events()?.populated {
-                return Err(Error::Busy(format!(
-                    "task name '{name}' is in use: cgroup '{}' has running processes (stop it with 'gracekill stop {name}')",
-                    cg.path().display()
-                )));
+            if old.events()?.populated {
+                return Err(in_use("has running processes"));
             }
-            // A kept or abandoned empty cgroup: reuse it.
-            Ok(cg)
+            let records = crate::task::Records::of(&old);
+            if crate::task::owner(&old).is_some() {
+                return Err(in_use("is claimed by a running 'gracekill run'"));
+            }
+            if records.get("created").ok().flatten().is_none() {
+                return Err(in_use("exists and was not made by gracekill run"));
+            }
+            // A kept or abandoned task of ours, empty: remove it and claim the name afresh.
+            match old.remove_tree() {
+                Ok(()) => {}
+                Err(e) if e.kind() == crate::ErrorKind::Busy => {
+                    return Err(in_use("has running processes"));
+                }
+                Err(e) => return Err(e),
+            }
+            parent_cg.create_child(name).map_err(|e| match e {
+                Error::Busy(_) => in_use("was just claimed by another 'gracekill run'"),
+                e => e,
+            })?
         }
-        Err(e) => Err(e),
+        Err(e) => return Err(e),
+    };
+    match crate::task::claim(&cg) {
+        Ok(()) => {}
+        Err(Error::Busy(_)) => return Err(in_use("was just claimed by another 'gracekill run'")),
+        Err(e) => return Err(e),
     }
+    let fail = |why: String| {
+        let _ = cg.remove_tree();
+        Err(Error::Input(why))
+    };
+    if cg.events()?.frozen {
+        return fail(format!(
+            "cannot start a task in '{}': it is frozen (a parent cgroup has cgroup.freeze set)",
+            cg.path().display()
+        ));
+    }
+    let kind = cg.read_file("cgroup.type").unwrap_or_default();
+    if kind.trim() != "domain" {
+        return fail(format!(
+            "cannot start a task in '{}': its type is '{}', not 'domain' (the parent is threaded)",
+            cg.path().display(),
+            kind.trim()
+        ));
+    }
+    Ok(cg)
 }
+
+/// How long `run` waits, once it has no child left, for one more to be reparented to it (a
+/// process of the task that had left the cgroup but not yet finished exiting).
+const REPARENT_WINDOW: Duration = Duration::from_millis(50);
 
 /// A boxed stop in progress.
 type StopFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome>> + 'a>>;
@@ -173,9 +230,18 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
             crate::cgroup::errno_of(&e),
         )
     };
-    let mut sigint = signal(SignalKind::interrupt()).map_err(sig_err)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(sig_err)?;
-    let mut sighup = signal(SignalKind::hangup()).map_err(sig_err)?;
+    // A signal this process inherited as ignored (`nohup` ignores SIGHUP; a shell's background
+    // job ignores SIGINT) stays ignored, for `run` and, through exec, for CMD: as without us.
+    let listen = |kind: SignalKind, raw: i32| -> Result<Option<tokio::signal::unix::Signal>> {
+        if crate::sys::signal_is_ignored(raw) {
+            tracing::debug!(signal = raw, "inherited as ignored: left ignored");
+            return Ok(None);
+        }
+        signal(kind).map(Some).map_err(sig_err)
+    };
+    let mut sigint = listen(SignalKind::interrupt(), libc::SIGINT)?;
+    let mut sigterm = listen(SignalKind::terminate(), libc::SIGTERM)?;
+    let mut sighup = listen(SignalKind::hangup(), libc::SIGHUP)?;
     let mut sigchld = signal(SignalKind::child()).map_err(sig_err)?;
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .map_err(|e| Error::os("become child subreaper for", cg.path(), e))?;
@@ -232,9 +298,13 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
                 tracing::debug!(cgroup = %cg.rel(), pid = stopper.pid(), "another process is stopping the task; waiting");
                 let mut w = Watcher::new(cg)?;
                 w.track(stopper)?;
+                // However long the other stop may take by our policy, plus a margin: a stopper
+                // that hangs (or a record that lies) cannot hold the leftovers forever.
+                let bound = spec.policy.steps.iter().map(|s| s.grace).sum::<Duration>()
+                    + spec.policy.kill_timeout
+                    + Duration::from_secs(5);
                 external = Some(Box::pin(async move {
-                    w.wait_empty(deadline_after(crate::policy::MAX_DURATION), true, |_| {})
-                        .await
+                    w.wait_empty(deadline_after(bound), true, |_| {}).await
                 }));
                 continue;
             }
@@ -251,9 +321,9 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
         let timed_out_already = stop_reason.is_some();
         tokio::select! {
             _ = sigchld.recv() => {}
-            _ = sigint.recv() => request(&mut stop_fut, &mut stop_reason, &escalate, &start_stop, on_event, "SIGINT"),
-            _ = sigterm.recv() => request(&mut stop_fut, &mut stop_reason, &escalate, &start_stop, on_event, "SIGTERM"),
-            _ = sighup.recv() => request(&mut stop_fut, &mut stop_reason, &escalate, &start_stop, on_event, "SIGHUP"),
+            _ = recv(&mut sigint) => request(&mut stop_fut, &mut stop_reason, &escalate, &start_stop, on_event, "SIGINT"),
+            _ = recv(&mut sigterm) => request(&mut stop_fut, &mut stop_reason, &escalate, &start_stop, on_event, "SIGTERM"),
+            _ = recv(&mut sighup) => request(&mut stop_fut, &mut stop_reason, &escalate, &start_stop, on_event, "SIGHUP"),
             () = &mut timeout, if !timed_out_already => {
                 on_event(&format!("timeout after {}: stopping the task", crate::policy::format_duration(spec.timeout.unwrap_or_default())));
                 stop_reason = Some(StopReason::Timeout);
@@ -264,15 +334,43 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
                 outcome = Some(r?);
             }
             r = async { external.as_mut().expect("guarded").await }, if waiting => {
-                // Empty: the other stop finished. TrackedGone: its stopper died mid-stop; the
-                // top of the loop starts our own.
-                r?;
+                // Empty: the other stop finished. TrackedGone: its stopper died mid-stop;
+                // Deadline: it overran our policy. The top of the loop starts our own stop.
+                let wake = r?;
                 external = None;
+                if wake == Wake::Deadline {
+                    on_event("the other stop overran this task's policy; stopping the task");
+                    stop_reason = Some(StopReason::Leftovers);
+                    stop_fut = Some(start_stop(StopReason::Leftovers));
+                }
             }
         }
     }
-    // Everything in the task has exited; collect any last zombies (orphans reparented to us).
-    reap(main_pid, &mut main);
+    // Everything in the task has exited, but `populated 0` comes when the last process leaves
+    // its cgroup, a moment before its exit is final: its children may not be reparented to us
+    // (the subreaper) yet, nor it a zombie we can reap. Reap every child, orphans included, so
+    // none is left for init: wait for SIGCHLD while children remain, and, once none is left,
+    // a short while longer for a last reparented one. Bounded: a child that left the cgroup
+    // (only a privileged one can) is not waited for past a second.
+    let reap_until = tokio::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        let remain = reap(main_pid, &mut main);
+        let until = if remain {
+            reap_until
+        } else {
+            reap_until.min(tokio::time::Instant::now() + REPARENT_WINDOW)
+        };
+        tokio::select! {
+            _ = sigchld.recv() => {}
+            () = tokio::time::sleep_until(until) => {
+                if remain {
+                    tracing::debug!(cgroup = %cg.rel(), "children outside the task remain; not waiting for them");
+                }
+                break;
+            }
+        }
+    }
+    let _ = crate::task::Records::of(cg).remove("owner");
     let main = main.unwrap_or(MainExit {
         pid: main_pid,
         ..MainExit::default()
@@ -321,10 +419,21 @@ fn request<'a>(
     }
 }
 
-/// Reaps every exited child without blocking; records the main process's status.
-fn reap(main_pid: i32, main: &mut Option<MainExit>) {
+/// Waits for a signal, or forever if it is not listened to.
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match s {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reaps every exited child without blocking; records the main process's status. Returns
+/// whether children remain (alive, or not yet reapable).
+fn reap(main_pid: i32, main: &mut Option<MainExit>) -> bool {
     loop {
-        match rustix::process::waitpid(None, WaitOptions::NOHANG) {
+        // `wait` is `wait4(-1)`: any child. (`waitpid(None)` would be `wait4(0)`, only children
+        // in our process group, missing every setsid'd orphan reparented to us.)
+        match rustix::process::wait(WaitOptions::NOHANG) {
             Ok(Some((pid, status))) => {
                 if pid.as_raw_nonzero().get() == main_pid {
                     *main = Some(MainExit {
@@ -334,9 +443,9 @@ fn reap(main_pid: i32, main: &mut Option<MainExit>) {
                     });
                 }
             }
-            Ok(None) | Err(Errno::CHILD) => return,
+            Ok(None) => return true,
             Err(Errno::INTR) => continue,
-            Err(_) => return,
+            Err(_) => return false,
         }
     }
 }

@@ -47,14 +47,22 @@ const PIDFD_INFO_CGROUPID: u64 = 1 << 1;
 const PIDFD_GET_INFO: u64 =
     (3 << 30) | ((std::mem::size_of::<PidfdInfo>() as u64) << 16) | (0xFF << 8) | 11;
 
-/// The cgroup v2 id (cgroup directory inode) of the process behind a pidfd, from
-/// `ioctl(PIDFD_GET_INFO)` (Linux 6.13).
-///
-/// Returns `Ok(None)` when the kernel answered but did not report a cgroup id.
+/// What `ioctl(PIDFD_GET_INFO)` (Linux 6.13) says about the task behind a pidfd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PidfdFacts {
+    /// The cgroup v2 id (the cgroup directory's inode) of that task, if reported.
+    pub cgroup_id: Option<u64>,
+    /// Its thread-group id (the process's pid), if reported.
+    pub tgid: Option<i32>,
+}
+
+/// Asks the kernel about the task behind a pidfd: its cgroup id and thread-group id, from
+/// `ioctl(PIDFD_GET_INFO)` (Linux 6.13). For a thread pidfd (`PIDFD_THREAD`) the cgroup is the
+/// thread's own.
 ///
 /// # Errors
-/// `ESRCH` when the process has exited; `ENOTTY`/`EINVAL` on kernels without the ioctl.
-pub fn pidfd_cgroup_id(pidfd: BorrowedFd<'_>) -> Result<Option<u64>, Errno> {
+/// `ESRCH` when the task has exited; `ENOTTY`/`EINVAL` on kernels without the ioctl.
+pub fn pidfd_facts(pidfd: BorrowedFd<'_>) -> Result<PidfdFacts, Errno> {
     let mut info = PidfdInfo {
         mask: PIDFD_INFO_PID | PIDFD_INFO_CGROUPID,
         ..PidfdInfo::default()
@@ -70,13 +78,53 @@ pub fn pidfd_cgroup_id(pidfd: BorrowedFd<'_>) -> Result<Option<u64>, Errno> {
         )
     };
     if rc < 0 {
-        return Err(Errno::from_raw_os_error(
-            std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO),
-        ));
+        return Err(last_errno());
     }
-    Ok((info.mask & PIDFD_INFO_CGROUPID != 0).then_some(info.cgroupid))
+    Ok(PidfdFacts {
+        cgroup_id: (info.mask & PIDFD_INFO_CGROUPID != 0).then_some(info.cgroupid),
+        tgid: (info.mask & PIDFD_INFO_PID != 0)
+            .then(|| i32::try_from(info.tgid).ok())
+            .flatten(),
+    })
+}
+
+/// The cgroup v2 id of the task behind a pidfd (see [`pidfd_facts`]).
+///
+/// # Errors
+/// As [`pidfd_facts`].
+pub fn pidfd_cgroup_id(pidfd: BorrowedFd<'_>) -> Result<Option<u64>, Errno> {
+    pidfd_facts(pidfd).map(|f| f.cgroup_id)
+}
+
+fn last_errno() -> Errno {
+    Errno::from_raw_os_error(
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO),
+    )
+}
+
+/// `PIDFD_SIGNAL_THREAD_GROUP` (Linux 6.9): deliver to the thread group of the pidfd's task.
+const PIDFD_SIGNAL_THREAD_GROUP: libc::c_uint = 1 << 1;
+
+/// `pidfd_send_signal(pidfd, sig, NULL, PIDFD_SIGNAL_THREAD_GROUP)` (Linux 6.9): signals the
+/// whole process of the thread behind a thread pidfd (`PIDFD_THREAD`).
+///
+/// # Errors
+/// `ESRCH` when gone, `EPERM`, `EINVAL` on kernels before 6.9.
+pub fn pidfd_signal_thread_group(pidfd: BorrowedFd<'_>, sig: Signal) -> Result<(), Errno> {
+    // SAFETY: plain syscall: a borrowed live descriptor, a signal number validated by `Signal`
+    // (1-31 or 34-64), a NULL siginfo (the kernel fills in a default one), and a flags word.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig.as_raw(),
+            std::ptr::null::<libc::siginfo_t>(),
+            PIDFD_SIGNAL_THREAD_GROUP,
+        )
+    };
+    if rc < 0 { Err(last_errno()) } else { Ok(()) }
 }
 
 /// `process_mrelease(pidfd, 0)` (Linux 5.15): reap a dying process's memory now instead of
@@ -94,15 +142,7 @@ pub fn process_mrelease(pidfd: BorrowedFd<'_>) -> Result<(), Errno> {
             0 as libc::c_uint,
         )
     };
-    if rc < 0 {
-        Err(Errno::from_raw_os_error(
-            std::io::Error::last_os_error()
-                .raw_os_error()
-                .unwrap_or(libc::EIO),
-        ))
-    } else {
-        Ok(())
-    }
+    if rc < 0 { Err(last_errno()) } else { Ok(()) }
 }
 
 /// Makes the child join a cgroup between `fork` and `exec`, by writing `0` ("the calling
@@ -138,4 +178,15 @@ pub fn async_readable(
     // when the `AsyncFd` (its sole owner) is dropped; `as_raw_fd` always returns that descriptor.
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
         .map_err(|e| e.into_parts().1)
+}
+
+/// Is `sig`'s disposition in this process `SIG_IGN` (inherited through exec, as `nohup` leaves
+/// SIGHUP)? Reads the disposition without changing it.
+pub fn signal_is_ignored(sig: i32) -> bool {
+    // SAFETY: `sigaction` with a NULL new action only reads the current one into `old`, a
+    // zeroed, properly aligned `struct sigaction` owned by this frame.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
+    }
 }

@@ -100,24 +100,148 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-/// What `run` records on a task's cgroup (as `user.gracekill.*` xattrs) so that
-/// `gracekill stop NAME`, `status` and `list` work from anywhere, even after `run` is gone.
+/// Whose records a process may trust, and where it writes its own. Decided per cgroup.
+///
+/// A task can write `user.*` xattrs on its cgroup whenever it can write the directory: a
+/// delegated user owns it, and a root task without `CAP_SYS_ADMIN` passes the permission check.
+/// Only `CAP_SYS_ADMIN` can read or write `trusted.*`. So:
+/// - a privileged stopper (`CAP_SYS_ADMIN`) reads and writes `trusted.gracekill.*` only, which
+///   no task without `CAP_SYS_ADMIN` can forge;
+/// - an unprivileged user who owns the cgroup reads and writes `user.gracekill.*` (anything the
+///   task could forge there, it could do to its owner directly);
+/// - anyone else (root without `CAP_SYS_ADMIN`, or a user stopping a cgroup owned by another)
+///   trusts no record: the stop uses the given flags or the defaults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trust {
+    /// `trusted.gracekill.*`.
+    Privileged,
+    /// `user.gracekill.*` of a cgroup the caller owns.
+    Owner,
+    /// No record is read or written.
+    Untrusted,
+}
+
+impl Trust {
+    /// The trust the calling process has in `cg`'s records.
+    pub fn of(cg: &Cgroup) -> Trust {
+        let caps = rustix::thread::capabilities(None);
+        if caps.is_ok_and(|c| {
+            c.effective
+                .contains(rustix::thread::CapabilitySet::SYS_ADMIN)
+        }) {
+            return Trust::Privileged;
+        }
+        let euid = rustix::process::geteuid();
+        if !euid.is_root() && cg.owner_uid() == euid.as_raw() {
+            Trust::Owner
+        } else {
+            Trust::Untrusted
+        }
+    }
+
+    /// The xattr prefix, if records are used at all.
+    pub fn prefix(self) -> Option<&'static str> {
+        match self {
+            Trust::Privileged => Some("trusted.gracekill."),
+            Trust::Owner => Some("user.gracekill."),
+            Trust::Untrusted => None,
+        }
+    }
+
+    /// Lowercase name for reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::Privileged => "trusted",
+            Trust::Owner => "user",
+            Trust::Untrusted => "none",
+        }
+    }
+}
+
+/// gracekill's records on one cgroup (xattrs), in the namespace [`Trust`] allows. Every record
+/// gracekill keeps goes through here: the policy, the main pid, the creation time, the owner
+/// claim of `run`, the stop-in-progress mark and the final-kill record.
+#[derive(Debug)]
+pub struct Records<'a> {
+    cg: &'a Cgroup,
+    trust: Trust,
+}
+
+impl<'a> Records<'a> {
+    /// The records of `cg` as the calling process may use them.
+    pub fn of(cg: &'a Cgroup) -> Records<'a> {
+        Records {
+            cg,
+            trust: Trust::of(cg),
+        }
+    }
+
+    /// The trust they are read with.
+    pub fn trust(&self) -> Trust {
+        self.trust
+    }
+
+    fn name(&self, key: &str) -> Option<String> {
+        self.trust.prefix().map(|p| format!("{p}{key}"))
+    }
+
+    /// Reads one record; `None` when absent or not trusted.
+    ///
+    /// # Errors
+    /// As [`Cgroup::get_xattr`].
+    pub fn get(&self, key: &str) -> Result<Option<String>> {
+        match self.name(key) {
+            Some(n) => self.cg.get_xattr(&n),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes one record (nothing when no namespace is trusted). With `create_only`, fails with
+    /// [`Error::Busy`] if it exists.
+    ///
+    /// # Errors
+    /// As [`Cgroup::set_xattr`].
+    pub fn set(&self, key: &str, value: &str, create_only: bool) -> Result<()> {
+        match self.name(key) {
+            Some(n) => self.cg.set_xattr(&n, value, create_only),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes one record; absent is fine.
+    ///
+    /// # Errors
+    /// As [`Cgroup::remove_xattr`].
+    pub fn remove(&self, key: &str) -> Result<()> {
+        match self.name(key) {
+            Some(n) => self.cg.remove_xattr(&n),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What `run` records on a task's cgroup so that `gracekill stop NAME`, `status` and `list`
+/// work from anywhere, even after `run` is gone (see [`Records`] for where, and who trusts it).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TaskMeta {
-    /// The stop policy (`user.gracekill.policy`).
+    /// The stop policy (`policy`).
     pub policy: Option<Policy>,
-    /// The main process's pid (`user.gracekill.main`).
+    /// The main process's pid (`main`).
     pub main_pid: Option<i32>,
-    /// When `run` created the task, seconds since the epoch (`user.gracekill.created`).
+    /// When `run` created the task, seconds since the epoch (`created`).
     pub created: Option<u64>,
 }
 
-/// Parses a small decimal number from an xattr strictly: digits only, at most 20 of them.
+/// Parses a small decimal number from a record strictly: digits only, at most 20 of them.
 fn strict_number<T: std::str::FromStr>(what: &str, v: &str) -> Result<T> {
     if v.is_empty() || v.len() > 20 || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err(Error::Input(format!(
             "invalid stored {what} '{}': not a number",
             v.escape_debug()
+                .to_string()
+                .chars()
+                .take(40)
+                .collect::<String>()
         )));
     }
     v.parse().map_err(|_| {
@@ -128,89 +252,233 @@ fn strict_number<T: std::str::FromStr>(what: &str, v: &str) -> Result<T> {
     })
 }
 
-/// Marks a stop in progress on a cgroup (`user.gracekill.stopping` = `PID STARTTIME`), so that
-/// `run` can tell "someone is stopping my task" from "my main process left helpers behind".
-/// Removed on drop; a stopper that was SIGKILLed leaves a stale mark that [`stopper`] detects.
-#[derive(Debug)]
-pub struct StopMark<'a> {
-    cg: &'a Cgroup,
+/// `PID STARTTIME` of the calling process, to name it in a record without PID-reuse doubt.
+fn me() -> Option<String> {
+    let me = procfs::process::Process::myself().ok()?.stat().ok()?;
+    Some(format!("{} {}", me.pid, me.starttime))
 }
 
-impl<'a> StopMark<'a> {
-    /// Sets the mark (best effort: a cgroup we may not write xattrs on simply goes unmarked).
-    pub fn set(cg: &'a Cgroup) -> Option<StopMark<'a>> {
-        let me = procfs::process::Process::myself().ok()?.stat().ok()?;
-        cg.set_xattr("stopping", &format!("{} {}", me.pid, me.starttime))
-            .ok()?;
-        Some(StopMark { cg })
-    }
-}
-
-impl Drop for StopMark<'_> {
-    fn drop(&mut self) {
-        let _ = self.cg.remove_xattr("stopping");
-    }
-}
-
-/// The live process that marked a stop in progress on `cg`, as a pidfd, if there is one. The
-/// start time recorded with the pid must match, so a recycled pid is not mistaken for it.
-pub fn stopper(cg: &Cgroup) -> Option<crate::pidfd::PidFd> {
-    let text = cg.get_xattr("stopping").ok()??;
+/// The live process named by a `PID STARTTIME` record, as a pidfd.
+fn live_process(text: &str) -> Option<crate::pidfd::PidFd> {
     let (pid, start) = text.split_once(' ')?;
-    let pid: i32 = strict_number("stopper pid", pid).ok()?;
-    let start: u64 = strict_number("stopper start time", start).ok()?;
+    let pid: i32 = strict_number("pid", pid).ok()?;
+    let start: u64 = strict_number("start time", start).ok()?;
     let pidfd = crate::pidfd::PidFd::open(pid).ok()??;
     let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
     (stat.starttime == start && !pidfd.has_exited()).then_some(pidfd)
 }
 
-impl TaskMeta {
-    /// Reads the task's metadata. Absent attributes are `None`.
-    ///
-    /// # Errors
-    /// [`Error::Input`] for a malformed attribute (a delegated user can write these), naming the
-    /// cgroup; OS errors reading them.
-    pub fn read(cg: &Cgroup) -> Result<TaskMeta> {
-        let ctx = |e: Error| Error::Input(format!("{e} (on '{}')", cg.path().display()));
-        let policy = cg
-            .get_xattr("policy")?
-            .map(|t| Policy::from_text(&t))
-            .transpose()
-            .map_err(ctx)?;
-        let main_pid = cg
-            .get_xattr("main")?
-            .map(|v| strict_number::<i32>("main pid", &v))
-            .transpose()
-            .map_err(ctx)?
-            .filter(|p| *p > 0);
-        let created = cg
-            .get_xattr("created")?
-            .map(|v| strict_number::<u64>("creation time", &v))
-            .transpose()
-            .map_err(ctx)?;
-        Ok(TaskMeta {
-            policy,
-            main_pid,
-            created,
-        })
+/// Claims `cg` for the calling process (record `owner` = `PID STARTTIME`, created exclusively).
+///
+/// # Errors
+/// [`Error::Busy`] when another process claimed it first; OS errors writing the record.
+pub fn claim(cg: &Cgroup) -> Result<()> {
+    let me = me().ok_or_else(|| Error::Input("cannot read /proc/self/stat".into()))?;
+    Records::of(cg).set("owner", &me, true)
+}
+
+/// The live process that claimed `cg` (see [`claim`]), if any.
+pub fn owner(cg: &Cgroup) -> Option<crate::pidfd::PidFd> {
+    live_process(&Records::of(cg).get("owner").ok()??)
+}
+
+/// Marks a stop in progress on a cgroup (record `stopping` = `PID STARTTIME`), so that `run`
+/// can tell "someone is stopping my task" from "my main process left helpers behind". Removed
+/// on drop; a stopper that was SIGKILLed leaves a stale mark that [`stopper`] detects.
+#[derive(Debug)]
+pub struct StopMark<'a> {
+    records: Records<'a>,
+}
+
+impl<'a> StopMark<'a> {
+    /// Sets the mark (best effort: a cgroup whose records we may not write goes unmarked).
+    pub fn set(cg: &'a Cgroup) -> Option<StopMark<'a>> {
+        let records = Records::of(cg);
+        records.trust.prefix()?;
+        records.set("stopping", &me()?, false).ok()?;
+        Some(StopMark { records })
+    }
+}
+
+impl Drop for StopMark<'_> {
+    fn drop(&mut self) {
+        let _ = self.records.remove("stopping");
+    }
+}
+
+/// The live process that marked a stop in progress on `cg`, as a pidfd, if there is one: the
+/// start time recorded with the pid must match (a recycled pid is not mistaken for it), and the
+/// process must not be inside the task itself (a task cannot pose as its own stopper).
+pub fn stopper(cg: &Cgroup) -> Option<crate::pidfd::PidFd> {
+    let text = Records::of(cg).get("stopping").ok()??;
+    let pidfd = live_process(&text)?;
+    let inside = std::fs::read_to_string(format!("/proc/{}/cgroup", pidfd.pid()))
+        .ok()?
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("0::")
+                .map(|p| crate::cgroup::is_within(p.trim_end(), cg.ns_path()))
+        })?;
+    (!inside && !pidfd.has_exited()).then_some(pidfd)
+}
+
+/// The final kill a stop records right before sending it (record `final-kill` =
+/// `PID MONOTONIC_NS VIA`), so that another stop of the same task running at the same time,
+/// which then sees the cgroup empty, reports that kill instead of claiming a graceful exit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FinalKillRecord {
+    /// The stopper's pid.
+    pub pid: u32,
+    /// `CLOCK_MONOTONIC` in nanoseconds when it was sent.
+    pub at_ns: u128,
+    /// `cgroup.kill` or `fallback`.
+    pub via: &'static str,
+}
+
+impl FinalKillRecord {
+    /// Records this process's final kill (best effort).
+    pub fn write(cg: &Cgroup, at_ns: u128, via: &'static str) {
+        let _ = Records::of(cg).set(
+            "final-kill",
+            &format!("{} {at_ns} {via}", std::process::id()),
+            false,
+        );
     }
 
-    /// Writes the attributes that are set.
+    /// The recorded final kill, parsed strictly (a malformed record is ignored).
+    pub fn read(cg: &Cgroup) -> Option<FinalKillRecord> {
+        let text = Records::of(cg).get("final-kill").ok()??;
+        let mut words = text.split(' ');
+        let pid: u32 = strict_number("pid", words.next()?).ok()?;
+        let at_ns: u128 = strict_number::<u64>("time", words.next()?).ok()?.into();
+        let via = match words.next()? {
+            "cgroup.kill" => "cgroup.kill",
+            "fallback" => "fallback",
+            _ => return None,
+        };
+        words
+            .next()
+            .is_none()
+            .then_some(FinalKillRecord { pid, at_ns, via })
+    }
+}
+
+impl TaskMeta {
+    /// Reads the task's metadata under the caller's [`Trust`]. Never fails: a record that
+    /// cannot be read or parsed is left out and described in the returned warnings.
+    pub fn read(cg: &Cgroup) -> (TaskMeta, Vec<String>) {
+        let records = Records::of(cg);
+        let mut warnings = Vec::new();
+        let mut field = |key: &str| -> Option<String> {
+            match records.get(key) {
+                Ok(v) => v,
+                Err(e) => {
+                    warnings.push(format!("ignored stored {key}: {e}"));
+                    None
+                }
+            }
+        };
+        let (policy, main, created) = (field("policy"), field("main"), field("created"));
+        let mut meta = TaskMeta::default();
+        let ctx = |e: Error| format!("ignored {e} (on '{}')", cg.path().display());
+        match policy.map(|t| Policy::from_text(&t)).transpose() {
+            Ok(p) => meta.policy = p,
+            Err(e) => warnings.push(ctx(e)),
+        }
+        match main
+            .map(|v| strict_number::<i32>("main pid", &v))
+            .transpose()
+        {
+            Ok(p) => meta.main_pid = p.filter(|p| *p > 0),
+            Err(e) => warnings.push(ctx(e)),
+        }
+        match created
+            .map(|v| strict_number::<u64>("creation time", &v))
+            .transpose()
+        {
+            Ok(c) => meta.created = c,
+            Err(e) => warnings.push(ctx(e)),
+        }
+        (meta, warnings)
+    }
+
+    /// Writes the attributes that are set, under the caller's [`Trust`] (nothing when no
+    /// namespace is trusted).
     ///
     /// # Errors
-    /// OS errors naming the cgroup (e.g. a filesystem without user xattrs).
+    /// OS errors naming the cgroup (e.g. a filesystem without xattrs).
     pub fn write(&self, cg: &Cgroup) -> Result<()> {
+        let records = Records::of(cg);
         if let Some(p) = &self.policy {
-            cg.set_xattr("policy", &p.to_text())?;
+            records.set("policy", &p.to_text(), false)?;
         }
         if let Some(pid) = self.main_pid {
-            cg.set_xattr("main", &pid.to_string())?;
+            records.set("main", &pid.to_string(), false)?;
         }
         if let Some(t) = self.created {
-            cg.set_xattr("created", &t.to_string())?;
+            records.set("created", &t.to_string(), false)?;
         }
         Ok(())
     }
+}
+
+/// Where the policy of a stop came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicySource {
+    /// Given by the caller (flags, a C `gracekill_policy`): replaces any stored one whole.
+    Given,
+    /// Recorded on the task by `run`, in a namespace the caller trusts.
+    Stored,
+    /// Nothing given or trusted: SIGTERM, 30 s, SIGKILL, 10 s.
+    Default,
+}
+
+/// A stop of a task as decided from the caller's request and the task's trusted records.
+#[derive(Clone, Debug)]
+pub struct StopPlan {
+    /// The policy to apply.
+    pub policy: Policy,
+    /// Where it came from.
+    pub source: PolicySource,
+    /// The main process (for mixed and process modes), from the caller or a trusted record.
+    pub main_pid: Option<i32>,
+    /// Records that were ignored, and why.
+    pub warnings: Vec<String>,
+}
+
+impl StopPlan {
+    /// The plan for stopping `cg`: `given` (if any) replaces the stored policy as a whole;
+    /// else the policy `run` recorded, if the caller may trust it (see [`Trust`]); else the
+    /// default. `main_pid` given wins over the recorded one.
+    pub fn for_task(cg: &Cgroup, given: Option<Policy>, main_pid: Option<i32>) -> StopPlan {
+        let (meta, warnings) = if cg.is_root() {
+            (TaskMeta::default(), Vec::new())
+        } else {
+            TaskMeta::read(cg)
+        };
+        let (policy, source) = match (given, meta.policy) {
+            (Some(p), _) => (p, PolicySource::Given),
+            (None, Some(p)) => (p, PolicySource::Stored),
+            (None, None) => (Policy::default(), PolicySource::Default),
+        };
+        StopPlan {
+            policy,
+            source,
+            main_pid: main_pid.or(meta.main_pid),
+            warnings,
+        }
+    }
+}
+
+/// Opens the task named by a `TASK` argument (see [`resolve`]), relative to gracekill's root.
+///
+/// # Errors
+/// As [`resolve`] and [`Mount::open_cgroup`].
+pub fn open(mount: &Mount, spec: &str) -> Result<Cgroup> {
+    let root = default_root(mount)?;
+    let rel = resolve(mount, spec, &root)?;
+    mount.open_cgroup(&rel)
 }
 
 #[cfg(test)]

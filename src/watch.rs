@@ -146,6 +146,20 @@ impl Watcher {
         self.drain().map(drop)
     }
 
+    /// Closes tracked pidfds until at most `keep` remain (out of descriptors: waking on them is
+    /// only an optimization; `cgroup.events` still reports emptiness).
+    pub fn shed(&mut self, keep: usize) {
+        let extra: Vec<u64> = self
+            .tracked
+            .keys()
+            .copied()
+            .take(self.tracked.len().saturating_sub(keep))
+            .collect();
+        for key in extra {
+            self.forget(key);
+        }
+    }
+
     /// All tracked pidfds (some may have exited since the last wake).
     pub fn tracked(&self) -> impl Iterator<Item = &PidFd> {
         self.tracked.values()

@@ -40,7 +40,7 @@ fn finish(c: &mut std::process::Child) -> std::process::Output {
 fn stopping_mark(cg: &TestCgroup) -> Option<String> {
     let mount = gracekill::Mount::discover().unwrap();
     let c = mount.open_cgroup(&cg.rel).unwrap();
-    c.get_xattr("stopping").unwrap()
+    c.get_xattr("trusted.gracekill.stopping").unwrap()
 }
 
 #[test]

@@ -8,62 +8,10 @@ mod common;
 use std::os::unix::fs::chown;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+
 use std::time::Duration;
 
-use common::{TestCgroup, alive, bin, json, read, stderr, wait_until};
-
-/// A user made for this test; `userdel` on drop. Declared before the cgroup guards, so it is
-/// dropped after them: by then none of its processes is left.
-struct TestUser {
-    name: String,
-    uid: u32,
-}
-
-impl TestUser {
-    fn new() -> TestUser {
-        let name = format!("gk{}", std::process::id());
-        let st = Command::new("useradd")
-            .args(["-M", "-N", "-s", "/usr/sbin/nologin", &name])
-            .status()
-            .expect("useradd");
-        assert!(st.success(), "useradd {name}");
-        let out = Command::new("id").args(["-u", &name]).output().unwrap();
-        let uid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-        TestUser { name, uid }
-    }
-}
-
-impl Drop for TestUser {
-    fn drop(&mut self) {
-        let _ = Command::new("userdel").arg(&self.name).status();
-    }
-}
-
-/// Starts `argv` as `uid`, after moving into the cgroup `cg` (as root, before dropping
-/// privileges: the user's session lives inside its delegated subtree, as under systemd).
-fn as_user(uid: u32, cg: Option<&Path>, argv: &[&str], env: &[(&str, &str)]) -> Command {
-    let mut c = Command::new("bash");
-    let join = if cg.is_some() {
-        r#"echo 0 > "$GK_JOIN/cgroup.procs" && "#
-    } else {
-        ""
-    };
-    c.arg("-c")
-        .arg(format!(
-            r#"{join}exec setpriv --reuid="$GK_UID" --regid="$GK_UID" --clear-groups -- "$@""#
-        ))
-        .arg("bash")
-        .args(argv)
-        .env("GK_UID", uid.to_string())
-        .stdin(Stdio::null());
-    if let Some(cg) = cg {
-        c.env("GK_JOIN", cg);
-    }
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    c
-}
+use common::{TestCgroup, TestUser, alive, as_user, bin, json, read, stderr, wait_until};
 
 fn output(mut c: Command) -> Output {
     c.output().unwrap()

@@ -346,3 +346,73 @@ pub fn kernel_version() -> (u32, u32) {
 pub fn kernel_at_least(major: u32, minor: u32) -> bool {
     kernel_version() >= (major, minor)
 }
+
+/// A user made for this test; `userdel` on drop. Declared before the cgroup guards, so it is
+/// dropped after them: by then none of its processes is left.
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+}
+
+impl TestUser {
+    /// A new user, or `None` (the test then skips, outside CI) without useradd or setpriv.
+    pub fn try_new() -> Option<TestUser> {
+        if !Path::new("/usr/sbin/useradd").exists() || !Path::new("/usr/bin/setpriv").exists() {
+            assert!(
+                !strict(),
+                "useradd or setpriv missing (CI=true makes this a failure)"
+            );
+            eprintln!("SKIPPED: no useradd/setpriv");
+            return None;
+        }
+        Some(TestUser::new())
+    }
+
+    pub fn new() -> TestUser {
+        let name = format!(
+            "gk{}x{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let st = Command::new("useradd")
+            .args(["-M", "-N", "-s", "/usr/sbin/nologin", &name])
+            .status()
+            .expect("useradd");
+        assert!(st.success(), "useradd {name}");
+        let out = Command::new("id").args(["-u", &name]).output().unwrap();
+        let uid = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        TestUser { name, uid }
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).status();
+    }
+}
+
+/// Starts `argv` as `uid`, after moving into the cgroup `cg` (as root, before dropping
+/// privileges: the user's session lives inside its delegated subtree, as under systemd).
+pub fn as_user(uid: u32, cg: Option<&Path>, argv: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut c = Command::new("bash");
+    let join = if cg.is_some() {
+        r#"echo 0 > "$GK_JOIN/cgroup.procs" && "#
+    } else {
+        ""
+    };
+    c.arg("-c")
+        .arg(format!(
+            r#"{join}exec setpriv --reuid="$GK_UID" --regid="$GK_UID" --clear-groups -- "$@""#
+        ))
+        .arg("bash")
+        .args(argv)
+        .env("GK_UID", uid.to_string())
+        .stdin(Stdio::null());
+    if let Some(cg) = cg {
+        c.env("GK_JOIN", cg);
+    }
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}

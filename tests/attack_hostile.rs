@@ -1,0 +1,736 @@
+//! A task that fights back cannot stop the stop. Each test is an attack a task (or whoever owns
+//! its cgroup) can make on its own cgroup, records, shape or descriptors; each asserts what the
+//! stopper's user would check afterwards: the exit code, the JSON, that nothing is left running,
+//! and that the stop kept its deadlines.
+
+mod common;
+
+use std::os::unix::fs::chown;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{
+    TestCgroup, TestUser, alive, as_user, bin, gracekill, gracekill_env, json, read, slow, stderr,
+    wait_until,
+};
+
+/// Sets an xattr on a path as the test (root with every capability), through python3, which the
+/// test machines have (the attack scripts use it too).
+fn set_xattr(path: &Path, name: &str, value: &str) {
+    let st = Command::new("python3")
+        .args([
+            "-c",
+            "import os,sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode())",
+        ])
+        .arg(path)
+        .args([name, value])
+        .status()
+        .expect("python3");
+    assert!(st.success(), "setxattr {name} on {}", path.display());
+}
+
+/// A shell line, for task scripts, that writes `user.gracekill.KEY=VALUE` on `$CG` (the task's
+/// own cgroup), as any task without CAP_SYS_ADMIN can.
+fn forge(key: &str, value: &str) -> String {
+    format!(
+        r#"python3 -c 'import os,sys; os.setxattr(sys.argv[1], "user.gracekill.{key}", sys.argv[2].encode())' "$CG" '{value}'"#
+    )
+}
+
+fn elapsed_ms(v: &serde_json::Value) -> f64 {
+    v["elapsed_ms"].as_f64().unwrap()
+}
+
+#[test]
+fn a_root_stop_ignores_policy_records_the_task_wrote() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("forged-policy");
+    // The task drops CAP_SYS_ADMIN (as Mesos and Docker tasks run), then forges the records a
+    // root `run` would have written, had they been in the `user.` namespace: process mode with
+    // no main process (signal nobody), a 20 s extra step, pid 1 as the main process.
+    let inner = format!(
+        "{}\n{}\n{}\ntrap '' TERM; sleep 1000 & sleep 1000 & echo ready; wait\n",
+        forge(
+            "policy",
+            "v1 steps=15:500,28:20000 sighup=0 kill-timeout=500 kill-mode=process"
+        ),
+        forge("main", "1"),
+        r#"python3 -c 'import os,sys; os.setxattr(sys.argv[1], "trusted.gracekill.policy", b"v1")' "$CG" 2>/dev/null && echo trusted > "$SCRATCH/trusted-writable""#,
+    );
+    std::fs::write(tc.file("task.sh"), inner).unwrap();
+    let script = format!(
+        "export CG='{}'; exec setpriv --bounding-set=-sys_admin --inh-caps=-sys_admin -- bash task.sh",
+        tc.path.display()
+    );
+    let task = tc.spawn(&script);
+    task.wait_line("ready");
+    assert!(
+        !read(&tc.file("trusted-writable")).contains("trusted"),
+        "the task could not write trusted.*"
+    );
+    let pids = tc.pids();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+
+    let t = Instant::now();
+    let out = gracekill(&[
+        "stop",
+        "--grace",
+        "500ms",
+        "--kill-timeout",
+        "500ms",
+        "--json",
+        &tc.rel,
+    ]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(3), "{v} {}", stderr(&out));
+    assert_eq!(v["outcome"], "killed", "{v}");
+    assert_eq!(v["policy_source"], "given", "{v}");
+    assert_eq!(v["steps"][0]["signalled"], 3, "everyone got SIGTERM: {v}");
+    assert_eq!(
+        v["steps"].as_array().unwrap().len(),
+        2,
+        "no stored step: {v}"
+    );
+    assert!(t.elapsed() < slow(Duration::from_secs(3)), "{v}");
+    assert!(!tc.populated());
+    assert!(pids.iter().all(|p| !alive(*p)));
+}
+
+#[test]
+fn without_flags_a_root_stop_uses_the_defaults_not_the_forgery() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("forged-default");
+    let cg = tc.path.display().to_string();
+    let script = format!(
+        "export CG='{cg}'; {}; sleep 1000 & sleep 1000 & echo ready; wait",
+        forge(
+            "policy",
+            "v1 steps=28:20000 sighup=0 kill-timeout=20000 kill-mode=process"
+        )
+    );
+    let task = tc.spawn(&script);
+    task.wait_line("ready");
+    let out = gracekill(&["stop", "--json", &tc.rel]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v} {}", stderr(&out));
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    assert_eq!(v["policy_source"], "default", "{v}");
+    assert_eq!(v["steps"][0]["signal"], "SIGTERM", "{v}");
+    assert!(elapsed_ms(&v) < 3000.0, "{v}");
+    assert!(!tc.populated());
+}
+
+#[test]
+fn flags_replace_a_trusted_stored_policy_whole_and_no_flags_apply_it() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("stored-policy");
+    // What a root `run` records: a 20 s extra step in process mode.
+    set_xattr(
+        &tc.path,
+        "trusted.gracekill.policy",
+        "v1 steps=15:300,28:20000 sighup=0 kill-timeout=300 kill-mode=process",
+    );
+    let task = tc.spawn("trap '' TERM; sleep 1000 & echo ready; wait");
+    task.wait_line("ready");
+    let out = gracekill(&[
+        "stop",
+        "--grace",
+        "300ms",
+        "--kill-timeout",
+        "300ms",
+        "--json",
+        &tc.rel,
+    ]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(3), "{v}");
+    assert_eq!(v["policy_source"], "given", "{v}");
+    assert_eq!(v["steps"].as_array().unwrap().len(), 2, "{v}");
+    assert!(
+        elapsed_ms(&v) < 3000.0,
+        "the 20 s step did not survive --grace: {v}"
+    );
+    assert!(!tc.populated());
+
+    // Without flags, the trusted record applies: SIGTERM 300 ms, SIGWINCH 300 ms, SIGKILL.
+    set_xattr(
+        &tc.path,
+        "trusted.gracekill.policy",
+        "v1 steps=15:300,28:300 sighup=0 kill-timeout=300 kill-mode=control-group",
+    );
+    let task = tc.spawn("trap '' TERM; sleep 1000 & echo ready; wait");
+    task.wait_line("ready");
+    let out = gracekill(&["stop", "--json", &tc.rel]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(3), "{v}");
+    assert_eq!(v["policy_source"], "stored", "{v}");
+    let signals: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["signal"].as_str().unwrap())
+        .collect();
+    assert_eq!(signals, ["SIGTERM", "SIGWINCH", "SIGKILL"], "{v}");
+    assert!(!tc.populated());
+}
+
+#[test]
+fn malformed_records_are_warnings_and_the_stop_still_happens() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("garbage-policy");
+    set_xattr(&tc.path, "trusted.gracekill.policy", "garbage");
+    set_xattr(&tc.path, "trusted.gracekill.main", "not-a-pid");
+    let task = tc.spawn("trap '' TERM; sleep 1000 & echo ready; wait");
+    task.wait_line("ready");
+    let out = gracekill(&[
+        "stop",
+        "--grace",
+        "200ms",
+        "--kill-timeout",
+        "1s",
+        "--json",
+        &tc.rel,
+    ]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(3), "{v} {}", stderr(&out));
+    let warnings = v["warnings"].to_string();
+    assert!(warnings.contains("stored policy"), "{v}");
+    assert!(warnings.contains("main pid"), "{v}");
+    assert!(
+        stderr(&out).contains("ignored"),
+        "warned on stderr: {}",
+        stderr(&out)
+    );
+    assert!(!tc.populated());
+
+    // No flags: the defaults, with the same warnings.
+    let task = tc.spawn("sleep 1000 & echo ready; wait");
+    task.wait_line("ready");
+    let out = gracekill(&["stop", "--json", &tc.rel]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v}");
+    assert_eq!(v["policy_source"], "default", "{v}");
+    assert!(v["warnings"].to_string().contains("stored policy"), "{v}");
+}
+
+#[test]
+fn run_is_not_held_by_a_forged_stopping_record() {
+    require_cgroup_v2!();
+    let parent = TestCgroup::new("forged-stopping");
+    let name = "job";
+    let cg = parent.path.join(name);
+    // The main process leaves a TERM-ignoring helper behind after naming that helper (alive,
+    // start time matching) as a stopper in progress, in the namespace it can write.
+    let script = format!(
+        r#"(trap '' TERM; exec sleep 1000) &
+python3 -c 'import os,sys; os.setxattr(sys.argv[1], "user.gracekill.stopping", sys.argv[2].encode())' '{cg}' "$! $(cut -d' ' -f22 /proc/$!/stat)" && echo forged > '{scratch}/forged'
+exit 0"#,
+        cg = cg.display(),
+        scratch = parent.scratch.display()
+    );
+    let t = Instant::now();
+    let out = Command::new(bin())
+        .args([
+            "run",
+            "--parent",
+            &parent.rel,
+            "--name",
+            name,
+            "--grace",
+            "300ms",
+            "--kill-timeout",
+            "1s",
+            "--json",
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    assert_eq!(read(&parent.file("forged")).trim(), "forged");
+    let v = json(&out);
+    assert_eq!(v["stop_reason"], "leftovers", "{v} {}", stderr(&out));
+    assert_eq!(v["stop"]["outcome"], "killed", "{v}");
+    assert!(took < slow(Duration::from_secs(5)), "run waited {took:?}");
+    assert!(!parent.populated());
+}
+
+/// `bash -c 'ulimit -n N; exec gracekill ARGS'`.
+fn gracekill_with_fd_limit(limit: u32, args: &[&str]) -> std::process::Output {
+    Command::new("bash")
+        .arg("-c")
+        .arg(format!(r#"ulimit -n {limit} && exec "$0" "$@""#))
+        .arg(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn more_processes_than_descriptors_are_all_signalled_and_killed() {
+    require_cgroup_v2!();
+    // Graceful: every one of 201 processes gets SIGTERM although only 64 descriptors exist.
+    let tc = TestCgroup::new("fd-starved");
+    let task = tc.spawn("for i in $(seq 201); do sleep 1000 & done; echo ready; wait");
+    task.wait_line("ready");
+    assert!(wait_until(Duration::from_secs(5), || tc.pids().len() == 202));
+    let out = gracekill_with_fd_limit(64, &["stop", "--grace", "5s", "--json", &tc.rel]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v} {}", stderr(&out));
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    assert_eq!(v["steps"][0]["signalled"], 202, "{v}");
+    assert!(!tc.populated());
+
+    // Killed: 201 that ignore SIGTERM.
+    let task =
+        tc.spawn("trap '' TERM; for i in $(seq 201); do sleep 1000 & done; echo ready; wait");
+    task.wait_line("ready");
+    assert!(wait_until(Duration::from_secs(5), || tc.pids().len() == 202));
+    let out = gracekill_with_fd_limit(
+        64,
+        &[
+            "stop",
+            "--grace",
+            "300ms",
+            "--kill-timeout",
+            "2s",
+            "--json",
+            &tc.rel,
+        ],
+    );
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(3), "{v} {}", stderr(&out));
+    assert_eq!(v["steps"][0]["signalled"], 202, "{v}");
+    assert!(v["killed_total"].as_u64().unwrap() >= 202, "{v}");
+    assert!(!tc.populated());
+}
+
+#[test]
+fn a_wide_and_deep_empty_subtree_does_not_exhaust_descriptors() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("fd-tree");
+    for i in 0..67 {
+        tc.child(&format!("empty{i}"));
+    }
+    let mut deep = tc.path.clone();
+    for i in 0..100 {
+        deep = deep.join(format!("d{i}"));
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    let task = tc.spawn_in(&deep, "sleep 1000 & echo ready; wait");
+    task.wait_line("ready");
+    let out = gracekill_with_fd_limit(64, &["stop", "--grace", "5s", "--json", &tc.rel]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v} {}", stderr(&out));
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    assert_eq!(v["steps"][0]["signalled"], 2, "{v}");
+    assert!(!tc.populated());
+}
+
+#[test]
+fn a_process_the_stopper_may_not_signal_is_recorded_and_still_killed() {
+    require_cgroup_v2!();
+    let Some(user) = TestUser::try_new() else {
+        return;
+    };
+    // The user's own task cgroup (all files theirs, as a cgroup they made themselves), holding
+    // one process of theirs and one of root's that they cannot signal.
+    let tc = TestCgroup::new("eperm");
+    let task_cg = tc.child("task");
+    for entry in std::iter::once(task_cg.clone()).chain(
+        std::fs::read_dir(&task_cg)
+            .unwrap()
+            .map(|e| e.unwrap().path()),
+    ) {
+        chown(&entry, Some(user.uid), Some(user.uid)).unwrap();
+    }
+    let root_proc = tc.spawn_in(
+        &task_cg,
+        "trap '' TERM; echo ready; while :; do sleep 1; done",
+    );
+    root_proc.wait_line("ready");
+    let user_proc = tc.spawn_in(
+        &task_cg,
+        &format!(
+            "exec setpriv --reuid={u} --regid={u} --clear-groups -- bash -c 'echo ready; exec sleep 1000'",
+            u = user.uid
+        ),
+    );
+    user_proc.wait_line("ready");
+    let rel = format!("{}/task", tc.rel);
+    let out = as_user(
+        user.uid,
+        None,
+        &[
+            bin().to_str().unwrap(),
+            "stop",
+            "--grace",
+            "300ms",
+            "--kill-timeout",
+            "2s",
+            "--json",
+            &rel,
+        ],
+        &[],
+    )
+    .output()
+    .unwrap();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(3), "{v} {}", stderr(&out));
+    assert!(v["errors"]["count"].as_u64().unwrap() >= 1, "{v}");
+    assert!(
+        v["errors"]["examples"]
+            .to_string()
+            .contains("not permitted"),
+        "{v}"
+    );
+    assert_eq!(
+        v["steps"].as_array().unwrap().last().unwrap()["via"],
+        "cgroup.kill"
+    );
+    assert!(!alive(root_proc.pid()) && !alive(user_proc.pid()));
+}
+
+#[test]
+fn a_stop_that_could_not_finish_does_not_start() {
+    require_cgroup_v2!();
+    let Some(user) = TestUser::try_new() else {
+        return;
+    };
+    // The user's own process, inside a root-owned cgroup: the user may signal it, but may not
+    // write the cgroup's cgroup.kill. The stop must refuse before SIGTERM, not after.
+    let tc = TestCgroup::new("no-kill-perm");
+    std::fs::set_permissions(
+        &tc.scratch,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let p = tc.spawn(&format!(
+        r#"exec setpriv --reuid={u} --regid={u} --clear-groups -- bash -c 'trap "echo TERM >> $SCRATCH/got; exit 0" TERM; echo ready; while :; do sleep 1 & wait $!; done'"#,
+        u = user.uid
+    ));
+    p.wait_line("ready");
+    let out = as_user(
+        user.uid,
+        None,
+        &[bin().to_str().unwrap(), "stop", "--grace", "1s", &tc.rel],
+        &[],
+    )
+    .output()
+    .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cgroup.kill") && err.contains("permission denied"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(read(&tc.file("got")), "", "the task got no signal");
+    assert!(alive(p.pid()));
+}
+
+#[test]
+fn the_fallback_always_sends_one_kill_round() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("fallback-zero");
+    let task = tc.spawn("trap '' TERM; for i in 1 2 3; do sleep 1000 & done; echo ready; wait");
+    task.wait_line("ready");
+    let pids = tc.pids();
+    assert_eq!(pids.len(), 4);
+    let out = gracekill_env(
+        &[
+            "stop",
+            "--grace",
+            "200ms",
+            "--kill-timeout",
+            "0",
+            "--json",
+            &tc.rel,
+        ],
+        &[("GRACEKILL_FORCE_FALLBACK", "1")],
+    );
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(3), "{v} {}", stderr(&out));
+    let last = v["steps"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["via"], "fallback", "{v}");
+    assert_eq!(last["signalled"], 4, "{v}");
+    assert_eq!(v["survivors_total"], 0, "{v}");
+    assert!(wait_until(Duration::from_secs(1), || pids
+        .iter()
+        .all(|p| !alive(*p))));
+}
+
+#[test]
+fn describing_thousands_never_eats_the_kill_timeout() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("many-killed");
+    let task =
+        tc.spawn("trap '' TERM; for i in $(seq 2000); do sleep 1000 & done; echo ready; wait");
+    task.wait_line("ready");
+    assert!(wait_until(slow(Duration::from_secs(20)), || tc
+        .pids()
+        .len()
+        == 2001));
+    let out = gracekill(&[
+        "stop",
+        "--grace",
+        "200ms",
+        "--kill-timeout",
+        "200ms",
+        "--json",
+        &tc.rel,
+    ]);
+    let v = json(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "no false survivors: {}",
+        &v.to_string()[..600.min(v.to_string().len())]
+    );
+    assert_eq!(v["survivors_total"], 0);
+    assert!(
+        v["killed_total"].as_u64().unwrap() >= 2001,
+        "{}",
+        v["killed_total"]
+    );
+    assert!(v["killed"].as_array().unwrap().len() <= 100);
+    assert!(!tc.populated());
+}
+
+#[test]
+fn huge_command_lines_cannot_inflate_the_stopper() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("huge-argv");
+    // 301 processes, each with 1.8 MB of arguments (15 x 120,000 zeros: `sleep` adds them up to
+    // 0 seconds, so each sleeps 1000 s).
+    let task = tc.spawn(
+        r#"trap '' TERM; z=$(head -c 120000 /dev/zero | tr '\0' 0)
+for i in $(seq 301); do sleep 1000 $z $z $z $z $z $z $z $z $z $z $z $z $z $z $z & done; echo ready; wait"#,
+    );
+    task.wait_line("ready");
+    assert!(wait_until(slow(Duration::from_secs(20)), || tc
+        .pids()
+        .len()
+        == 302));
+    // 512 MiB of address space is far more than a bounded stopper needs and far less than
+    // copies of these command lines would take.
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"ulimit -v 524288 && exec "$0" "$@""#)
+        .arg(bin())
+        .args([
+            "stop",
+            "--grace",
+            "200ms",
+            "--kill-timeout",
+            "2s",
+            "--json",
+            &tc.rel,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        out.stdout.len() < 128 * 1024,
+        "JSON of {} bytes",
+        out.stdout.len()
+    );
+    let v = json(&out);
+    assert!(
+        v["killed_total"].as_u64().unwrap() >= 302,
+        "{} {} {} {}",
+        v["killed_total"],
+        v["steps"],
+        v["warnings"],
+        v["errors"]
+    );
+    let killed = v["killed"].as_array().unwrap();
+    assert!(killed.len() <= 100);
+    assert!(
+        killed
+            .iter()
+            .all(|k| k["cmdline"].as_str().unwrap().len() <= 515)
+    );
+    let kill_at = v["steps"].as_array().unwrap().last().unwrap()["at_ms"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        kill_at < 200.0 + slow(Duration::from_millis(300)).as_millis() as f64,
+        "{kill_at}"
+    );
+    assert!(!tc.populated());
+}
+
+#[test]
+fn an_overlong_task_name_is_bad_input() {
+    require_cgroup_v2!();
+    let name = "x".repeat(5000);
+    let out = gracekill(&["stop", &name]);
+    common::assert_refused(&out, "5000-byte name");
+    assert!(stderr(&out).contains("too long"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_stop_that_loses_the_race_with_removal_reports_empty() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("removed");
+    let mount = gracekill::Mount::discover().unwrap();
+    let cg = mount.open_cgroup(&tc.rel).unwrap();
+    std::fs::remove_dir(&tc.path).unwrap();
+    let o = gracekill::stop_task_blocking(&cg, None, &gracekill::StopOptions::default()).unwrap();
+    assert_eq!(o.outcome, gracekill::Verdict::Empty, "{o:?}");
+    assert!(o.cgroup_removed);
+    assert_eq!(o.outcome.exit_code(), 0);
+}
+
+/// `gracekill run --parent PARENT ARGS...`, not yet waited for.
+fn run_in(parent: &TestCgroup, args: &[&str]) -> Command {
+    let mut c = Command::new(bin());
+    c.args(["run", "--parent", &parent.rel])
+        .args(args)
+        .env("SCRATCH", &parent.scratch)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c
+}
+
+#[test]
+fn concurrent_runs_of_one_name_never_share_a_cgroup() {
+    require_cgroup_v2!();
+    let parent = TestCgroup::new("run-race");
+    for round in 0..6 {
+        let mark = |who: &str| {
+            format!(
+                r#"echo {who} >> "$SCRATCH/started-{round}"; sleep 0.5; echo {who} >> "$SCRATCH/finished-{round}""#
+            )
+        };
+        let a = run_in(&parent, &["--name", "job", "--", "bash", "-c", &mark("a")])
+            .spawn()
+            .unwrap();
+        let b = run_in(&parent, &["--name", "job", "--", "bash", "-c", &mark("b")])
+            .spawn()
+            .unwrap();
+        let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+        let codes = [a.status.code(), b.status.code()];
+        let started = read(&parent.file(&format!("started-{round}")));
+        let finished = read(&parent.file(&format!("finished-{round}")));
+        // Either one won the name (the other refused, exit 2) or they ran one after the other;
+        // never did a task start without finishing (killed by the other's leftovers stop).
+        assert_eq!(
+            started,
+            finished,
+            "round {round}: {codes:?} {} {}",
+            stderr(&a),
+            stderr(&b)
+        );
+        for (o, code) in [(&a, codes[0]), (&b, codes[1])] {
+            assert!(
+                code == Some(0) || (code == Some(2) && stderr(o).contains("in use")),
+                "round {round}: {code:?} {}",
+                stderr(o)
+            );
+        }
+        assert!(codes.contains(&Some(0)), "round {round}: someone ran");
+    }
+}
+
+#[test]
+fn a_frozen_leftover_cgroup_does_not_hang_the_next_run() {
+    require_cgroup_v2!();
+    let parent = TestCgroup::new("run-frozen");
+    // A task cgroup of ours (it has a `created` record), kept and left frozen by a stop that
+    // was killed between its freeze and its thaw.
+    let old = parent.child("job");
+    set_xattr(&old, "trusted.gracekill.created", "1");
+    std::fs::write(old.join("cgroup.freeze"), "1").unwrap();
+    let t = Instant::now();
+    let out = run_in(
+        &parent,
+        &[
+            "--name",
+            "job",
+            "--",
+            "bash",
+            "-c",
+            r#"echo ran > "$SCRATCH/ran""#,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(t.elapsed() < slow(Duration::from_secs(5)));
+    assert_eq!(read(&parent.file("ran")).trim(), "ran");
+
+    // A cgroup of that name that gracekill did not make is refused, not taken over.
+    let foreign = parent.child("other");
+    let out = run_in(&parent, &["--name", "other", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not made by gracekill"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(foreign.exists());
+}
+
+#[test]
+fn run_reaps_every_child_before_it_exits() {
+    require_cgroup_v2!();
+    let parent = TestCgroup::new("run-reap");
+    // A daemon that ignores SIGTERM, double-forked away from the main process.
+    let out = run_in(
+        &parent,
+        &[
+            "--name",
+            "job",
+            "--timeout",
+            "300ms",
+            "--grace",
+            "200ms",
+            "--kill-timeout",
+            "2s",
+            "--",
+            "bash",
+            "-c",
+            r#"setsid bash -c 'trap "" TERM; sleep 1000 & echo $! > "$SCRATCH/daemon"; wait' & sleep 1000"#,
+        ],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(137), "{}", stderr(&out));
+    let daemon: i32 = read(&parent.file("daemon")).trim().parse().unwrap();
+    let stat = std::fs::read_to_string(format!("/proc/{daemon}/stat")).unwrap_or_default();
+    assert!(stat.is_empty(), "the daemon was left unreaped: {stat}");
+}
+
+#[test]
+fn an_inherited_ignored_sighup_reaches_the_command() {
+    require_cgroup_v2!();
+    let parent = TestCgroup::new("run-nohup");
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"trap '' HUP; exec "$0" run --parent "$1" --name job -- bash -c 'grep SigIgn /proc/self/status > "$SCRATCH/sigign"'"#)
+        .arg(bin())
+        .arg(&parent.rel)
+        .env("SCRATCH", &parent.scratch)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let line = read(&parent.file("sigign"));
+    let mask = u64::from_str_radix(line.trim().trim_start_matches("SigIgn:").trim(), 16).unwrap();
+    assert_eq!(
+        mask & 1,
+        1,
+        "SIGHUP ignored in CMD, as under nohup without gracekill: {line}"
+    );
+}
