@@ -193,6 +193,27 @@ pub fn parse_mountinfo(text: &str) -> Option<(PathBuf, String)> {
     None
 }
 
+/// Where a cgroup v1 hierarchy with the freezer controller is mounted (hybrid hosts), read once
+/// from `/proc/self/mountinfo`.
+pub fn v1_freezer_mount() -> Option<&'static Path> {
+    static MOUNT: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    MOUNT
+        .get_or_init(|| {
+            let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+            text.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let sep = fields.iter().position(|f| *f == "-")?;
+                let v1_freezer = fields.get(sep + 1) == Some(&"cgroup")
+                    && fields
+                        .get(sep + 3)
+                        .is_some_and(|o| o.split(',').any(|x| x == "freezer"));
+                (v1_freezer && fields.len() > 4)
+                    .then(|| PathBuf::from(unescape_mountinfo(fields[4])))
+            })
+        })
+        .as_deref()
+}
+
 /// Mountinfo escapes space, tab, newline and backslash as `\ooo`.
 fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
@@ -683,11 +704,13 @@ impl Cgroup {
         .map_err(|e| Error::os("open for writing", &self.file(name), e))
     }
 
-    /// Visits this cgroup and every cgroup below it, parents before children, holding at most
-    /// three descriptors whatever the tree's depth or width (descendants are opened by their
-    /// path relative to this cgroup, one at a time). A descendant that cannot be opened or
-    /// listed is passed to `visit` as an error and its subtree skipped; a cgroup removed
-    /// meanwhile is skipped silently. `visit` returning `Break` ends the walk.
+    /// Visits this cgroup and every populated cgroup below it, parents before children,
+    /// holding at most three descriptors whatever the tree's depth or width (descendants are
+    /// opened by their path relative to this cgroup, one at a time). A subtree whose
+    /// `cgroup.events` says `populated 0` holds no process and is skipped whole, so empty
+    /// cgroups, however many, cost one read each at the level where they hang. A descendant that
+    /// cannot be opened or listed is passed to `visit` as an error and its subtree skipped; a
+    /// cgroup removed meanwhile is skipped silently. `visit` returning `Break` ends the walk.
     pub fn walk(
         &self,
         mut visit: impl FnMut(Result<&Cgroup>) -> std::ops::ControlFlow<()>,
@@ -701,6 +724,8 @@ impl Cgroup {
                 self
             } else {
                 match self.open_below(&sub) {
+                    // Unreadable events: visit it anyway rather than skip a populated one.
+                    Ok(c) if c.events().is_ok_and(|e| !e.populated) => continue,
                     Ok(c) => {
                         opened = c;
                         &opened

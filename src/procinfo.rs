@@ -120,6 +120,22 @@ pub fn describe(pid: i32) -> ProcInfo {
     info
 }
 
+/// The cgroup v1 freezer cgroup that holds `pid` frozen, if any (hybrid hosts only). A process
+/// frozen there runs no signal handler and does not die of SIGKILL until it is thawed, which
+/// gracekill (a cgroup v2 tool) never does to a hierarchy it does not own.
+pub fn v1_frozen(pid: i32) -> Option<String> {
+    let mount = crate::cgroup::v1_freezer_mount()?;
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let path = text.lines().find_map(|l| {
+        let mut parts = l.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next()?, parts.next()?, parts.next()?);
+        ctrls.split(',').any(|c| c == "freezer").then_some(path)
+    })?;
+    let dir = mount.join(path.trim_start_matches('/'));
+    let state = std::fs::read_to_string(dir.join("freezer.state")).ok()?;
+    matches!(state.trim(), "FROZEN" | "FREEZING").then(|| dir.display().to_string())
+}
+
 /// Just the command name (`/proc/<pid>/comm`, at most 16 bytes); empty if gone.
 pub fn comm(pid: i32) -> String {
     let mut buf = [0u8; 64];

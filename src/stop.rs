@@ -497,7 +497,9 @@ impl Engine<'_> {
         }
     }
 
-    /// The main process, opened and proven to be somewhere in the subtree.
+    /// The main process, opened and proven to be somewhere in the subtree. Costs the same
+    /// whatever the subtree's size: the process's own cgroup path is read and checked to lie
+    /// within the target, then the pidfd checked alive (so the read described it).
     fn main_process(&mut self) -> Option<PidFd> {
         let pid = self.opts.main_pid?;
         let pidfd = match PidFd::open(pid) {
@@ -507,25 +509,12 @@ impl Engine<'_> {
                 return None;
             }
         };
-        let mut found = false;
-        let mut errors = Vec::new();
-        let _ = self
-            .cg
-            .walk(|c| match c.and_then(|c| pidfd.is_member_of(c)) {
-                Ok(true) => {
-                    found = true;
-                    ControlFlow::Break(())
-                }
-                Ok(false) => ControlFlow::Continue(()),
-                Err(e) => {
-                    errors.push(e);
-                    ControlFlow::Continue(())
-                }
-            });
-        for e in errors {
-            self.problems.add(e);
-        }
-        found.then_some(pidfd)
+        let within = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .is_some_and(|p| crate::cgroup::is_within(p.trim_end(), self.cg.ns_path()));
+        (within && !pidfd.has_exited()).then_some(pidfd)
     }
 
     /// What follows each stop signal: SIGCONT (so stopped processes run their handlers), and
@@ -557,7 +546,7 @@ impl Engine<'_> {
                     self.describe_early(main.pid());
                 }
                 if first {
-                    self.thaw_frozen();
+                    self.thaw_frozen(deadline);
                     // The others get no signal now but will be in the final kill's report:
                     // note who they are while they are alive (off the kill's path).
                     let mut pids = Vec::new();
@@ -596,13 +585,16 @@ impl Engine<'_> {
         Ok(total)
     }
 
-    /// Thaws every cgroup of the subtree that has `cgroup.freeze` set. Signals sent to frozen
-    /// tasks stay pending; a handler runs only after the thaw, so a stop that left the cgroup
-    /// frozen would waste its whole grace.
-    fn thaw_frozen(&mut self) {
+    /// Thaws every cgroup of the subtree that has `cgroup.freeze` set, until `deadline`. Signals
+    /// sent to frozen tasks stay pending; a handler runs only after the thaw, so a stop that
+    /// left the cgroup frozen would waste its whole grace.
+    fn thaw_frozen(&mut self, deadline: Instant) {
         let mut errors = Vec::new();
         let mut thawed = false;
         let _ = self.cg.walk(|c| {
+            if Instant::now() >= deadline {
+                return ControlFlow::Break(());
+            }
             match c {
                 Ok(c) if c.freeze_requested().unwrap_or(false) => match c.set_frozen(false) {
                     Ok(()) => thawed = true,
@@ -626,7 +618,17 @@ impl Engine<'_> {
     /// its command line, for the first processes only: reports list at most [`MAX_LISTED`].
     fn describe_early(&mut self, pid: i32) {
         if self.described.len() < 2 * MAX_LISTED && !self.described.contains_key(&pid) {
-            self.described.insert(pid, procinfo::comm(pid));
+            let comm = procinfo::comm(pid);
+            // Said at once, not after a grace wasted on a process that cannot react.
+            if let Some(v1) = procinfo::v1_frozen(pid) {
+                let w = format!(
+                    "pid {pid} ({comm}) is frozen by the cgroup v1 freezer at '{v1}': it cannot \
+                     handle the stop signal or die of SIGKILL until that cgroup is thawed"
+                );
+                tracing::warn!(cgroup = %self.cg.rel(), "{w}");
+                self.warnings.push(w);
+            }
+            self.described.insert(pid, comm);
             self.cmdlines.request(pid);
         }
     }

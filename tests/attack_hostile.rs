@@ -734,3 +734,53 @@ fn an_inherited_ignored_sighup_reaches_the_command() {
         "SIGHUP ignored in CMD, as under nohup without gracekill: {line}"
     );
 }
+
+#[test]
+fn the_nastiest_task_cannot_stretch_the_stop_past_its_deadlines() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("nastiest");
+    // 20,000 cgroups in its subtree (walking them takes longer than the grace).
+    let made = Command::new("python3")
+        .args([
+            "-c",
+            "import os,sys\nfor i in range(200):\n  d=os.path.join(sys.argv[1],'w%d'%i); os.mkdir(d)\n  for j in range(100): os.mkdir(os.path.join(d,'c%d'%j))",
+        ])
+        .arg(&tc.path)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let deep = tc.path.join("w199/c99");
+    // It ignores SIGTERM, keeps 1,500 processes with 120 kB command lines, forks without
+    // pause, and keeps making cgroups while it is stopped.
+    let task = tc.spawn_in(
+        &deep,
+        &format!(
+            r#"trap '' TERM; z=$(head -c 120000 /dev/zero | tr '\0' 0)
+for i in $(seq 1500); do sleep 1000 $z & done
+(while :; do /bin/true & done) &
+(i=0; while :; do mkdir '{root}/late'$i 2>/dev/null; i=$((i+1)); done) &
+echo ready; wait"#,
+            root = tc.path.display()
+        ),
+    );
+    task.wait_line("ready");
+    let t = Instant::now();
+    let out = gracekill(&["stop", "--grace", "1s", "--kill-timeout", "1s", "--json", &tc.rel]);
+    let took = t.elapsed();
+    let v = json(&out);
+    let code = out.status.code();
+    assert!(
+        took < slow(Duration::from_millis(2000 + 1000)),
+        "took {took:?} (grace 1 s + kill timeout 1 s): {} {}",
+        v["steps"],
+        v["warnings"]
+    );
+    assert_eq!(code, Some(3), "{} {} {}", v["steps"], v["errors"], v["warnings"]);
+    assert!(
+        v["killed_total"].as_u64().unwrap() >= 1500,
+        "{} {}",
+        v["killed_total"],
+        v["warnings"]
+    );
+    assert!(!tc.populated(), "nothing is left running");
+}
