@@ -198,6 +198,7 @@ pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Ou
         cmdlines: CmdlineReader::default(),
         step_done: HashMap::new(),
         budget: fd_budget(),
+        thread_tgid: HashMap::new(),
     };
     if !engine.w.state()?.populated {
         tracing::debug!(cgroup = %cg.rel(), "already empty");
@@ -345,6 +346,8 @@ struct Engine<'a> {
     step_done: HashMap<i32, bool>,
     /// How many pidfds may be held at once.
     budget: usize,
+    /// The process of each thread signalled in a threaded cgroup, for the report.
+    thread_tgid: HashMap<i32, i32>,
 }
 
 impl Engine<'_> {
@@ -750,6 +753,9 @@ impl Engine<'_> {
         if !sent {
             return Ok(false);
         }
+        if threaded && self.thread_tgid.len() < 2 * MAX_LISTED {
+            self.thread_tgid.insert(id, pidfd.tgid());
+        }
         self.describe_early(if threaded { pidfd.tgid() } else { id });
         let track = !threaded && self.w.tracked_count() < self.budget;
         if track {
@@ -861,6 +867,7 @@ impl Engine<'_> {
         let mut errors = Vec::new();
         let mut cut = false;
         let mut first = true;
+        let thread_tgid = &self.thread_tgid;
         let _ = self.cg.walk(|c| {
             // The task's own cgroup is always listed; the budget bounds the rest.
             if !std::mem::take(&mut first) && Instant::now() >= budget_end {
@@ -869,7 +876,8 @@ impl Engine<'_> {
             }
             match c.and_then(Cgroup::members) {
                 Ok(m) if !m.threaded => out.extend(m.ids),
-                Ok(_) => {}
+                // Threads: their processes, as far as the signal passes learnt them.
+                Ok(m) => out.extend(m.ids.iter().filter_map(|t| thread_tgid.get(t))),
                 Err(e) => errors.push(e),
             }
             ControlFlow::Continue(())

@@ -811,3 +811,78 @@ echo ready; wait"#,
     );
     assert!(!tc.populated(), "nothing is left running");
 }
+
+#[test]
+fn threaded_cgroups_are_stopped_with_or_without_the_fallback() {
+    require_cgroup_v2!();
+    for fallback in ["0", "1"] {
+        // A domain cgroup with a threaded child; a TERM-ignoring process whose only thread was
+        // moved into the threaded child (its `cgroup.procs` there cannot even be read).
+        let tc = TestCgroup::new("threaded");
+        let t1 = tc.child("t1");
+        std::fs::write(t1.join("cgroup.type"), "threaded").unwrap();
+        let deaf = tc.spawn("trap '' TERM; echo ready; while :; do sleep 1; done");
+        deaf.wait_line("ready");
+        std::fs::write(t1.join("cgroup.threads"), deaf.pid().to_string()).unwrap();
+        let polite = tc.spawn("echo ready; exec sleep 1000");
+        polite.wait_line("ready");
+        std::fs::write(t1.join("cgroup.threads"), polite.pid().to_string()).unwrap();
+        let env = [("GRACEKILL_FORCE_FALLBACK", fallback)];
+
+        // The threaded cgroup itself: the polite one ends on SIGTERM, the deaf one is killed
+        // (cgroup.kill refuses to work in a threaded cgroup: the fallback runs either way).
+        let rel = format!("{}/t1", tc.rel);
+        let out = gracekill_env(
+            &[
+                "stop",
+                "--grace",
+                "300ms",
+                "--kill-timeout",
+                "2s",
+                "--json",
+                &rel,
+            ],
+            &env,
+        );
+        let v = json(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "fallback={fallback}: {v} {}",
+            stderr(&out)
+        );
+        // Both, and the deaf shell's `sleep 1` (forked into the threaded cgroup).
+        assert!(v["steps"][0]["signalled"].as_u64().unwrap() >= 2, "{v}");
+        assert_eq!(v["steps"][1]["via"], "fallback", "{v}");
+        let killed = v["killed"].to_string();
+        assert!(killed.contains(&format!("\"pid\":{}", deaf.pid())), "{v}");
+        assert!(!alive(deaf.pid()) && !alive(polite.pid()), "{v}");
+
+        // The domain parent with a threaded child: the same, through the whole subtree.
+        let deaf = tc.spawn("trap '' TERM; echo ready; while :; do sleep 1; done");
+        deaf.wait_line("ready");
+        std::fs::write(t1.join("cgroup.threads"), deaf.pid().to_string()).unwrap();
+        let out = gracekill_env(
+            &[
+                "stop",
+                "--grace",
+                "300ms",
+                "--kill-timeout",
+                "2s",
+                "--json",
+                &tc.rel,
+            ],
+            &env,
+        );
+        let v = json(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "fallback={fallback}: {v} {}",
+            stderr(&out)
+        );
+        assert_eq!(v["errors"]["count"], 0, "{v}");
+        assert!(!alive(deaf.pid()));
+        assert!(!tc.populated());
+    }
+}
