@@ -886,3 +886,73 @@ fn threaded_cgroups_are_stopped_with_or_without_the_fallback() {
         assert!(!tc.populated());
     }
 }
+
+/// Unmounts (lazily) on drop, so a failed assertion leaves no dead FUSE mount behind.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_wedged_mmap_lock_cannot_hold_up_the_kill() {
+    require_cgroup_v2!();
+    if !Path::new("/dev/fuse").exists() {
+        assert!(!common::strict(), "/dev/fuse is missing (the fuse module)");
+        eprintln!("SKIPPED a_wedged_mmap_lock_cannot_hold_up_the_kill: no /dev/fuse");
+        return;
+    }
+    let wedge = common::c_helper("wedge_mm");
+    let tc = TestCgroup::new("wedged");
+    let mnt = tc.file("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let _unmount = Unmount(mnt.clone());
+    // A process whose mmap_lock is held by a thread stuck in a FUSE page fault that is never
+    // answered: reading its /proc/<pid>/cmdline blocks for as long as that lasts.
+    let p = tc.spawn(&format!("exec '{}' '{}'", wedge.display(), mnt.display()));
+    let pid: i32 = p.wait_prefix("wedged").parse().unwrap();
+    let probe = Command::new("timeout")
+        .args(["2", "cat", &format!("/proc/{pid}/cmdline")])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(
+        probe.code(),
+        Some(124),
+        "the attack is real: reading cmdline blocks"
+    );
+
+    let t = Instant::now();
+    let st = gracekill(&["status", "--json", &tc.rel]);
+    assert_eq!(st.status.code(), Some(0), "{}", stderr(&st));
+    assert!(
+        t.elapsed() < slow(Duration::from_secs(2)),
+        "status did not block"
+    );
+
+    let t = Instant::now();
+    let out = gracekill(&[
+        "stop",
+        "--grace",
+        "300ms",
+        "--kill-timeout",
+        "2s",
+        "--json",
+        &tc.rel,
+    ]);
+    let took = t.elapsed();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(3), "{v} {}", stderr(&out));
+    assert!(took < slow(Duration::from_secs(3)), "took {took:?}: {v}");
+    assert!(
+        v["killed"].to_string().contains(&format!("\"pid\":{pid}")),
+        "reported with what could be read: {v}"
+    );
+    assert!(!tc.populated());
+    assert_eq!(read(&tc.path.join("cgroup.freeze")).trim(), "0");
+    let mount = gracekill::Mount::discover().unwrap();
+    let cg = mount.open_cgroup(&tc.rel).unwrap();
+    assert_eq!(cg.get_xattr("trusted.gracekill.stopping").unwrap(), None);
+}

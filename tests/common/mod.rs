@@ -416,3 +416,50 @@ pub fn as_user(uid: u32, cg: Option<&Path>, argv: &[&str], env: &[(&str, &str)])
     }
     c
 }
+
+/// Compiles the C helper `tests/helpers/NAME.c` (once per test binary run) and returns the
+/// executable's path. Panics with the compiler's message if it does not build.
+pub fn c_helper(name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/helpers")
+        .join(format!("{name}.c"));
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let o = Command::new("cc")
+        .args(["-O2", "-Wall", "-Wextra", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .arg("-lpthread")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cc for {}: {e} (ci/install-deps installs gcc)",
+                src.display()
+            )
+        });
+    assert!(
+        o.status.success(),
+        "cc {}: {}",
+        src.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    out
+}
+
+impl Proc {
+    /// Waits for a line starting with `prefix` and returns the rest of it; panics after 10 s.
+    pub fn wait_prefix(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l[prefix.len()..].trim().to_string(),
+                Ok(_) => continue,
+                Err(_) => panic!("process {} never printed '{prefix}...'", self.pid()),
+            }
+        }
+    }
+}
