@@ -789,30 +789,40 @@ impl Cgroup {
         Cgroup::from_fd(fd, rel, path, self.ns_root.clone())
     }
 
-    /// The members listed in this cgroup alone: `cgroup.procs`, or for a threaded cgroup (whose
-    /// `cgroup.procs` cannot be read: `EOPNOTSUPP`) the thread ids in `cgroup.threads`, with
-    /// `threaded` set. A cgroup removed under us has none.
+    /// The members listed in this cgroup alone: the pids in `cgroup.procs`, or else the thread
+    /// ids in `cgroup.threads` (with `threaded` set) when `cgroup.procs` cannot be read (a
+    /// threaded cgroup: `EOPNOTSUPP`) or lists no one. The second case is a process whose
+    /// leader has exited (`pthread_exit`) and whose live threads are here: `cgroup.procs` lists
+    /// only leaders, so such a cgroup is populated with an empty `cgroup.procs`. A cgroup
+    /// removed under us has none.
     ///
     /// # Errors
     /// An OS error other than "gone".
     pub fn members(&self) -> Result<Members> {
-        match self.read_file("cgroup.procs") {
+        let threads = || match self.read_file("cgroup.threads") {
             Ok(text) => Ok(Members {
                 ids: parse_ids(&text),
-                threaded: false,
+                threaded: true,
             }),
+            Err(e) if is_gone(&e) => Ok(Members::default()),
+            Err(e) => Err(e),
+        };
+        match self.read_file("cgroup.procs") {
+            Ok(text) => {
+                let ids = parse_ids(&text);
+                if ids.is_empty() {
+                    return threads();
+                }
+                Ok(Members {
+                    ids,
+                    threaded: false,
+                })
+            }
             Err(e) if is_gone(&e) => Ok(Members::default()),
             Err(Error::Os {
                 errno: Errno::OPNOTSUPP,
                 ..
-            }) => match self.read_file("cgroup.threads") {
-                Ok(text) => Ok(Members {
-                    ids: parse_ids(&text),
-                    threaded: true,
-                }),
-                Err(e) if is_gone(&e) => Ok(Members::default()),
-                Err(e) => Err(e),
-            },
+            }) => threads(),
             Err(e) => Err(e),
         }
     }

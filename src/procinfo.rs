@@ -136,6 +136,34 @@ pub fn v1_frozen(pid: i32) -> Option<String> {
     matches!(state.trim(), "FROZEN" | "FREEZING").then(|| dir.display().to_string())
 }
 
+/// Has the process `pid` a live thread whose cgroup v2 path is `ns_path`? True at once (one
+/// read of `/proc/<pid>/stat`) unless its leader has exited (state `Z` while it is still
+/// listed: other threads live on); then each thread's `/proc/<pid>/task/<tid>/cgroup` is read
+/// (at most 256). Never reads the process's memory.
+pub fn has_live_thread_in(pid: i32, ns_path: &str) -> bool {
+    let leader = pid.to_string();
+    match stat(&leader) {
+        Some((_, state)) if state == "Z" => {}
+        _ => return true,
+    }
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    dir.flatten().take(MAX_THREADS_EXAMINED).any(|entry| {
+        let Some(tid) = entry.file_name().to_str().map(str::to_owned) else {
+            return false;
+        };
+        let path = format!("{pid}/task/{tid}");
+        let alive = stat(&path).is_some_and(|(_, st)| st != "Z" && st != "X");
+        alive
+            && std::fs::read_to_string(format!("/proc/{path}/cgroup")).is_ok_and(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("0::"))
+                    .is_some_and(|p| p.trim_end() == ns_path)
+            })
+    })
+}
+
 /// Just the command name (`/proc/<pid>/comm`, at most 16 bytes); empty if gone.
 pub fn comm(pid: i32) -> String {
     let mut buf = [0u8; 64];

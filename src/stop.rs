@@ -740,6 +740,13 @@ impl Engine<'_> {
             Ok(None) => return Ok(false),
             Err(e) => return Err(e),
         };
+        // A leader that has exited (`pthread_exit`) stays listed here while its live threads may
+        // all be elsewhere: signal its process from here only if one of them is here (else it is
+        // found, and proven, through the `cgroup.threads` of the cgroup that holds them).
+        if !threaded && !procinfo::has_live_thread_in(id, c.ns_path()) {
+            tracing::debug!(cgroup = %c.rel(), pid = id, "exited leader, no live thread here: not a member");
+            return Ok(false);
+        }
         let sent = if threaded {
             pidfd.send_signal_to_group(sig)? && {
                 for &s in extra {
@@ -826,16 +833,7 @@ impl Engine<'_> {
             by_pid: None,
         });
         let killed = self.describe_killed(&alive);
-        let wake = if via == "fallback" {
-            self.fallback_rounds(deadline).await?
-        } else {
-            let progress = self.opts.progress.clone();
-            self.w
-                .wait_empty(deadline, false, |w| {
-                    report_progress(progress.as_ref(), "SIGKILL", deadline, w)
-                })
-                .await?
-        };
+        let wake = self.kill_rounds(deadline).await?;
         if wake == Wake::Empty {
             return Ok(self.outcome(
                 Verdict::Killed,
@@ -945,6 +943,12 @@ impl Engine<'_> {
             match rustix::io::write(fd, b"1") {
                 Ok(_) => {
                     tracing::debug!(cgroup = %self.cg.rel(), "final kill via cgroup.kill");
+                    // cgroup.kill signals each process through its leader, and silently
+                    // spares a process whose leader has exited (`pthread_exit`) while its other
+                    // threads live on: SIGKILL every process we hold through its pidfd too.
+                    for p in self.w.tracked() {
+                        let _ = p.send_signal(Signal::KILL);
+                    }
                     return Ok(("cgroup.kill", 0));
                 }
                 // Removed meanwhile: whatever was in it is gone.
@@ -987,17 +991,21 @@ impl Engine<'_> {
         Ok(killed)
     }
 
-    /// Fallback rounds until the cgroup is empty or `deadline`: wait for everyone killed; if the
-    /// cgroup is still populated after that, someone was missed (or appeared before the freeze
-    /// took), so go round again.
-    async fn fallback_rounds(&mut self, deadline: Instant) -> Result<Wake> {
+    /// After the final kill: waits for the cgroup to empty, until `deadline`. Whenever every
+    /// process we hold is gone and the cgroup is still populated, someone was missed (one that
+    /// appeared before the freeze took, one we hold no pidfd for, or one that `cgroup.kill`
+    /// spared: a process whose leader has exited), so a fallback round goes out, again.
+    async fn kill_rounds(&mut self, deadline: Instant) -> Result<Wake> {
+        let progress = self.opts.progress.clone();
         loop {
-            let wake = self.w.wait_empty(deadline, true, |_| {}).await?;
+            let wake = self
+                .w
+                .wait_empty(deadline, true, |w| {
+                    report_progress(progress.as_ref(), "SIGKILL", deadline, w)
+                })
+                .await?;
             if wake != Wake::TrackedGone {
                 return Ok(wake);
-            }
-            if Instant::now() >= deadline {
-                return Ok(Wake::Deadline);
             }
             let n = self.fallback_round(Some(deadline)).await?;
             if n == 0 {

@@ -956,3 +956,100 @@ fn a_wedged_mmap_lock_cannot_hold_up_the_kill() {
     let cg = mount.open_cgroup(&tc.rel).unwrap();
     assert_eq!(cg.get_xattr("trusted.gracekill.stopping").unwrap(), None);
 }
+
+#[test]
+fn a_process_whose_leader_exited_is_stopped_where_its_threads_live() {
+    require_cgroup_v2!();
+    let zl = common::c_helper("zombie_leader");
+    // Domain siblings: the leader exits (a zombie, still listed in a/cgroup.procs while a
+    // shows `populated 0`); its live thread moves to b, whose cgroup.procs stays empty.
+    let tc = TestCgroup::new("zombie-leader");
+    let (a, b) = (tc.child("a"), tc.child("b"));
+    let p = tc.spawn_in(
+        &a,
+        &format!(
+            "exec '{}' '{}' '{}'",
+            zl.display(),
+            a.join("cgroup.procs").display(),
+            b.join("cgroup.procs").display()
+        ),
+    );
+    let ready = p.wait_prefix("ready");
+    let (tgid, tid): (i32, i32) = {
+        let mut w = ready.split_whitespace().map(|x| x.parse().unwrap());
+        (w.next().unwrap(), w.next().unwrap())
+    };
+    assert_eq!(
+        read(&b.join("cgroup.procs")).trim(),
+        "",
+        "the kernel lists no one in b"
+    );
+    assert_eq!(read(&b.join("cgroup.threads")).trim(), tid.to_string());
+
+    // a holds no live thread: empty, and nothing outside it is signalled.
+    let out = gracekill(&[
+        "stop",
+        "--grace",
+        "300ms",
+        "--json",
+        &format!("{}/a", tc.rel),
+    ]);
+    let v = json(&out);
+    assert_eq!(v["outcome"], "empty", "{v}");
+    assert!(alive(tid), "a stop of a did not reach the thread in b");
+
+    // b holds the live thread: it is found through cgroup.threads, proven, and its process
+    // signalled (SIGTERM's default action ends it).
+    let out = gracekill(&["stop", "--grace", "2s", "--json", &format!("{}/b", tc.rel)]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v} {}", stderr(&out));
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    assert_eq!(v["steps"][0]["signalled"], 1, "{v}");
+    assert!(wait_until(Duration::from_secs(2), || !alive(tgid)));
+    assert!(!tc.populated());
+}
+
+#[test]
+fn cgroup_kill_sparing_an_exited_leader_does_not_spare_the_process() {
+    require_cgroup_v2!();
+    let zl = common::c_helper("zombie_leader");
+    for fd_limit in [1024, 64] {
+        // No migration: the live thread stays with its exited leader. cgroup.kill is a no-op
+        // for such a process; a stop signal it ignores (SIGWINCH) makes the final kill needed.
+        let tc = TestCgroup::new("kill-spares");
+        let procs = tc.path.join("cgroup.procs");
+        let p = tc.spawn(&format!(
+            "exec '{}' '{}' '{}'",
+            zl.display(),
+            procs.display(),
+            procs.display()
+        ));
+        let ready = p.wait_prefix("ready");
+        let tgid: i32 = ready.split_whitespace().next().unwrap().parse().unwrap();
+        // With 64 descriptors no pidfd is held: the kill rounds must find it again.
+        let out = gracekill_with_fd_limit(
+            fd_limit,
+            &[
+                "stop",
+                "--signal",
+                "WINCH",
+                "--grace",
+                "300ms",
+                "--kill-timeout",
+                "2s",
+                "--json",
+                &tc.rel,
+            ],
+        );
+        let v = json(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "fds {fd_limit}: {v} {}",
+            stderr(&out)
+        );
+        assert_eq!(v["survivors_total"], 0, "{v}");
+        assert!(!alive(tgid), "fds {fd_limit}: {v}");
+        assert!(!tc.populated());
+    }
+}

@@ -326,7 +326,9 @@ fn v1_frozen_process_is_reported_as_a_survivor() {
     assert!(s.get("memory_released").is_some());
     assert!(v["empty_at_ms"].is_null());
     assert!(
-        v["warnings"].to_string().contains("frozen by the cgroup v1 freezer"),
+        v["warnings"]
+            .to_string()
+            .contains("frozen by the cgroup v1 freezer"),
         "said so: {v}"
     );
     assert!(
