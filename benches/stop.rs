@@ -449,6 +449,89 @@ fn fork_storm(b: &mut Bench) -> Result<()> {
     Ok(())
 }
 
+/// Scenario 9, a hostile shape: N TERM-ignoring processes with 1.8 MB command lines each,
+/// stopped by the CLI (a whole process, its peak RSS from `wait4`). The stopper must not copy
+/// what the task makes big: lists are capped at 100, command lines at 512 bytes and read off
+/// the kill's path.
+fn hostile_memory(b: &mut Bench) -> Result<()> {
+    let n = b.n(50, 1000);
+    let rounds = b.n(1, 3);
+    let mut rss: Vec<f64> = Vec::new();
+    let mut json_kib: Vec<f64> = Vec::new();
+    let mut late: Vec<f64> = Vec::new();
+    for _ in 0..rounds {
+        let cg = b.cg("argv")?;
+        let script = format!(
+            r#"trap '' TERM; z=$(head -c 120000 /dev/zero | tr '\0' 0)
+for i in $(seq {n}); do sleep 1000 $z $z $z $z $z $z $z $z $z $z $z $z $z $z $z & done
+echo ready; wait"#
+        );
+        let task = Task::bash(cg, &script)?;
+        // Let every child finish exec'ing its 1.8 MB command line first: the stop should be
+        // measured against a task that is running, not against a machine busy copying argv.
+        let t0 = Instant::now();
+        while task
+            .cg
+            .procs()
+            .iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "sleep")
+            })
+            .count()
+            < n
+            && t0.elapsed() < Duration::from_secs(120)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let child = Command::new(&b.ctx.cli)
+            .args(["stop", "--json", "--grace", "200ms", "--kill-timeout", "5s"])
+            .arg(&task.cg.path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let pid = child.id() as i32;
+        let out = std::io::read_to_string(child.stdout.expect("piped"))?;
+        let (code, usage) = sys::wait_child(pid)?;
+        let v: serde_json::Value = serde_json::from_str(&out)?;
+        if code != 3 || v["killed_total"].as_u64().unwrap_or(0) <= n as u64 {
+            b.fail(format!(
+                "hostile memory: exit {code}, killed_total {}",
+                v["killed_total"]
+            ));
+        }
+        rss.push(usage.maxrss_kib as f64 / 1024.0);
+        json_kib.push(out.len() as f64 / 1024.0);
+        let steps = v["steps"].as_array().cloned().unwrap_or_default();
+        if let (Some(t), Some(k)) = (steps.first(), steps.last()) {
+            late.push(
+                k["at_ms"].as_f64().unwrap_or(0.0) - t["at_ms"].as_f64().unwrap_or(0.0) - 200.0,
+            );
+        }
+        let _ = task.finish(Duration::ZERO)?;
+    }
+    let mut t = Table::new(
+        &format!("9. Hostile shape: {n} processes with 1.8 MB command lines (gracekill CLI)"),
+        &["measure", "median", "max"],
+    );
+    for (name, v) in [
+        ("stopper peak RSS, MiB", &rss),
+        ("JSON output, KiB", &json_kib),
+        ("final kill after the 200 ms grace, ms late", &late),
+    ] {
+        t.row(vec![name.into(), num(pct(v, 50.0)), num(pct(v, 100.0))]);
+    }
+    t.note("Peak RSS from wait4(2) of the `gracekill stop --json` process. Before the hostile-task fixes, 301 such processes took the stopper to 1.05 GB and a 548 MB JSON line, and the kill came 1.08 s after a 200 ms grace.");
+    b.tables.push(t);
+    let max_rss = pct(&rss, 100.0);
+    b.target(
+        "9. stopper peak RSS <= 32 MiB whatever the task's command lines",
+        max_rss <= 32.0,
+        format!("{} MiB", num(max_rss)),
+    );
+    Ok(())
+}
+
 /// Runs the bench binary as `__engine ARGS`, returns its JSON and its rusage.
 fn engine(args: &[&str]) -> Result<(serde_json::Value, sys::Usage)> {
     let child = Command::new(task::self_exe())
@@ -913,7 +996,7 @@ fn run(args: &[String]) -> Result<bool> {
         return Ok(true);
     }
     type Scenario = fn(&mut Bench) -> Result<()>;
-    let scenarios: [(&str, Scenario); 8] = [
+    let scenarios: [(&str, Scenario); 9] = [
         ("latency", detection_latency),
         ("scale", scale),
         ("deadline", deadline),
@@ -922,6 +1005,7 @@ fn run(args: &[String]) -> Result<bool> {
         ("idle", idle_cost),
         ("mission", mission),
         ("startup", cli_startup),
+        ("hostile", hostile_memory),
     ];
     let mut result = Ok(());
     for (name, f) in scenarios {
