@@ -540,21 +540,6 @@ impl Cgroup {
         Ok(out)
     }
 
-    /// This cgroup and every cgroup below it, parents before children.
-    ///
-    /// # Errors
-    /// An OS error naming the directory.
-    pub fn subtree(&self) -> Result<Vec<Cgroup>> {
-        let mut out = vec![self.try_clone()?];
-        let mut i = 0;
-        while i < out.len() {
-            let kids = out[i].children()?;
-            out.extend(kids);
-            i += 1;
-        }
-        Ok(out)
-    }
-
     /// A second handle on the same directory.
     ///
     /// # Errors
