@@ -6,8 +6,12 @@
 //! `cgroup.kill`, `cgroup.freeze` and xattrs. No policy lives here, and nothing here writes
 //! `cgroup.subtree_control`: gracekill needs no controllers.
 
+use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Instant;
 
 use rustix::fs::{self, Mode, OFlags, ResolveFlags};
 use rustix::io::Errno;
@@ -311,6 +315,8 @@ pub struct Cgroup {
     path: PathBuf,
     ns_root: String,
     ns_path: String,
+    /// `ns_path` as the kernel spells it (a name need not be UTF-8).
+    ns_raw: Vec<u8>,
     id: u64,
     uid: u32,
 }
@@ -329,6 +335,7 @@ impl Cgroup {
         };
         Ok(Cgroup {
             fd,
+            ns_raw: ns_path.as_bytes().to_vec(),
             rel,
             path,
             ns_root,
@@ -336,6 +343,25 @@ impl Cgroup {
             id: st.st_ino,
             uid: st.st_uid,
         })
+    }
+
+    /// The descendant `sub` (relative to this cgroup) opened as `fd`: its names kept as bytes.
+    fn below(&self, fd: OwnedFd, sub: &Path) -> Result<Cgroup> {
+        let path = self.path.join(sub);
+        let lossy = sub.to_string_lossy();
+        let rel = if self.rel == "/" {
+            format!("/{lossy}")
+        } else {
+            format!("{}/{lossy}", self.rel)
+        };
+        let mut c = Cgroup::from_fd(fd, rel, path, self.ns_root.clone())?;
+        let mut raw = self.ns_raw.clone();
+        if raw.last() != Some(&b'/') {
+            raw.push(b'/');
+        }
+        raw.extend_from_slice(sub.as_os_str().as_bytes());
+        c.ns_raw = raw;
+        Ok(c)
     }
 
     /// The path relative to the mount, `/jobs/web` (`/` for the root).
@@ -348,9 +374,15 @@ impl Cgroup {
         &self.path
     }
 
-    /// The path as `/proc/<pid>/cgroup` names it in the caller's cgroup namespace.
+    /// The path as `/proc/<pid>/cgroup` names it in the caller's cgroup namespace (lossy where
+    /// a name is not UTF-8: for messages; compare with [`Cgroup::ns_path_bytes`]).
     pub fn ns_path(&self) -> &str {
         &self.ns_path
+    }
+
+    /// The path as `/proc/<pid>/cgroup` names it, byte for byte.
+    pub fn ns_path_bytes(&self) -> &[u8] {
+        &self.ns_raw
     }
 
     /// The cgroup id: the directory's inode number, as `PIDFD_GET_INFO` reports it.
@@ -500,41 +532,16 @@ impl Cgroup {
     /// An OS error naming the directory.
     pub fn children(&self) -> Result<Vec<Cgroup>> {
         let mut out = Vec::new();
-        let dir = match fs::Dir::read_from(&self.fd) {
-            Ok(d) => d,
-            Err(Errno::NOENT | Errno::NODEV) => return Ok(out),
-            Err(e) => return Err(Error::os("list", &self.path, e)),
+        let names = match self.child_names() {
+            Ok(n) => n,
+            Err(e) if is_gone(&e) => return Ok(out),
+            Err(e) => return Err(e),
         };
-        for entry in dir {
-            let entry = entry.map_err(|e| Error::os("list", &self.path, e))?;
-            if entry.file_type() != fs::FileType::Directory {
-                continue;
-            }
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name == "." || name == ".." {
-                continue;
-            }
-            match fs::openat(
-                &self.fd,
-                name.as_str(),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-                Mode::empty(),
-            ) {
-                Ok(fd) => {
-                    let rel = if self.rel == "/" {
-                        format!("/{name}")
-                    } else {
-                        format!("{}/{name}", self.rel)
-                    };
-                    out.push(Cgroup::from_fd(
-                        fd,
-                        rel,
-                        self.path.join(&name),
-                        self.ns_root.clone(),
-                    )?);
-                }
-                Err(Errno::NOENT) => continue,
-                Err(e) => return Err(Error::os("open", &self.path.join(&name), e)),
+        for name in names {
+            match self.open_below(Path::new(&name)) {
+                Ok(c) => out.push(c),
+                Err(e) if is_gone(&e) => continue,
+                Err(e) => return Err(e),
             }
         }
         Ok(out)
@@ -555,6 +562,7 @@ impl Cgroup {
             path: self.path.clone(),
             ns_root: self.ns_root.clone(),
             ns_path: self.ns_path.clone(),
+            ns_raw: self.ns_raw.clone(),
             id: self.id,
             uid: self.uid,
         })
@@ -597,18 +605,37 @@ impl Cgroup {
         Cgroup::from_fd(fd, rel, path, self.ns_root.clone())
     }
 
-    /// Removes this cgroup and every empty cgroup below it (children first).
+    /// Removes this cgroup and every empty cgroup below it (children first, each relative to
+    /// its parent's descriptor, so no path is too long and no name needs to be UTF-8).
     ///
     /// # Errors
     /// `EBUSY` (still populated) and other OS errors, naming the directory. Already gone is fine.
     pub fn remove_tree(&self) -> Result<()> {
-        for child in self.children()? {
-            child.remove_tree()?;
-        }
+        self.remove_children()?;
         match fs::rmdir(&self.path) {
             Ok(()) | Err(Errno::NOENT | Errno::NODEV) => Ok(()),
             Err(e) => Err(Error::os("remove cgroup", &self.path, e)),
         }
+    }
+
+    fn remove_children(&self) -> Result<()> {
+        let names = match self.child_names() {
+            Ok(n) => n,
+            Err(e) if is_gone(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for name in names {
+            match self.open_below(Path::new(&name)) {
+                Ok(child) => child.remove_children()?,
+                Err(e) if is_gone(&e) => continue,
+                Err(e) => return Err(e),
+            }
+            match fs::unlinkat(&self.fd, name.as_os_str(), fs::AtFlags::REMOVEDIR) {
+                Ok(()) | Err(Errno::NOENT | Errno::NODEV) => {}
+                Err(e) => return Err(Error::os("remove cgroup", &self.path.join(&name), e)),
+            }
+        }
+        Ok(())
     }
 
     /// Reads the xattr `name` (a full name, e.g. `trusted.gracekill.policy`); `None` if it is
@@ -698,17 +725,26 @@ impl Cgroup {
     /// cgroup removed meanwhile is skipped silently. `visit` returning `Break` ends the walk.
     pub fn walk(
         &self,
+        until: Option<Instant>,
         mut visit: impl FnMut(Result<&Cgroup>) -> std::ops::ControlFlow<()>,
     ) -> std::ops::ControlFlow<()> {
-        use std::ops::ControlFlow::Continue;
-        // Subtrees still to visit, as paths relative to this cgroup ("" is this cgroup).
-        let mut pending: Vec<String> = vec![String::new()];
-        while let Some(sub) = pending.pop() {
+        use std::ops::ControlFlow::{Break, Continue};
+        // Subtrees still to visit: an anchor (None: this cgroup) and a path relative to it.
+        // Past 2 KiB of relative path a visited cgroup becomes the anchor of its children (one
+        // descriptor more), so no path given to the kernel approaches PATH_MAX.
+        let mut pending: Vec<(Option<Rc<Cgroup>>, PathBuf)> = vec![(None, PathBuf::new())];
+        let mut opened_count = 0usize;
+        while let Some((anchor, sub)) = pending.pop() {
+            opened_count += 1;
+            if opened_count.is_multiple_of(16) && until.is_some_and(|u| Instant::now() >= u) {
+                return Break(());
+            }
+            let base: &Cgroup = anchor.as_deref().unwrap_or(self);
             let opened;
-            let cg = if sub.is_empty() {
-                self
+            let cg = if sub.as_os_str().is_empty() {
+                base
             } else {
-                match self.open_below(&sub) {
+                match base.open_below(&sub) {
                     // Unreadable events: visit it anyway rather than skip a populated one.
                     Ok(c) if c.events().is_ok_and(|e| !e.populated) => continue,
                     Ok(c) => {
@@ -723,23 +759,37 @@ impl Cgroup {
                 }
             };
             visit(Ok(cg))?;
-            match cg.child_names() {
-                Ok(names) => pending.extend(names.into_iter().rev().map(|n| {
-                    if sub.is_empty() {
-                        n
-                    } else {
-                        format!("{sub}/{n}")
+            let names = match cg.child_names() {
+                Ok(names) => names,
+                Err(e) if is_gone(&e) => continue,
+                Err(e) => {
+                    visit(Err(e))?;
+                    continue;
+                }
+            };
+            if names.is_empty() {
+                continue;
+            }
+            let (child_anchor, prefix) = if sub.as_os_str().len() > 2048 {
+                match cg.try_clone() {
+                    Ok(c) => (Some(Rc::new(c)), PathBuf::new()),
+                    Err(e) => {
+                        visit(Err(e))?;
+                        continue;
                     }
-                })),
-                Err(e) if is_gone(&e) => {}
-                Err(e) => visit(Err(e))?,
+                }
+            } else {
+                (anchor.clone(), sub.clone())
+            };
+            for name in names.into_iter().rev() {
+                pending.push((child_anchor.clone(), prefix.join(name)));
             }
         }
         Continue(())
     }
 
-    /// The names of the child cgroups (one level), without opening them.
-    fn child_names(&self) -> Result<Vec<String>> {
+    /// The names of the child cgroups (one level), as the kernel spells them.
+    fn child_names(&self) -> Result<Vec<OsString>> {
         let dir = fs::Dir::read_from(&self.fd).map_err(|e| Error::os("list", &self.path, e))?;
         let mut out = Vec::new();
         for entry in dir {
@@ -747,17 +797,16 @@ impl Cgroup {
             if entry.file_type() != fs::FileType::Directory {
                 continue;
             }
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name != "." && name != ".." {
-                out.push(name);
+            let name = entry.file_name().to_bytes();
+            if name != b"." && name != b".." {
+                out.push(OsStr::from_bytes(name).to_os_string());
             }
         }
         Ok(out)
     }
 
     /// Opens the descendant at `sub` (relative to this cgroup), never following symlinks.
-    fn open_below(&self, sub: &str) -> Result<Cgroup> {
-        let path = self.path.join(sub);
+    fn open_below(&self, sub: &Path) -> Result<Cgroup> {
         let fd = fs::openat2(
             &self.fd,
             sub,
@@ -765,13 +814,8 @@ impl Cgroup {
             Mode::empty(),
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
         )
-        .map_err(|e| Error::os("open", &path, e))?;
-        let rel = if self.rel == "/" {
-            format!("/{sub}")
-        } else {
-            format!("{}/{sub}", self.rel)
-        };
-        Cgroup::from_fd(fd, rel, path, self.ns_root.clone())
+        .map_err(|e| Error::os("open", &self.path.join(sub), e))?;
+        self.below(fd, sub)
     }
 
     /// The members listed in this cgroup alone: the pids in `cgroup.procs`, or else the thread
@@ -785,29 +829,35 @@ impl Cgroup {
     /// An OS error other than "gone".
     pub fn members(&self) -> Result<Members> {
         let threads = || match self.read_file("cgroup.threads") {
-            Ok(text) => Ok(Members {
-                ids: parse_ids(&text),
-                threaded: true,
-            }),
-            Err(e) if is_gone(&e) => Ok(Members::default()),
+            Ok(text) => Ok(parse_ids(&text)),
+            Err(e) if is_gone(&e) => Ok(Vec::new()),
             Err(e) => Err(e),
         };
         match self.read_file("cgroup.procs") {
             Ok(text) => {
                 let ids = parse_ids(&text);
                 if ids.is_empty() {
-                    return threads();
+                    return Ok(Members {
+                        ids: threads()?,
+                        threaded: true,
+                        threads: Vec::new(),
+                    });
                 }
                 Ok(Members {
                     ids,
                     threaded: false,
+                    threads: threads()?,
                 })
             }
             Err(e) if is_gone(&e) => Ok(Members::default()),
             Err(Error::Os {
                 errno: Errno::OPNOTSUPP,
                 ..
-            }) => threads(),
+            }) => Ok(Members {
+                ids: threads()?,
+                threaded: true,
+                threads: Vec::new(),
+            }),
             Err(e) => Err(e),
         }
     }
@@ -827,6 +877,9 @@ pub struct Members {
     pub ids: Vec<i32>,
     /// The ids are thread ids from `cgroup.threads` (a threaded cgroup).
     pub threaded: bool,
+    /// When `ids` are pids: every thread id in `cgroup.threads`, so that a thread whose process
+    /// is listed elsewhere (its leader exited there) can be found here.
+    pub threads: Vec<i32>,
 }
 
 fn parse_ids(text: &str) -> Vec<i32> {
@@ -863,6 +916,23 @@ impl EventsFile {
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+}
+
+/// The cgroup v2 path of `/proc/<proc_path>/cgroup` (`proc_path`: `<pid>` or
+/// `<pid>/task/<tid>`), byte for byte: only the line's terminator is removed, so a cgroup named
+/// `"web "` is never taken for `"web"`.
+pub fn proc_cgroup(proc_path: &str) -> Option<Vec<u8>> {
+    let raw = std::fs::read(format!("/proc/{proc_path}/cgroup")).ok()?;
+    raw.split(|b| *b == b'\n')
+        .find_map(|l| l.strip_prefix(b"0::"))
+        .map(<[u8]>::to_vec)
+}
+
+/// Is `inner` equal to `outer` or below it? Byte paths as `/proc/<pid>/cgroup` gives them.
+pub fn is_within_bytes(inner: &[u8], outer: &[u8]) -> bool {
+    outer == b"/"
+        || inner == outer
+        || (inner.starts_with(outer) && inner.get(outer.len()) == Some(&b'/'))
 }
 
 /// Did this error mean "the cgroup is gone"?

@@ -457,7 +457,7 @@ struct ProcView {
 fn view(cg: &gracekill::Cgroup, with_procs: bool) -> anyhow::Result<TaskView> {
     let mut pids = Vec::new();
     let mut walk_error = None;
-    let _ = cg.walk(|c| {
+    let _ = cg.walk(None, |c| {
         match c.and_then(gracekill::Cgroup::members) {
             Ok(m) if !m.threaded => pids.extend(m.ids),
             Ok(_) => {}

@@ -166,12 +166,7 @@ impl PidFd {
                 let Some(p) = PidFd::open(tgid)? else {
                     return Ok(None);
                 };
-                let path = format!("/proc/{tgid}/task/{tid}/cgroup");
-                let in_cg = std::fs::read_to_string(&path).is_ok_and(|t| {
-                    t.lines()
-                        .find_map(|l| l.strip_prefix("0::"))
-                        .is_some_and(|p| p.trim_end() == cg.ns_path())
-                });
+                let in_cg = proc_proof(cg, &format!("{tgid}/task/{tid}"))?;
                 Ok((in_cg && !p.has_exited()).then_some(p))
             }
             Err(e) => Err(os(e)),
@@ -219,15 +214,7 @@ impl PidFd {
                 )),
             },
             Membership::ProcFile => {
-                let path = format!("/proc/{}/cgroup", self.pid);
-                let text = match std::fs::read_to_string(&path) {
-                    Ok(t) => t,
-                    Err(_) => return Ok(false),
-                };
-                let in_cg = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("0::"))
-                    .is_some_and(|p| p.trim_end() == cg.ns_path());
+                let in_cg = proc_proof(cg, &self.pid.to_string())?;
                 Ok(in_cg && !self.has_exited())
             }
         }
@@ -271,6 +258,21 @@ impl PidFd {
     pub fn mrelease(&self) -> std::result::Result<(), Errno> {
         sys::process_mrelease(self.fd.as_fd())
     }
+}
+
+/// Does `/proc/<proc_path>/cgroup` name `cg`? The kernel cuts that line at `PATH_MAX`: a
+/// cgroup whose path is longer cannot be told from its cousins there, which is an error (the
+/// process is then left to the final kill) rather than a silent "not a member".
+fn proc_proof(cg: &Cgroup, proc_path: &str) -> Result<bool> {
+    let want = cg.ns_path_bytes();
+    if want.len() >= 4095 {
+        return Err(Error::Unsupported(format!(
+            "cannot prove that /proc/{proc_path} is in '{}': its path is longer than \
+             /proc/<pid>/cgroup shows (PATH_MAX); Linux 6.13's PIDFD_GET_INFO can",
+            cg.path().display()
+        )));
+    }
+    Ok(crate::cgroup::proc_cgroup(proc_path).is_some_and(|p| p == want))
 }
 
 impl AsFd for PidFd {

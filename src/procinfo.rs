@@ -136,11 +136,11 @@ pub fn v1_frozen(pid: i32) -> Option<String> {
     matches!(state.trim(), "FROZEN" | "FREEZING").then(|| dir.display().to_string())
 }
 
-/// Has the process `pid` a live thread whose cgroup v2 path is `ns_path`? True at once (one
-/// read of `/proc/<pid>/stat`) unless its leader has exited (state `Z` while it is still
-/// listed: other threads live on); then each thread's `/proc/<pid>/task/<tid>/cgroup` is read
-/// (at most 256). Never reads the process's memory.
-pub fn has_live_thread_in(pid: i32, ns_path: &str) -> bool {
+/// Has the process `pid` a live thread in the cgroup subtree `within` (a path as
+/// `/proc/<pid>/cgroup` gives it)? True at once (one read of `/proc/<pid>/stat`) unless its
+/// leader has exited (state `Z` while it is still listed: other threads live on); then each
+/// thread's `/proc/<pid>/task/<tid>/cgroup` is read (at most 256). Never reads its memory.
+pub fn has_live_thread_in(pid: i32, within: &[u8]) -> bool {
     let leader = pid.to_string();
     match stat(&leader) {
         Some((_, state)) if state == "Z" => {}
@@ -156,12 +156,22 @@ pub fn has_live_thread_in(pid: i32, ns_path: &str) -> bool {
         let path = format!("{pid}/task/{tid}");
         let alive = stat(&path).is_some_and(|(_, st)| st != "Z" && st != "X");
         alive
-            && std::fs::read_to_string(format!("/proc/{path}/cgroup")).is_ok_and(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("0::"))
-                    .is_some_and(|p| p.trim_end() == ns_path)
-            })
+            && crate::cgroup::proc_cgroup(&path)
+                .is_some_and(|p| crate::cgroup::is_within_bytes(&p, within))
     })
+}
+
+/// The thread-group id of thread `tid`, from `/proc/<tid>/status` (which does not touch the
+/// process's memory); `None` if it is gone.
+pub fn tgid_of(tid: i32) -> Option<i32> {
+    let mut buf = [0u8; 512];
+    let n = std::fs::File::open(format!("/proc/{tid}/status"))
+        .and_then(|mut f| f.read(&mut buf))
+        .ok()?;
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Just the command name (`/proc/<pid>/comm`, at most 16 bytes); empty if gone.
@@ -267,6 +277,20 @@ mod tests {
         assert!(["R", "S"].contains(&info.state.as_str()), "{info:?}");
         assert!(!cmdline_blocking(me).is_empty());
         assert_eq!(comm(me), info.comm);
+    }
+
+    #[test]
+    fn a_thread_in_another_state_than_the_leader_is_described() {
+        // This thread runs (R) while describing; the leader (the test harness's main thread)
+        // waits for it (S). The report names this thread.
+        let me = std::process::id() as i32;
+        let tid = rustix::thread::gettid().as_raw_nonzero().get();
+        let info = describe(me);
+        assert_ne!(info.state, "R", "{info:?}");
+        assert!(
+            info.threads.iter().any(|t| t.tid == tid && t.state == "R"),
+            "{info:?}"
+        );
     }
 
     #[test]

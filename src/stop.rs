@@ -111,6 +111,10 @@ const CLOCK_EVERY: usize = 64;
 /// The longest the pids of the subtree are listed (for the report) before the final kill.
 const PRE_KILL_LIST_BUDGET: Duration = Duration::from_millis(5);
 
+/// How much longer than the kill timeout a SIGKILLed process that is not stuck (not in state D)
+/// is given to finish exiting before it is reported as a survivor.
+const DYING_GRACE: Duration = Duration::from_secs(1);
+
 /// The longest the survivors report may take after the kill timeout.
 const SURVIVOR_REPORT_BUDGET: Duration = Duration::from_millis(250);
 
@@ -199,6 +203,7 @@ pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Ou
         step_done: HashMap::new(),
         budget: fd_budget(),
         thread_tgid: HashMap::new(),
+        own_threads: HashMap::new(),
     };
     if !engine.w.state()?.populated {
         tracing::debug!(cgroup = %cg.rel(), "already empty");
@@ -348,6 +353,9 @@ struct Engine<'a> {
     budget: usize,
     /// The process of each thread signalled in a threaded cgroup, for the report.
     thread_tgid: HashMap<i32, i32>,
+    /// Threads seen in a domain cgroup's `cgroup.threads` and found to belong to a process
+    /// listed in the same cgroup's `cgroup.procs` (tid -> tgid), so they are looked up once.
+    own_threads: HashMap<i32, i32>,
 }
 
 impl Engine<'_> {
@@ -512,11 +520,8 @@ impl Engine<'_> {
                 return None;
             }
         };
-        let within = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .is_some_and(|p| crate::cgroup::is_within(p.trim_end(), self.cg.ns_path()));
+        let within = crate::cgroup::proc_cgroup(&pid.to_string())
+            .is_some_and(|p| crate::cgroup::is_within_bytes(&p, self.cg.ns_path_bytes()));
         (within && !pidfd.has_exited()).then_some(pidfd)
     }
 
@@ -594,7 +599,7 @@ impl Engine<'_> {
     fn thaw_frozen(&mut self, deadline: Instant) {
         let mut errors = Vec::new();
         let mut thawed = false;
-        let _ = self.cg.walk(|c| {
+        let _ = self.cg.walk(Some(deadline.into_std()), |c| {
             if Instant::now() >= deadline {
                 return ControlFlow::Break(());
             }
@@ -652,7 +657,7 @@ impl Engine<'_> {
         let mut seen = 0usize;
         let mut errors = Vec::new();
         let mut fatal = None;
-        let _ = cg.walk(|c| {
+        let _ = cg.walk(deadline.map(Instant::into_std), |c| {
             let c = match c {
                 Ok(c) => c,
                 Err(e) => {
@@ -676,13 +681,15 @@ impl Engine<'_> {
                 fatal = Some(e);
                 return ControlFlow::Break(());
             }
-            for id in members.ids {
+            let aliens = self.alien_threads(&members);
+            let listed = members.ids.iter().map(|&id| (id, members.threaded));
+            for (id, threaded) in listed.chain(aliens.into_iter().map(|t| (t, true))) {
                 seen += 1;
                 if seen.is_multiple_of(CLOCK_EVERY) && deadline.is_some_and(|d| Instant::now() >= d)
                 {
                     return ControlFlow::Break(());
                 }
-                match self.signal_member(c, id, members.threaded, sig, extra) {
+                match self.signal_member(c, id, threaded, sig, extra) {
                     Ok(true) => n += 1,
                     Ok(false) => {}
                     Err(e) => errors.push(e),
@@ -741,9 +748,9 @@ impl Engine<'_> {
             Err(e) => return Err(e),
         };
         // A leader that has exited (`pthread_exit`) stays listed here while its live threads may
-        // all be elsewhere: signal its process from here only if one of them is here (else it is
-        // found, and proven, through the `cgroup.threads` of the cgroup that holds them).
-        if !threaded && !procinfo::has_live_thread_in(id, c.ns_path()) {
+        // all be elsewhere: signal its process only if one of them is within the target (else
+        // the signal would reach only threads outside it).
+        if !threaded && !procinfo::has_live_thread_in(id, self.cg.ns_path_bytes()) {
             tracing::debug!(cgroup = %c.rel(), pid = id, "exited leader, no live thread here: not a member");
             return Ok(false);
         }
@@ -770,6 +777,38 @@ impl Engine<'_> {
         }
         self.step_done.insert(key, track);
         Ok(true)
+    }
+
+    /// The threads listed in a domain cgroup whose process is not listed there: a process whose
+    /// leader has exited in another cgroup, with a live thread here. `cgroup.procs` lists only
+    /// leaders, so without this such a thread is never found (and `cgroup.kill` spares it).
+    /// Each unknown thread costs one read of `/proc/<tid>/status` (never its memory), once.
+    fn alien_threads(&mut self, m: &crate::cgroup::Members) -> Vec<i32> {
+        if m.threaded
+            || m.threads.len() <= m.ids.len() && m.threads.iter().all(|t| m.ids.contains(t))
+        {
+            return Vec::new();
+        }
+        let listed: std::collections::HashSet<i32> = m.ids.iter().copied().collect();
+        let mut aliens = Vec::new();
+        for &tid in &m.threads {
+            if listed.contains(&tid) {
+                continue;
+            }
+            let tgid = match self.own_threads.get(&tid) {
+                Some(&g) => Some(g),
+                None => procinfo::tgid_of(tid),
+            };
+            match tgid {
+                Some(g) if listed.contains(&g) && self.own_threads.len() < 1 << 17 => {
+                    self.own_threads.insert(tid, g);
+                }
+                Some(g) if listed.contains(&g) => {}
+                Some(_) => aliens.push(tid),
+                None => {} // gone
+            }
+        }
+        aliens
     }
 
     /// Opens `id` (a pid, or a thread id in a threaded cgroup) and proves it a member of `c`.
@@ -844,7 +883,7 @@ impl Engine<'_> {
                 0,
             ));
         }
-        let (survivors, n) = self.survivors();
+        let (survivors, n) = self.confirmed_survivors().await?;
         tracing::debug!(cgroup = %self.cg.rel(), survivors = n, "processes survived SIGKILL");
         if n == 0 && !self.w.state()?.populated {
             return Ok(self.outcome(
@@ -866,7 +905,7 @@ impl Engine<'_> {
         let mut cut = false;
         let mut first = true;
         let thread_tgid = &self.thread_tgid;
-        let _ = self.cg.walk(|c| {
+        let _ = self.cg.walk(Some(budget_end.into_std()), |c| {
             // The task's own cgroup is always listed; the budget bounds the rest.
             if !std::mem::take(&mut first) && Instant::now() >= budget_end {
                 cut = true;
@@ -883,7 +922,7 @@ impl Engine<'_> {
         for e in errors {
             self.problems.add(e);
         }
-        !cut
+        !cut && Instant::now() < budget_end
     }
 
     fn describe_killed(&self, alive: &[i32]) -> Vec<Killed> {
@@ -927,10 +966,27 @@ impl Engine<'_> {
         });
         let deadline = deadline_after(self.policy.kill_timeout);
         let wake = self.w.wait_empty(deadline, true, |_| {}).await?;
-        if wake == Wake::Deadline {
-            let (survivors, n) = self.survivors();
+        if wake == Wake::Deadline
+            && let Some(main) = self.main_process()
+        {
+            // Only the main process can survive here: the others were never killed. Not stuck
+            // (state D)? Then it is exiting: up to DYING_GRACE more.
+            let pid = main.pid();
+            let mut s: Survivor = procinfo::describe(pid).into();
+            if s.state != "D" {
+                self.w.track(main)?;
+                if self
+                    .w
+                    .wait_empty(deadline_after(DYING_GRACE), true, |_| {})
+                    .await?
+                    != Wake::Deadline
+                {
+                    return Ok(self.remaining(Some(killed)));
+                }
+                s = procinfo::describe(pid).into();
+            }
             let total = killed.len();
-            return Ok(self.outcome(Verdict::Survivors, None, killed, total, survivors, n));
+            return Ok(self.outcome(Verdict::Survivors, None, killed, total, vec![s], 1));
         }
         Ok(self.remaining(Some(killed)))
     }
@@ -972,14 +1028,17 @@ impl Engine<'_> {
     /// Always signals, even past the deadline: a kill is never skipped for lack of time.
     async fn fallback_round(&mut self, deadline: Option<Instant>) -> Result<usize> {
         let froze = self.kill.set_frozen(true).is_ok();
-        if froze {
-            // A task in uninterruptible sleep can hold up freezing; do not wait past 1 s.
-            let limit = Instant::now() + Duration::from_secs(1);
-            let limit = deadline.map_or(limit, |d| d.max(Instant::now()).min(limit));
+        // The first round (no deadline: the final kill itself) does not wait for `frozen 1`: a
+        // task in uninterruptible sleep can hold that up, and SIGKILL ends tasks whether frozen
+        // or not; anyone forked meanwhile is taken by the next round. Later rounds wait for the
+        // freeze to take, up to 1 s and never past the kill deadline.
+        if froze && let Some(d) = deadline {
+            let limit = d.min(Instant::now() + Duration::from_secs(1));
             self.w.wait_frozen(limit).await?;
         }
         self.step_done.clear();
-        let killed = self.pass(Signal::KILL, &[], None, false)?;
+        self.own_threads.clear();
+        let killed = self.pass(Signal::KILL, &[], deadline, false)?;
         if froze && let Err(e) = self.kill.set_frozen(false) {
             self.problems.add(Error::os(
                 "write '0' to",
@@ -1013,6 +1072,22 @@ impl Engine<'_> {
                 return self.w.wait_empty(deadline, false, |_| {}).await;
             }
         }
+    }
+
+    /// The survivors once the kill timeout is over. A process that is not in uninterruptible
+    /// sleep has not survived SIGKILL: it is exiting, slowly on a loaded machine (thousands of
+    /// processes tearing down their memory at once). Those get up to [`DYING_GRACE`] more,
+    /// event-driven, before anything still there is reported.
+    async fn confirmed_survivors(&mut self) -> Result<(Vec<Survivor>, usize)> {
+        let (survivors, n) = self.survivors();
+        if n == 0 || survivors.iter().all(|s| s.state == "D") {
+            return Ok((survivors, n));
+        }
+        let more = deadline_after(DYING_GRACE);
+        if self.w.wait_empty(more, false, |_| {}).await? == Wake::Empty {
+            return Ok((Vec::new(), 0));
+        }
+        Ok(self.survivors())
     }
 
     /// The processes still present, described from sources that cannot block (at most

@@ -570,8 +570,9 @@ for i in $(seq {n}); do sleep 1000 $z $z $z $z $z $z $z $z $z $z $z $z $z $z $z 
     let kill_at = v["steps"].as_array().unwrap().last().unwrap()["at_ms"]
         .as_f64()
         .unwrap();
+    // Coarse (tests run side by side); the benchmark measures it on a quiet machine.
     assert!(
-        kill_at < 200.0 + slow(Duration::from_millis(300)).as_millis() as f64,
+        kill_at < 200.0 + slow(Duration::from_millis(800)).as_millis() as f64,
         "{kill_at}"
     );
     assert!(!tc.populated());
@@ -955,6 +956,36 @@ fn a_wedged_mmap_lock_cannot_hold_up_the_kill() {
     let mount = gracekill::Mount::discover().unwrap();
     let cg = mount.open_cgroup(&tc.rel).unwrap();
     assert_eq!(cg.get_xattr("trusted.gracekill.stopping").unwrap(), None);
+    drop(_unmount);
+
+    // The fallback freezes before its kill: a thread in uninterruptible sleep keeps `frozen 1`
+    // from ever coming, and the kill must not wait for it.
+    let mnt = tc.file("mnt2");
+    std::fs::create_dir(&mnt).unwrap();
+    let _unmount = Unmount(mnt.clone());
+    let p = tc.spawn(&format!("exec '{}' '{}'", wedge.display(), mnt.display()));
+    let _pid: i32 = p.wait_prefix("wedged").parse().unwrap();
+    let t = Instant::now();
+    let out = gracekill_env(
+        &[
+            "stop",
+            "--grace",
+            "200ms",
+            "--kill-timeout",
+            "0",
+            "--json",
+            &tc.rel,
+        ],
+        &[("GRACEKILL_FORCE_FALLBACK", "1")],
+    );
+    let took = t.elapsed();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(3), "{v} {}", stderr(&out));
+    assert!(
+        took < slow(Duration::from_millis(700)),
+        "took {took:?}: {v}"
+    );
+    assert!(!tc.populated());
 }
 
 #[test]
@@ -1052,4 +1083,257 @@ fn cgroup_kill_sparing_an_exited_leader_does_not_spare_the_process() {
         assert!(!alive(tgid), "fds {fd_limit}: {v}");
         assert!(!tc.populated());
     }
+}
+
+#[test]
+fn process_mode_never_reports_graceful_while_the_cgroup_is_populated() {
+    require_cgroup_v2!();
+    let parent = TestCgroup::new("proc-mode");
+    // The main process exits on SIGTERM; its helper is left running, as process mode asks.
+    let mut run = run_in(
+        &parent,
+        &[
+            "--name",
+            "job",
+            "--kill-mode",
+            "process",
+            "--grace",
+            "2s",
+            "--",
+            "bash",
+            "-c",
+            r#"sleep 1000 & echo $! > "$SCRATCH/helper"; echo ready > "$SCRATCH/ready"; wait"#,
+        ],
+    )
+    .spawn()
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || parent
+        .file("ready")
+        .exists()));
+    let helper: i32 = read(&parent.file("helper")).trim().parse().unwrap();
+    let rel = format!("{}/job", parent.rel);
+    // No flags: the recorded policy, process mode included, applies.
+    let out = gracekill(&["stop", "--json", &rel]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(5), "{v} {}", stderr(&out));
+    assert_eq!(v["outcome"], "remaining", "{v}");
+    assert!(v["empty_at_ms"].is_null(), "{v}");
+    assert_eq!(v["policy_source"], "stored", "{v}");
+    assert!(alive(helper), "process mode leaves the helper");
+    let _ = run.kill();
+    let _ = run.wait();
+}
+
+#[test]
+fn exited_leaders_placed_crosswise_are_both_stopped() {
+    require_cgroup_v2!();
+    let zl = common::c_helper("zombie_leader");
+    // P's leader sits in a with its live thread in b; Q's the other way round. Each cgroup
+    // lists the other's exited leader, so cgroup.procs alone finds neither live thread.
+    let tc = TestCgroup::new("crosswise");
+    let (a, b) = (tc.child("a"), tc.child("b"));
+    let start = |from: &Path, to: &Path| {
+        let p = tc.spawn_in(
+            from,
+            &format!(
+                "exec '{}' '{}' '{}'",
+                zl.display(),
+                from.join("cgroup.procs").display(),
+                to.join("cgroup.procs").display()
+            ),
+        );
+        let tgid: i32 = p
+            .wait_prefix("ready")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (p, tgid)
+    };
+    let (_p, p) = start(&a, &b);
+    let (_q, q) = start(&b, &a);
+    let out = gracekill(&[
+        "stop",
+        "--grace",
+        "2s",
+        "--kill-timeout",
+        "1s",
+        "--json",
+        &tc.rel,
+    ]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v} {}", stderr(&out));
+    assert_eq!(v["steps"][0]["signalled"], 2, "{v}");
+    assert!(wait_until(Duration::from_secs(2), || !alive(p) && !alive(q)));
+}
+
+#[test]
+fn odd_cgroup_names_hide_no_process() {
+    require_cgroup_v2!();
+    use std::os::unix::ffi::OsStrExt;
+    let info = common::kernel_at_least(6, 13); // PIDFD_GET_INFO: proof by cgroup id
+    for (fallback, force_proc) in [("0", "0"), ("1", "0"), ("0", "1")] {
+        let proc_proof = force_proc == "1" || !info;
+        let tc = TestCgroup::new("odd-names");
+        // A name that is not UTF-8, a name with a trailing space next to a sibling without it,
+        // and a chain of 250-byte names deeper than PATH_MAX.
+        let bad = tc.path.join(std::ffi::OsStr::from_bytes(b"x\xff"));
+        std::fs::create_dir(&bad).unwrap();
+        let spaced = tc.child("a ");
+        let plain = tc.child("a");
+        // 20 levels of 250-byte names: 5,000 bytes, made relative to descriptors.
+        let names: Vec<String> = (0..20).map(|i| format!("{i:0>250}")).collect();
+        let mk = Command::new("python3")
+            .args([
+                "-c",
+                "import os,sys\nfd=os.open(sys.argv[1],os.O_RDONLY)\nfor n in sys.argv[2:]:\n  os.mkdir(n,dir_fd=fd); fd=os.open(n,os.O_RDONLY,dir_fd=fd)",
+            ])
+            .arg(&tc.path)
+            .args(&names)
+            .status()
+            .unwrap();
+        assert!(mk.success());
+        let log = r#"trap 'echo TERM >> "$SCRATCH/got-$N"; exit 0' TERM; echo ready; while :; do sleep 0.1; done"#;
+        let mut procs = Vec::new();
+        for (n, dir) in [("bad", &bad), ("spaced", &spaced)] {
+            let p = tc.spawn_in(dir, &format!("N={n}; {log}"));
+            p.wait_line("ready");
+            procs.push(p);
+        }
+        // Joins the deep cgroup through descriptors (its path is longer than PATH_MAX).
+        let join_deep = format!(
+            r#"exec python3 -c 'import os,sys
+fd=os.open(sys.argv[1],os.O_RDONLY)
+for n in sys.argv[3:]: fd=os.open(n,os.O_RDONLY,dir_fd=fd)
+p=os.open("cgroup.procs",os.O_WRONLY,dir_fd=fd); os.write(p,b"0")
+os.execvp("bash",["bash","-c",sys.argv[2]])' '{}' "N=deep; $LOG" {}"#,
+            tc.path.display(),
+            names.join(" ")
+        );
+        let p = tc.spawn(&format!(
+            "export LOG='{}'; {join_deep}",
+            log.replace('\'', "'\\''")
+        ));
+        p.wait_line("ready");
+        let deep_pid = p.pid();
+        procs.push(p);
+        let env = [
+            ("GRACEKILL_FORCE_FALLBACK", fallback),
+            ("GRACEKILL_FORCE_PROC_MEMBERSHIP", force_proc),
+        ];
+        let what = format!("fallback={fallback} proc={proc_proof}");
+        // The sibling without the space holds no one: stopping it touches nothing.
+        let plain_rel = format!("{}/a", tc.rel);
+        let out = gracekill_env(&["stop", "--grace", "1s", "--json", &plain_rel], &env);
+        assert_eq!(json(&out)["outcome"], "empty", "{what}");
+        assert!(plain.exists());
+        let out = gracekill_env(
+            &[
+                "stop",
+                "--grace",
+                "3s",
+                "--kill-timeout",
+                "1s",
+                "--json",
+                &tc.rel,
+            ],
+            &env,
+        );
+        let v = json(&out);
+        let got = |n: &str| read(&tc.file(&format!("got-{n}")));
+        assert_eq!(got("bad").trim(), "TERM", "{what}: {v}");
+        assert_eq!(got("spaced").trim(), "TERM", "{what}: {v}");
+        if !proc_proof {
+            assert_eq!(out.status.code(), Some(0), "{what}: {v} {}", stderr(&out));
+            assert_eq!(got("deep").trim(), "TERM", "{what}: {v}");
+            assert!(!tc.populated());
+        } else {
+            // /proc/<pid>/cgroup cuts the deep path at PATH_MAX: that process cannot be proven
+            // a member there. Said as an error, never silent; cgroup.kill still takes it (the
+            // fallback, which signals only what it proves, cannot: a survivor, reported).
+            assert!(v["errors"].to_string().contains("PATH_MAX"), "{what}: {v}");
+            assert_eq!(got("deep"), "", "{what}");
+            if fallback == "0" {
+                assert_eq!(out.status.code(), Some(3), "{what}: {v}");
+                assert!(!alive(deep_pid));
+            } else {
+                assert_eq!(out.status.code(), Some(4), "{what}: {v}");
+            }
+        }
+    }
+}
+
+#[test]
+fn many_empty_siblings_cannot_stretch_the_stop() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("empties");
+    let n = scaled(30000, 3000);
+    let made = Command::new("python3")
+        .args([
+            "-c",
+            "import os,sys\nfor i in range(int(sys.argv[2])): os.mkdir(os.path.join(sys.argv[1],'e%d'%i))",
+        ])
+        .arg(&tc.path)
+        .arg(n.to_string())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let last = tc.child("zz");
+    let p = tc.spawn_in(
+        &last,
+        "trap '' TERM; echo ready; while :; do sleep 0.1; done",
+    );
+    p.wait_line("ready");
+    let t = Instant::now();
+    let out = gracekill(&[
+        "stop",
+        "--grace",
+        "1s",
+        "--kill-timeout",
+        "1s",
+        "--json",
+        &tc.rel,
+    ]);
+    let took = t.elapsed();
+    let v = json(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{} {}",
+        v["steps"],
+        v["warnings"]
+    );
+    assert!(
+        took < slow(Duration::from_millis(2000 + 1000)),
+        "took {took:?}: {} {}",
+        v["steps"],
+        v["warnings"]
+    );
+    assert!(!alive(p.pid()));
+}
+
+#[test]
+fn run_removes_a_task_cgroup_with_odd_names_below_it() {
+    require_cgroup_v2!();
+    let parent = TestCgroup::new("run-odd");
+    let job = parent.path.join("job");
+    let script = format!(
+        r#"mkdir "{}/$(printf 'x\377')" "{}/y ""#,
+        job.display(),
+        job.display()
+    );
+    let out = run_in(
+        &parent,
+        &["--name", "job", "--json", "--", "bash", "-c", &script],
+    )
+    .output()
+    .unwrap();
+    let v = json(&out);
+    assert_eq!(v["removed"], true, "{v} {}", stderr(&out));
+    assert!(!job.exists());
+    let out = run_in(&parent, &["--name", "job", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }

@@ -377,6 +377,49 @@ fn ladder_and_final_kill_are_reported() {
     proc_.wait();
 }
 
+#[test]
+fn a_null_policy_applies_the_tasks_trusted_policy_and_ignores_forgeries() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("capistored");
+    // What a root `run` records, and what a task could forge next to it.
+    let set = |name: &str, value: &str| {
+        let st = Command::new("python3")
+            .args([
+                "-c",
+                "import os,sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode())",
+            ])
+            .arg(&cg.path)
+            .args([name, value])
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    set(
+        "trusted.gracekill.policy",
+        "v1 steps=2:150 sighup=0 kill-timeout=3000 kill-mode=control-group",
+    );
+    set(
+        "user.gracekill.policy",
+        "v1 steps=28:20000 sighup=0 kill-timeout=20000 kill-mode=process",
+    );
+    // Ignores TERM, ends on INT: only the stored policy (SIGINT) stops it gracefully.
+    let mut p =
+        cg.spawn(r#"trap "" TERM; trap "exit 0" INT; echo ready; while :; do sleep 0.1; done"#);
+    p.wait_line("ready");
+    let t = Instant::now();
+    let (rc, out) = stop(&cg.path.to_string_lossy(), None, None);
+    assert_eq!(rc, 0, "{}", last_error());
+    let c = out.get();
+    assert_eq!(cstr(c.policy_source), "stored", "{}", out.json());
+    assert_eq!(c.verdict, GRACEKILL_VERDICT_GRACEFUL, "{}", out.json());
+    assert_eq!(out.json()["steps"][0]["signal"], "SIGINT");
+    assert_eq!(c.error_count, 0);
+    assert!(c.first_error.is_null());
+    assert!(t.elapsed() < Duration::from_secs(3));
+    drop(out);
+    p.wait();
+}
+
 // -- the C++ example, compiled with g++ ---------------------------------------------------------
 
 /// `target/debug` (or release): where cargo put libgracekill.a and .so for this test run.

@@ -179,7 +179,13 @@ impl Drop for TestCgroup {
         while self.populated() && t.elapsed() < Duration::from_secs(10) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        remove_tree(&self.path);
+        // Relative to descriptors, so names that are not UTF-8 or paths past PATH_MAX go too.
+        let removed = gracekill::Mount::discover()
+            .and_then(|m| m.open_cgroup(&self.rel))
+            .and_then(|c| c.remove_tree());
+        if removed.is_err() {
+            remove_tree(&self.path);
+        }
         let _ = std::fs::remove_dir_all(&self.scratch);
     }
 }
