@@ -1102,23 +1102,65 @@ impl Engine<'_> {
             );
         }
         let mut out = Vec::new();
-        let budget_end = Instant::now() + SURVIVOR_REPORT_BUDGET;
+        let mut pidfds = Vec::new();
+        let budget_end = std::time::Instant::now() + SURVIVOR_REPORT_BUDGET;
         for &pid in pids.iter().take(MAX_LISTED) {
-            if Instant::now() >= budget_end {
+            if std::time::Instant::now() >= budget_end {
                 break;
             }
             let mut s: Survivor = procinfo::describe(pid).into();
             match PidFd::open(pid) {
-                Ok(Some(pidfd)) => match pidfd.mrelease() {
-                    Ok(()) => s.memory_released = true,
-                    Err(e) => s.mrelease_error = Some(errno_name(e)),
-                },
+                Ok(Some(pidfd)) => pidfds.push((out.len(), pidfd)),
                 Ok(None) => s.mrelease_error = Some(errno_name(Errno::SRCH)),
                 Err(e) => s.mrelease_error = Some(e.to_string()),
             }
             out.push(s);
         }
+        release_memory(&mut out, pidfds, budget_end);
         (out, pids.len())
+    }
+}
+
+/// `process_mrelease(2)` for each survivor, off the stop's path: it takes the process's
+/// `mmap_lock`, which a survivor stuck in a page fault may keep from it for as long as it is
+/// stuck. One thread does them in turn; whatever has not answered by `until` is reported as
+/// such, and the thread is left to finish (or block) on its own.
+fn release_memory(out: &mut [Survivor], pidfds: Vec<(usize, PidFd)>, until: std::time::Instant) {
+    if pidfds.is_empty() {
+        return;
+    }
+    let waiting: Vec<usize> = pidfds.iter().map(|(i, _)| *i).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("gracekill-mrelease".into())
+        .spawn(move || {
+            for (i, p) in pidfds {
+                if tx.send((i, p.mrelease())).is_err() {
+                    return;
+                }
+            }
+        });
+    if spawned.is_err() {
+        for i in waiting {
+            out[i].mrelease_error = Some("no thread to run process_mrelease".into());
+        }
+        return;
+    }
+    let mut answered = vec![false; out.len()];
+    while let Ok((i, r)) =
+        rx.recv_timeout(until.saturating_duration_since(std::time::Instant::now()))
+    {
+        answered[i] = true;
+        match r {
+            Ok(()) => out[i].memory_released = true,
+            Err(e) => out[i].mrelease_error = Some(errno_name(e)),
+        }
+    }
+    for i in waiting {
+        if !answered[i] {
+            out[i].mrelease_error =
+                Some("not answered in time (the process's memory map is locked)".into());
+        }
     }
 }
 
