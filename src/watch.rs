@@ -7,6 +7,10 @@
 //! Waking on pidfds as well matters: the kernel rate-limits `cgroup.events` notifications to one
 //! per 10 ms per file (`CGROUP_FILE_NOTIFY_MIN_INTV`), so re-reading the file when a tracked
 //! process exits reports emptiness up to 10 ms sooner.
+//!
+//! Deadlines are a `timerfd` (`CLOCK_MONOTONIC`, armed for the absolute deadline) in the same
+//! epoll set: a kernel timer with nanosecond resolution, where tokio's timer wheel rounds up to
+//! the next millisecond.
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
@@ -21,6 +25,8 @@ use crate::error::{Error, Result};
 use crate::pidfd::PidFd;
 
 const EVENTS_KEY: u64 = 0;
+/// The deadline's timerfd in the epoll set.
+const TIMER_KEY: u64 = u64::MAX;
 
 /// Why a wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,6 +47,8 @@ pub enum Wake {
 pub struct Watcher {
     epoll: AsyncFd<OwnedFd>,
     events: EventsFile,
+    /// The deadline of the current wait.
+    timer: OwnedFd,
     /// Tracked pidfds by epoll key.
     tracked: HashMap<u64, PidFd>,
     /// pid -> key, for the pids currently tracked.
@@ -64,6 +72,18 @@ impl Watcher {
             epoll::EventFlags::PRI,
         )
         .map_err(|e| Error::os("epoll_ctl add", cg.path(), e))?;
+        let timer = rustix::time::timerfd_create(
+            rustix::time::TimerfdClockId::Monotonic,
+            rustix::time::TimerfdFlags::CLOEXEC | rustix::time::TimerfdFlags::NONBLOCK,
+        )
+        .map_err(|e| Error::os("timerfd_create for", cg.path(), e))?;
+        epoll::add(
+            &ep,
+            timer.as_fd(),
+            epoll::EventData::new_u64(TIMER_KEY),
+            epoll::EventFlags::IN,
+        )
+        .map_err(|e| Error::os("epoll_ctl add timerfd", cg.path(), e))?;
         let epoll = crate::sys::async_readable(ep).map_err(|e| {
             Error::os(
                 "register epoll with tokio for",
@@ -74,6 +94,7 @@ impl Watcher {
         Ok(Watcher {
             epoll,
             events,
+            timer,
             tracked: HashMap::new(),
             by_pid: HashMap::new(),
             next_key: 1,
@@ -215,9 +236,14 @@ impl Watcher {
             self.ready_now(&mut buf)?;
             any |= !buf.is_empty();
             for ev in &buf {
-                let key = ev.data.u64();
-                if key != EVENTS_KEY {
-                    self.forget(key);
+                match ev.data.u64() {
+                    EVENTS_KEY => {}
+                    TIMER_KEY => {
+                        // Consume the expiration so the (level-triggered) timer reads idle.
+                        let mut n = [0u8; 8];
+                        let _ = rustix::io::read(&self.timer, &mut n);
+                    }
+                    key => self.forget(key),
                 }
             }
             if buf.len() < buf.capacity() {
@@ -276,37 +302,66 @@ impl Watcher {
         done: impl Fn(Events) -> Option<Wake>,
         on_wake: &mut dyn FnMut(&Watcher),
     ) -> Result<Wake> {
-        let sleep = tokio::time::sleep_until(deadline);
-        tokio::pin!(sleep);
+        self.arm(deadline)?;
         loop {
-            // Drain first so exited pidfds are forgotten, then read the file: its state is at
-            // least as new as every event drained.
+            // Drain first so exited pidfds are forgotten (and an expired timer consumed), then
+            // read the file: its state is at least as new as every event drained.
             self.drain()?;
             if let Some(w) = done(self.events.read()?) {
                 return Ok(w);
+            }
+            if Instant::now() >= deadline {
+                return Ok(Wake::Deadline);
             }
             if stop_when_tracked_gone && self.tracked.is_empty() {
                 return Ok(Wake::TrackedGone);
             }
             on_wake(self);
-            tokio::select! {
-                biased;
-                guard = self.epoll.readable() => {
-                    let mut guard = guard.map_err(|e| Error::os("wait on epoll for", std::path::Path::new("cgroup.events"), crate::cgroup::errno_of(&e)))?;
-                    if !self.drain_peek()? {
-                        guard.clear_ready();
-                    }
-                }
-                () = &mut sleep => {
-                    // One last look: an exit may have raced the deadline.
-                    self.drain()?;
-                    if let Some(w) = done(self.events.read()?) {
-                        return Ok(w);
-                    }
-                    return Ok(Wake::Deadline);
-                }
+            let mut guard = self.epoll.readable().await.map_err(|e| {
+                Error::os(
+                    "wait on epoll for",
+                    std::path::Path::new("cgroup.events"),
+                    crate::cgroup::errno_of(&e),
+                )
+            })?;
+            if !self.drain_peek()? {
+                guard.clear_ready();
             }
         }
+    }
+
+    /// Arms the timerfd for `deadline` (absolute, `CLOCK_MONOTONIC`, which `Instant` is).
+    fn arm(&self, deadline: Instant) -> Result<()> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let total_ns = i128::from(now.tv_nsec) + left.as_nanos().min(i128::MAX as u128 / 2) as i128;
+        let secs = i128::from(now.tv_sec) + total_ns / 1_000_000_000;
+        let value = rustix::time::Timespec {
+            tv_sec: i64::try_from(secs).unwrap_or(i64::MAX),
+            tv_nsec: (total_ns % 1_000_000_000) as i64,
+        };
+        let spec = rustix::time::Itimerspec {
+            it_interval: rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            // A zero value would disarm: a deadline at the clock's epoch is in the past anyway.
+            it_value: if value.tv_sec == 0 && value.tv_nsec == 0 {
+                rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 1,
+                }
+            } else {
+                value
+            },
+        };
+        rustix::time::timerfd_settime(
+            &self.timer,
+            rustix::time::TimerfdTimerFlags::ABSTIME,
+            &spec,
+        )
+        .map(drop)
+        .map_err(|e| Error::os("timerfd_settime", std::path::Path::new("cgroup.events"), e))
     }
 
     /// Is anything ready in the epoll set right now? (Does not consume pidfd events: level
