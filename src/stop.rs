@@ -747,6 +747,12 @@ impl Engine<'_> {
             Ok(None) => return Ok(false),
             Err(e) => return Err(e),
         };
+        // One signal per process per step: a process reached through one of its threads (or
+        // through several) may also be listed by its leader's pid.
+        if threaded && self.step_done.contains_key(&pidfd.tgid()) {
+            self.step_done.insert(key, false);
+            return Ok(false);
+        }
         // A leader that has exited (`pthread_exit`) stays listed here while its live threads may
         // all be elsewhere: signal its process only if one of them is within the target (else
         // the signal would reach only threads outside it).
@@ -767,8 +773,12 @@ impl Engine<'_> {
         if !sent {
             return Ok(false);
         }
-        if threaded && self.thread_tgid.len() < 2 * MAX_LISTED {
-            self.thread_tgid.insert(id, pidfd.tgid());
+        if threaded {
+            // The process is done for this step, whichever of its ids comes next.
+            self.step_done.insert(pidfd.tgid(), false);
+            if self.thread_tgid.len() < 2 * MAX_LISTED {
+                self.thread_tgid.insert(id, pidfd.tgid());
+            }
         }
         self.describe_early(if threaded { pidfd.tgid() } else { id });
         let track = !threaded && self.w.tracked_count() < self.budget;

@@ -355,13 +355,9 @@ impl Watcher {
                 value
             },
         };
-        rustix::time::timerfd_settime(
-            &self.timer,
-            rustix::time::TimerfdTimerFlags::ABSTIME,
-            &spec,
-        )
-        .map(drop)
-        .map_err(|e| Error::os("timerfd_settime", std::path::Path::new("cgroup.events"), e))
+        rustix::time::timerfd_settime(&self.timer, rustix::time::TimerfdTimerFlags::ABSTIME, &spec)
+            .map(drop)
+            .map_err(|e| Error::os("timerfd_settime", std::path::Path::new("cgroup.events"), e))
     }
 
     /// Is anything ready in the epoll set right now? (Does not consume pidfd events: level
