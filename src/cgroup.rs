@@ -833,6 +833,9 @@ impl Cgroup {
             Err(e) if is_gone(&e) => Ok(Vec::new()),
             Err(e) => Err(e),
         };
+        // Threads first: a process that appears between the two reads is then in `ids` only,
+        // never mistaken for a thread whose process is listed elsewhere.
+        let first_threads = threads();
         match self.read_file("cgroup.procs") {
             Ok(text) => {
                 let ids = parse_ids(&text);
@@ -846,7 +849,7 @@ impl Cgroup {
                 Ok(Members {
                     ids,
                     threaded: false,
-                    threads: threads()?,
+                    threads: first_threads?,
                 })
             }
             Err(e) if is_gone(&e) => Ok(Members::default()),

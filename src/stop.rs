@@ -105,8 +105,9 @@ impl std::fmt::Debug for StopOptions {
 /// signal it (the final kill, atomic against forks, deals with it).
 const MAX_PASSES: usize = 32;
 
-/// How many members a pass handles between two looks at the clock.
-const CLOCK_EVERY: usize = 64;
+/// How many members a pass handles between two looks at the clock (a vDSO read: cheap; under
+/// a fork storm one member can cost milliseconds).
+const CLOCK_EVERY: usize = 8;
 
 /// The longest the pids of the subtree are listed (for the report) before the final kill.
 const PRE_KILL_LIST_BUDGET: Duration = Duration::from_millis(5);
@@ -681,7 +682,7 @@ impl Engine<'_> {
                 fatal = Some(e);
                 return ControlFlow::Break(());
             }
-            let aliens = self.alien_threads(&members);
+            let aliens = self.alien_threads(&members, deadline);
             let listed = members.ids.iter().map(|&id| (id, members.threaded));
             for (id, threaded) in listed.chain(aliens.into_iter().map(|t| (t, true))) {
                 seen += 1;
@@ -793,23 +794,30 @@ impl Engine<'_> {
     /// leader has exited in another cgroup, with a live thread here. `cgroup.procs` lists only
     /// leaders, so without this such a thread is never found (and `cgroup.kill` spares it).
     /// Each unknown thread costs one read of `/proc/<tid>/status` (never its memory), once.
-    fn alien_threads(&mut self, m: &crate::cgroup::Members) -> Vec<i32> {
-        if m.threaded
-            || m.threads.len() <= m.ids.len() && m.threads.iter().all(|t| m.ids.contains(t))
-        {
+    fn alien_threads(&mut self, m: &crate::cgroup::Members, deadline: Option<Instant>) -> Vec<i32> {
+        if m.threaded || m.threads.is_empty() {
             return Vec::new();
         }
         let listed: std::collections::HashSet<i32> = m.ids.iter().copied().collect();
         let mut aliens = Vec::new();
-        for &tid in &m.threads {
+        for (n, &tid) in m.threads.iter().enumerate() {
             if listed.contains(&tid) {
                 continue;
             }
             let tgid = match self.own_threads.get(&tid) {
                 Some(&g) => Some(g),
-                None => procinfo::tgid_of(tid),
+                None => {
+                    if n.is_multiple_of(CLOCK_EVERY)
+                        && deadline.is_some_and(|d| Instant::now() >= d)
+                    {
+                        break;
+                    }
+                    procinfo::tgid_of(tid)
+                }
             };
             match tgid {
+                // A leader missing from cgroup.procs has exited since the threads were read.
+                Some(g) if g == tid => {}
                 Some(g) if listed.contains(&g) && self.own_threads.len() < 1 << 17 => {
                     self.own_threads.insert(tid, g);
                 }
