@@ -849,7 +849,8 @@ impl Cgroup {
                 Ok(Members {
                     ids,
                     threaded: false,
-                    threads: first_threads?,
+                    // Unreadable: no thread is known, so each process is looked at more closely.
+                    threads: first_threads.unwrap_or_default(),
                 })
             }
             Err(e) if is_gone(&e) => Ok(Members::default()),

@@ -215,10 +215,10 @@ pub struct CmdlineReader {
     got: Arc<Mutex<HashMap<i32, String>>>,
 }
 
-type Request = (i32, Weak<Mutex<HashMap<i32, String>>>);
+type Request = (Vec<i32>, Weak<Mutex<HashMap<i32, String>>>);
 
-/// Pending requests across all stops of the process.
-const QUEUE: usize = 4096;
+/// Pending requests (batches) across all stops of the process.
+const QUEUE: usize = 1024;
 
 fn worker() -> &'static SyncSender<Request> {
     static TX: OnceLock<SyncSender<Request>> = OnceLock::new();
@@ -227,16 +227,18 @@ fn worker() -> &'static SyncSender<Request> {
         let spawned = std::thread::Builder::new()
             .name("gracekill-cmdline".into())
             .spawn(move || {
-                for (pid, slot) in rx {
-                    // The stop that asked may be over: skip the read then.
-                    if slot.strong_count() == 0 {
-                        continue;
-                    }
-                    let line = cmdline_blocking(pid);
-                    if let Some(slot) = slot.upgrade()
-                        && let Ok(mut map) = slot.lock()
-                    {
-                        map.insert(pid, line);
+                for (pids, slot) in rx {
+                    for pid in pids {
+                        // The stop that asked may be over: skip the reads then.
+                        if slot.strong_count() == 0 {
+                            break;
+                        }
+                        let line = cmdline_blocking(pid);
+                        if let Some(slot) = slot.upgrade()
+                            && let Ok(mut map) = slot.lock()
+                        {
+                            map.insert(pid, line);
+                        }
                     }
                 }
             });
@@ -248,9 +250,10 @@ fn worker() -> &'static SyncSender<Request> {
 }
 
 impl CmdlineReader {
-    /// Asks for `pid`'s command line. Never blocks.
-    pub fn request(&self, pid: i32) {
-        match worker().try_send((pid, Arc::downgrade(&self.got))) {
+    /// Asks for these processes' command lines, in one batch (one wakeup of the reader).
+    /// Never blocks.
+    pub fn request(&self, pids: Vec<i32>) {
+        match worker().try_send((pids, Arc::downgrade(&self.got))) {
             Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
         }
     }
@@ -297,7 +300,7 @@ mod tests {
     fn the_reader_answers_in_the_background() {
         let r = CmdlineReader::default();
         let me = std::process::id() as i32;
-        r.request(me);
+        r.request(vec![me]);
         let t = std::time::Instant::now();
         while r.get(me).is_empty() && t.elapsed() < std::time::Duration::from_secs(5) {
             std::thread::yield_now();

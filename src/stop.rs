@@ -112,9 +112,19 @@ const CLOCK_EVERY: usize = 8;
 /// The longest the pids of the subtree are listed (for the report) before the final kill.
 const PRE_KILL_LIST_BUDGET: Duration = Duration::from_millis(5);
 
-/// How much longer than the kill timeout a SIGKILLed process that is not stuck (not in state D)
-/// is given to finish exiting before it is reported as a survivor.
+/// How much longer than the kill timeout SIGKILLed processes that are not stuck (not in state D)
+/// are given to finish exiting, while their number keeps falling, before what is left is
+/// reported as survivors.
+const DYING_MAX: Duration = Duration::from_secs(5);
+
+/// The main process (process mode) that is not stuck gets this long after the kill timeout.
 const DYING_GRACE: Duration = Duration::from_secs(1);
+
+/// Is this survivor stuck (uninterruptible sleep outside its own exit, every thread too), rather
+/// than a SIGKILLed process that is still exiting?
+fn is_stuck(s: &Survivor) -> bool {
+    s.state == "D" && s.wchan != "do_exit" && s.threads.iter().all(|t| t.state == "D")
+}
 
 /// The longest the survivors report may take after the kill timeout.
 const SURVIVOR_REPORT_BUDGET: Duration = Duration::from_millis(250);
@@ -200,6 +210,7 @@ pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Ou
         problems: Problems::default(),
         warnings: Vec::new(),
         described: HashMap::new(),
+        to_describe: Vec::new(),
         cmdlines: CmdlineReader::default(),
         step_done: HashMap::new(),
         budget: fd_budget(),
@@ -346,6 +357,8 @@ struct Engine<'a> {
     warnings: Vec<String>,
     /// The comm of the first processes signalled, read while they were alive (for `killed`).
     described: HashMap<i32, String>,
+    /// Signalled in the current pass, to be described once it is over.
+    to_describe: Vec<i32>,
     cmdlines: CmdlineReader,
     /// This step's signalled pids: `true` if their pidfd is tracked, `false` if it was closed
     /// (over the descriptor budget).
@@ -564,6 +577,7 @@ impl Engine<'_> {
                         self.describe_early(pid);
                     }
                 }
+                self.describe_pending(Some(deadline));
                 self.w.track(main)?;
                 return Ok(usize::from(sent));
             }
@@ -626,7 +640,28 @@ impl Engine<'_> {
     /// Notes a signalled process's name (cheap, cannot block) and asks the background reader for
     /// its command line, for the first processes only: reports list at most [`MAX_LISTED`].
     fn describe_early(&mut self, pid: i32) {
-        if self.described.len() < 2 * MAX_LISTED && !self.described.contains_key(&pid) {
+        if self.described.len() + self.to_describe.len() < 2 * MAX_LISTED
+            && !self.described.contains_key(&pid)
+        {
+            self.to_describe.push(pid);
+        }
+    }
+
+    /// Describes the processes noted by [`Engine::describe_early`], after a pass: their names
+    /// and whether a cgroup v1 freezer holds them, and one batch of command lines for the
+    /// background reader. Done between passes, not between one signal and the next.
+    fn describe_pending(&mut self, deadline: Option<Instant>) {
+        let mut pids = std::mem::take(&mut self.to_describe);
+        if pids.is_empty() {
+            return;
+        }
+        let mut done = 0;
+        for &pid in &pids {
+            // A few reads per process: never past the step's deadline (the rest go undescribed).
+            if done % CLOCK_EVERY == 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            done += 1;
             let comm = procinfo::comm(pid);
             // Said at once, not after a grace wasted on a process that cannot react.
             if let Some(v1) = procinfo::v1_frozen(pid) {
@@ -638,8 +673,9 @@ impl Engine<'_> {
                 self.warnings.push(w);
             }
             self.described.insert(pid, comm);
-            self.cmdlines.request(pid);
         }
+        pids.truncate(done);
+        self.cmdlines.request(pids);
     }
 
     /// One enumeration pass over the subtree: every member not yet signalled in this step (or
@@ -682,15 +718,39 @@ impl Engine<'_> {
                 fatal = Some(e);
                 return ControlFlow::Break(());
             }
-            let aliens = self.alien_threads(&members, deadline);
-            let listed = members.ids.iter().map(|&id| (id, members.threaded));
-            for (id, threaded) in listed.chain(aliens.into_iter().map(|t| (t, true))) {
+            let thread_set: std::collections::HashSet<i32> =
+                members.threads.iter().copied().collect();
+            // The listed members first; then the rare thread whose process is listed elsewhere
+            // (finding those costs a lookup per unknown thread, mostly processes that exited
+            // between the two reads: it must not delay the signals everyone else is owed).
+            let mut ids: Vec<(i32, bool)> = members
+                .ids
+                .iter()
+                .map(|&id| (id, members.threaded))
+                .collect();
+            let mut aliens_done = false;
+            let mut i = 0;
+            loop {
+                if i == ids.len() {
+                    if aliens_done {
+                        break;
+                    }
+                    aliens_done = true;
+                    ids.extend(
+                        self.alien_threads(&members, deadline)
+                            .into_iter()
+                            .map(|t| (t, true)),
+                    );
+                    continue;
+                }
+                let (id, threaded) = ids[i];
+                i += 1;
                 seen += 1;
                 if seen.is_multiple_of(CLOCK_EVERY) && deadline.is_some_and(|d| Instant::now() >= d)
                 {
                     return ControlFlow::Break(());
                 }
-                match self.signal_member(c, id, threaded, sig, extra) {
+                match self.signal_member(c, id, threaded, &thread_set, sig, extra) {
                     Ok(true) => n += 1,
                     Ok(false) => {}
                     Err(e) => errors.push(e),
@@ -710,6 +770,9 @@ impl Engine<'_> {
         for e in errors {
             self.problems.add(e);
         }
+        if sig != Signal::KILL {
+            self.describe_pending(deadline);
+        }
         if let Some(e) = fatal {
             return Err(e);
         }
@@ -723,6 +786,7 @@ impl Engine<'_> {
         c: &Cgroup,
         id: i32,
         threaded: bool,
+        threads: &std::collections::HashSet<i32>,
         sig: Signal,
         extra: &[Signal],
     ) -> Result<bool> {
@@ -757,7 +821,12 @@ impl Engine<'_> {
         // A leader that has exited (`pthread_exit`) stays listed here while its live threads may
         // all be elsewhere: signal its process only if one of them is within the target (else
         // the signal would reach only threads outside it).
-        if !threaded && !procinfo::has_live_thread_in(id, self.cg.ns_path_bytes()) {
+        // (Its leader's own tid is then missing from cgroup.threads, read just before: only
+        // then is the process looked at more closely.)
+        if !threaded
+            && !threads.contains(&id)
+            && !procinfo::has_live_thread_in(id, self.cg.ns_path_bytes())
+        {
             tracing::debug!(cgroup = %c.rel(), pid = id, "exited leader, no live thread here: not a member");
             return Ok(false);
         }
@@ -991,7 +1060,7 @@ impl Engine<'_> {
             // (state D)? Then it is exiting: up to DYING_GRACE more.
             let pid = main.pid();
             let mut s: Survivor = procinfo::describe(pid).into();
-            if s.state != "D" {
+            if !is_stuck(&s) {
                 self.w.track(main)?;
                 if self
                     .w
@@ -1092,20 +1161,27 @@ impl Engine<'_> {
         }
     }
 
-    /// The survivors once the kill timeout is over. A process that is not in uninterruptible
-    /// sleep has not survived SIGKILL: it is exiting, slowly on a loaded machine (thousands of
-    /// processes tearing down their memory at once). Those get up to [`DYING_GRACE`] more,
-    /// event-driven, before anything still there is reported.
+    /// The survivors once the kill timeout is over. A survivor is stuck: in uninterruptible
+    /// sleep (state D, every thread too) somewhere else than its own exit. Anything else has
+    /// not survived SIGKILL, it is still exiting (slowly, on a loaded machine, when thousands
+    /// of processes tear down their memory at once): while such processes are there and their
+    /// number keeps falling, the stop waits on (event-driven, a second at a time, at most
+    /// [`DYING_MAX`] in all) before it reports what is left.
     async fn confirmed_survivors(&mut self) -> Result<(Vec<Survivor>, usize)> {
-        let (survivors, n) = self.survivors();
-        if n == 0 || survivors.iter().all(|s| s.state == "D") {
-            return Ok((survivors, n));
+        let (mut survivors, mut n) = self.survivors();
+        let hard_end = deadline_after(DYING_MAX);
+        while n > 0 && !survivors.iter().all(is_stuck) && Instant::now() < hard_end {
+            let more = deadline_after(Duration::from_secs(1)).min(hard_end);
+            if self.w.wait_empty(more, false, |_| {}).await? == Wake::Empty {
+                return Ok((Vec::new(), 0));
+            }
+            let before = n;
+            (survivors, n) = self.survivors();
+            if n >= before {
+                break;
+            }
         }
-        let more = deadline_after(DYING_GRACE);
-        if self.w.wait_empty(more, false, |_| {}).await? == Wake::Empty {
-            return Ok((Vec::new(), 0));
-        }
-        Ok(self.survivors())
+        Ok((survivors, n))
     }
 
     /// The processes still present, described from sources that cannot block (at most

@@ -697,14 +697,16 @@ fn a_frozen_leftover_cgroup_does_not_hang_the_next_run() {
 fn run_reaps_every_child_before_it_exits() {
     require_cgroup_v2!();
     let parent = TestCgroup::new("run-reap");
-    // A daemon that ignores SIGTERM, double-forked away from the main process.
+    // A daemon that ignores SIGTERM, double-forked away from the main process. The timeout
+    // leaves it time to set its trap first (much more under emulation).
+    let timeout = format!("{}ms", slow(Duration::from_millis(500)).as_millis());
     let out = run_in(
         &parent,
         &[
             "--name",
             "job",
             "--timeout",
-            "300ms",
+            &timeout,
             "--grace",
             "200ms",
             "--kill-timeout",

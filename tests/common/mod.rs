@@ -242,9 +242,10 @@ impl Proc {
         self.child.id() as i32
     }
 
-    /// Waits for the process to print `want` (its readiness line); panics after 10 s.
+    /// Waits for the process to print `want` (its readiness line); panics after 10 s (scaled
+    /// on slow machines: starting hundreds of processes under emulation takes that long).
     pub fn wait_line(&self, want: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + slow(Duration::from_secs(10));
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
@@ -458,7 +459,7 @@ pub fn c_helper(name: &str) -> PathBuf {
 impl Proc {
     /// Waits for a line starting with `prefix` and returns the rest of it; panics after 10 s.
     pub fn wait_prefix(&self, prefix: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + slow(Duration::from_secs(10));
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
