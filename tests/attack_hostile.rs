@@ -806,8 +806,14 @@ echo ready; wait"#,
         v["errors"],
         v["warnings"]
     );
+    // Every one of them was killed; the report counts them all, or says that its count is a
+    // lower bound (listing the subtree before the kill has a few milliseconds, which under
+    // emulation is not enough).
+    let lower_bound = v["warnings"]
+        .to_string()
+        .contains("killed_total counts only");
     assert!(
-        v["killed_total"].as_u64().unwrap() >= procs as u64,
+        v["killed_total"].as_u64().unwrap() >= procs as u64 || lower_bound,
         "{} {}",
         v["killed_total"],
         v["warnings"]
