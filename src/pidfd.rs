@@ -153,14 +153,7 @@ impl PidFd {
             Err(Errno::SRCH) => Ok(None),
             Err(Errno::INVAL) => {
                 // No PIDFD_THREAD (before 6.9): open the process and prove via /proc.
-                let status = match std::fs::read_to_string(format!("/proc/{tid}/status")) {
-                    Ok(s) => s,
-                    Err(_) => return Ok(None),
-                };
-                let Some(tgid) = status.lines().find_map(|l| {
-                    l.strip_prefix("Tgid:")
-                        .and_then(|v| v.trim().parse::<i32>().ok())
-                }) else {
+                let Some(tgid) = crate::procinfo::tgid_of(tid) else {
                     return Ok(None);
                 };
                 let Some(p) = PidFd::open(tgid)? else {
