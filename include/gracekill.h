@@ -40,7 +40,7 @@
  * The version of this C ABI. It changes only when an existing function or struct field changes
  * meaning; new fields are appended to structs that carry `struct_size`.
  */
-#define GRACEKILL_ABI_VERSION 2
+#define GRACEKILL_ABI_VERSION 3
 
 /**
  * `kill_mode`: every process in the cgroup's subtree gets each stop signal (the default).
@@ -290,6 +290,34 @@ struct gracekill_survivor {
 };
 
 /**
+ * A process the stop signalled and saw exit: one entry of the exit timeline.
+ */
+struct gracekill_exit {
+  /**
+   * The pid.
+   */
+  int32_t pid;
+  /**
+   * `/proc/<pid>/comm`, read while it was alive; empty if it was not described.
+   */
+  const char *comm;
+  /**
+   * When the stop saw it exit, milliseconds after the stop started.
+   */
+  double at_ms;
+  /**
+   * Whether `wait_status` is known: false before Linux 6.15 (no `PIDFD_INFO_EXIT`), or when
+   * its parent had not reaped it when the stop ended.
+   */
+  bool status_known;
+  /**
+   * Its wait status, as `waitpid(2)` gives it: use `WIFEXITED`/`WEXITSTATUS`,
+   * `WIFSIGNALED`/`WTERMSIG` from `<sys/wait.h>`.
+   */
+  int32_t wait_status;
+};
+
+/**
  * What a stop did: the same facts as `gracekill stop --json`. Allocated by
  * `gracekill_stop()`, read-only for the caller, released with `gracekill_outcome_free()`;
  * every pointer inside stays valid until then and is owned by the outcome.
@@ -380,6 +408,15 @@ struct gracekill_outcome {
    * Where the policy came from: `given`, `stored` or `default`.
    */
   const char *policy_source;
+  /**
+   * The exit timeline (ABI 3): the processes the stop signalled and saw exit, in order (at
+   * most 100).
+   */
+  const struct gracekill_exit *exits;
+  /**
+   * Number of `exits`.
+   */
+  size_t exits_len;
 };
 
 #ifdef __cplusplus

@@ -40,7 +40,7 @@ use crate::task::PolicySource;
 
 /// The version of this C ABI. It changes only when an existing function or struct field changes
 /// meaning; new fields are appended to structs that carry `struct_size`.
-pub const GRACEKILL_ABI_VERSION: u32 = 2;
+pub const GRACEKILL_ABI_VERSION: u32 = 3;
 
 /// `kill_mode`: every process in the cgroup's subtree gets each stop signal (the default).
 pub const GRACEKILL_KILL_MODE_CONTROL_GROUP: i32 = 0;
@@ -197,6 +197,24 @@ pub struct gracekill_survivor {
     pub mrelease_error: *const c_char,
 }
 
+/// A process the stop signalled and saw exit: one entry of the exit timeline.
+#[repr(C)]
+#[derive(Debug)]
+pub struct gracekill_exit {
+    /// The pid.
+    pub pid: i32,
+    /// `/proc/<pid>/comm`, read while it was alive; empty if it was not described.
+    pub comm: *const c_char,
+    /// When the stop saw it exit, milliseconds after the stop started.
+    pub at_ms: f64,
+    /// Whether `wait_status` is known: false before Linux 6.15 (no `PIDFD_INFO_EXIT`), or when
+    /// its parent had not reaped it when the stop ended.
+    pub status_known: bool,
+    /// Its wait status, as `waitpid(2)` gives it: use `WIFEXITED`/`WEXITSTATUS`,
+    /// `WIFSIGNALED`/`WTERMSIG` from `<sys/wait.h>`.
+    pub wait_status: i32,
+}
+
 /// What a stop did: the same facts as `gracekill stop --json`. Allocated by
 /// `gracekill_stop()`, read-only for the caller, released with `gracekill_outcome_free()`;
 /// every pointer inside stays valid until then and is owned by the outcome.
@@ -246,6 +264,11 @@ pub struct gracekill_outcome {
     pub first_error: *const c_char,
     /// Where the policy came from: `given`, `stored` or `default`.
     pub policy_source: *const c_char,
+    /// The exit timeline (ABI 3): the processes the stop signalled and saw exit, in order (at
+    /// most 100).
+    pub exits: *const gracekill_exit,
+    /// Number of `exits`.
+    pub exits_len: usize,
 }
 
 /// The outcome and the memory its pointers point into, in one allocation. `public` comes first
@@ -257,6 +280,7 @@ struct OwnedOutcome {
     _steps: Vec<gracekill_step_report>,
     _killed: Vec<gracekill_process>,
     _survivors: Vec<gracekill_survivor>,
+    _exits: Vec<gracekill_exit>,
 }
 
 // -- errors -------------------------------------------------------------------------------------
@@ -696,6 +720,17 @@ impl OwnedOutcome {
                     .map_or(std::ptr::null(), &mut keep),
             })
             .collect();
+        let exits: Vec<gracekill_exit> = o
+            .exits
+            .iter()
+            .map(|e| gracekill_exit {
+                pid: e.pid,
+                comm: keep(&e.comm),
+                at_ms: e.at_ms,
+                status_known: e.wait_status.is_some(),
+                wait_status: e.wait_status.unwrap_or(0),
+            })
+            .collect();
         let public = gracekill_outcome {
             verdict: match o.outcome {
                 Verdict::Empty => GRACEKILL_VERDICT_EMPTY,
@@ -732,6 +767,8 @@ impl OwnedOutcome {
                 PolicySource::Stored => "stored",
                 PolicySource::Default => "default",
             }),
+            exits: exits.as_ptr(),
+            exits_len: exits.len(),
         };
         // The Vecs' buffers do not move when the Vecs move into the struct.
         OwnedOutcome {
@@ -740,6 +777,7 @@ impl OwnedOutcome {
             _steps: steps,
             _killed: killed,
             _survivors: survivors,
+            _exits: exits,
         }
     }
 }
@@ -888,6 +926,7 @@ mod tests {
                 cmdline: "app --serve".into(),
             }],
             killed_total: 1,
+            exits: vec![],
             survivors: vec![],
             survivors_total: 0,
             policy: "SIGTERM 1s".into(),

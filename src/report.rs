@@ -119,6 +119,70 @@ pub struct Killed {
     pub cmdline: String,
 }
 
+/// How one process the stop held a pidfd for ended: the per-process exit timeline.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Exit {
+    /// The pid.
+    pub pid: i32,
+    /// `/proc/<pid>/comm`, read while it was alive; empty if it was not described.
+    pub comm: String,
+    /// When the stop saw it exit (its pidfd became readable), milliseconds after the stop
+    /// started.
+    pub at_ms: f64,
+    /// Its exit code, if it exited by itself (`exit(3)`, returning from `main`).
+    pub code: Option<i32>,
+    /// The signal that ended it (`SIGKILL`, `SIGTERM` without a handler).
+    pub signal: Option<String>,
+    /// Whether it dumped core.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub core_dumped: bool,
+    /// The raw wait status (`WIFEXITED`, `WTERMSIG` apply), for the C ABI. `code` and `signal`
+    /// are both `None` when it is unknown: the kernel has no `PIDFD_INFO_EXIT` (before 6.15),
+    /// or the process's parent had not reaped it yet when the stop ended.
+    #[serde(skip)]
+    pub wait_status: Option<i32>,
+}
+
+impl Exit {
+    /// An entry from the kernel's wait status (`None`: unknown).
+    pub fn new(pid: i32, comm: String, at_ms: f64, wait_status: Option<i32>) -> Exit {
+        let (code, signal, core_dumped) = match wait_status {
+            Some(st) if st & 0x7f == 0 => (Some((st >> 8) & 0xff), None, false),
+            Some(st) => {
+                let sig = st & 0x7f;
+                let name = crate::policy::Signal::from_raw(sig)
+                    .map_or_else(|_| format!("signal {sig}"), |s| s.to_string());
+                (None, Some(name), st & 0x80 != 0)
+            }
+            None => (None, None, false),
+        };
+        Exit {
+            pid,
+            comm,
+            at_ms,
+            code,
+            signal,
+            core_dumped,
+            wait_status,
+        }
+    }
+
+    /// `app exited 0 after 1.50s`, `sleep killed by SIGKILL after 2.00s`.
+    pub fn describe(&self) -> String {
+        let who = if self.comm.is_empty() {
+            format!("pid {}", self.pid)
+        } else {
+            self.comm.clone()
+        };
+        let secs = self.at_ms / 1000.0;
+        match (&self.code, &self.signal) {
+            (Some(c), _) => format!("{who} exited {c} after {secs:.2}s"),
+            (None, Some(s)) => format!("{who} killed by {s} after {secs:.2}s"),
+            (None, None) => format!("{who} gone after {secs:.2}s"),
+        }
+    }
+}
+
 impl From<ProcInfo> for Survivor {
     fn from(p: ProcInfo) -> Survivor {
         Survivor {
@@ -153,6 +217,9 @@ pub struct Outcome {
     pub killed: Vec<Killed>,
     /// How many processes were alive when the final kill was sent.
     pub killed_total: usize,
+    /// The processes the stop signalled and saw exit, in the order they exited, with their exit
+    /// status (the first 100).
+    pub exits: Vec<Exit>,
     /// The processes still present after the kill timeout (the first 100).
     pub survivors: Vec<Survivor>,
     /// How many processes survived.
@@ -198,6 +265,13 @@ impl Outcome {
         }
         if self.thawed {
             line.push_str(", thawed");
+        }
+        if !self.exits.is_empty() {
+            let list: Vec<String> = self.exits.iter().take(5).map(Exit::describe).collect();
+            line.push_str(&format!("; {}", list.join("; ")));
+            if self.exits.len() > 5 {
+                line.push_str(&format!("; {} more exited", self.exits.len() - 5));
+            }
         }
         if self.cgroup_removed {
             line.push_str(", the cgroup was removed during the stop");

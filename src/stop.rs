@@ -36,7 +36,8 @@ use crate::guard;
 use crate::pidfd::{Membership, PidFd, membership_method};
 use crate::policy::{KillMode, Policy, Signal};
 use crate::procinfo::{self, CmdlineReader};
-use crate::report::{Killed, MAX_LISTED, Outcome, Problems, StepReport, Survivor, Verdict};
+use crate::report::{Exit, Killed, MAX_LISTED, Outcome, Problems, StepReport, Survivor, Verdict};
+use crate::sys;
 use crate::task::{FinalKillRecord, PolicySource, StopMark, StopPlan};
 use crate::watch::{Wake, Watcher, deadline_after};
 
@@ -210,6 +211,7 @@ pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Ou
         problems: Problems::default(),
         warnings: Vec::new(),
         described: HashMap::new(),
+        early_comm: HashMap::new(),
         to_describe: Vec::new(),
         cmdlines: CmdlineReader::default(),
         step_done: HashMap::new(),
@@ -264,6 +266,7 @@ fn bare_outcome(cg: &Cgroup, policy: &Policy, verdict: Verdict, empty_at: Option
         steps: Vec::new(),
         killed: Vec::new(),
         killed_total: 0,
+        exits: Vec::new(),
         survivors: Vec::new(),
         survivors_total: 0,
         policy: policy.summary(),
@@ -342,6 +345,12 @@ enum GraceEnd {
     MainGone,
 }
 
+/// How long an emptied task's exits are given to be reaped by their parents, for their exit
+/// statuses (see [`Engine::settle_exits`]). A supervisor reaps its child within a millisecond
+/// of SIGCHLD, and orphans are reaped by their subreaper or init as promptly; a parent that
+/// never reaps costs a stop this much once, and its child's status is reported unknown.
+const REAP_WAIT: Duration = Duration::from_millis(50);
+
 struct Engine<'a> {
     cg: &'a Cgroup,
     policy: &'a Policy,
@@ -357,6 +366,9 @@ struct Engine<'a> {
     warnings: Vec<String>,
     /// The comm of the first processes signalled, read while they were alive (for `killed`).
     described: HashMap<i32, String>,
+    /// Names read just before the first signal (a process that exits at once may be reaped
+    /// before the pass is over and [`Engine::describe_pending`] runs), for the exit timeline.
+    early_comm: HashMap<i32, String>,
     /// Signalled in the current pass, to be described once it is over.
     to_describe: Vec<i32>,
     cmdlines: CmdlineReader,
@@ -377,8 +389,42 @@ impl Engine<'_> {
         (t - self.t0).as_secs_f64() * 1000.0
     }
 
+    /// The cgroup is empty: gives the parents of the processes seen to exit up to
+    /// [`REAP_WAIT`] to reap them, so the timeline can carry their exit statuses (the kernel
+    /// keeps a status for a pidfd only once the process is reaped). Event-driven; returns at
+    /// once when they are all reaped already, and does nothing before Linux 6.15.
+    async fn settle_exits(&mut self) {
+        if let Err(e) = self.w.wait_reaped(Instant::now() + REAP_WAIT).await {
+            self.problems.add(e);
+        }
+    }
+
+    /// The timeline of the exits seen, with each exit status the kernel has by now.
+    fn exits(&mut self) -> Vec<Exit> {
+        let _ = self.w.refresh();
+        self.w
+            .take_exits()
+            .into_iter()
+            .map(|(p, at)| {
+                let pid = p.tgid();
+                let comm = self
+                    .described
+                    .get(&pid)
+                    .or_else(|| self.early_comm.get(&pid))
+                    .cloned()
+                    .unwrap_or_default();
+                Exit::new(
+                    pid,
+                    comm,
+                    self.ms(at),
+                    sys::pidfd_exit_status(std::os::fd::AsFd::as_fd(&p)),
+                )
+            })
+            .collect()
+    }
+
     fn outcome(
-        self,
+        mut self,
         verdict: Verdict,
         empty_at: Option<Instant>,
         killed: Vec<Killed>,
@@ -386,6 +432,7 @@ impl Engine<'_> {
         survivors: Vec<Survivor>,
         survivors_total: usize,
     ) -> Outcome {
+        let exits = self.exits();
         Outcome {
             cgroup: self.cg.rel().to_string(),
             outcome: verdict,
@@ -395,6 +442,7 @@ impl Engine<'_> {
             steps: self.steps,
             killed,
             killed_total,
+            exits,
             survivors,
             survivors_total,
             policy: self.policy.summary(),
@@ -408,8 +456,8 @@ impl Engine<'_> {
 
     /// The cgroup emptied before this stop's final kill. If another stop of the same task sent
     /// its final kill meanwhile, that kill emptied it: report it, not a graceful exit.
-    fn graceful(mut self) -> Outcome {
-        let now = Some(Instant::now());
+    fn graceful(mut self, emptied: Instant) -> Outcome {
+        let now = Some(emptied);
         if let Some(rec) = FinalKillRecord::read(self.cg).filter(|r| r.at_ns >= self.t0_ns) {
             tracing::debug!(cgroup = %self.cg.rel(), by = rec.pid, "emptied by another stop's final kill");
             self.steps.push(StepReport {
@@ -446,7 +494,11 @@ impl Engine<'_> {
                 .wait_grace(deadline, step.signal, escalate.as_deref())
                 .await?
             {
-                GraceEnd::Empty => return Ok(self.graceful()),
+                GraceEnd::Empty => {
+                    let emptied = Instant::now();
+                    self.settle_exits().await;
+                    return Ok(self.graceful(emptied));
+                }
                 GraceEnd::MainGone => return Ok(self.remaining(None)),
                 GraceEnd::Escalated => break,
                 GraceEnd::Deadline => {}
@@ -463,7 +515,7 @@ impl Engine<'_> {
                     let n = k.len();
                     self.outcome(Verdict::Killed, Some(Instant::now()), k, n, Vec::new(), 0)
                 }
-                None => self.graceful(),
+                None => self.graceful(Instant::now()),
             };
         }
         let killed = killed.unwrap_or_default();
@@ -662,7 +714,10 @@ impl Engine<'_> {
                 break;
             }
             done += 1;
-            let comm = procinfo::comm(pid);
+            let comm = self
+                .early_comm
+                .remove(&pid)
+                .unwrap_or_else(|| procinfo::comm(pid));
             // Said at once, not after a grace wasted on a process that cannot react.
             if let Some(v1) = procinfo::v1_frozen(pid) {
                 let w = format!(
@@ -830,6 +885,16 @@ impl Engine<'_> {
             tracing::debug!(cgroup = %c.rel(), pid = id, "exited leader, no live thread here: not a member");
             return Ok(false);
         }
+        let tgid = if threaded { pidfd.tgid() } else { id };
+        if self.described.len() + self.early_comm.len() < 2 * MAX_LISTED
+            && !self.described.contains_key(&tgid)
+        {
+            // Alive now (its pidfd was just proven): the name read is its own. One small read
+            // of task state, which a task cannot make block.
+            self.early_comm
+                .entry(tgid)
+                .or_insert_with(|| procinfo::comm(tgid));
+        }
         let sent = if threaded {
             pidfd.send_signal_to_group(sig)? && {
                 for &s in extra {
@@ -926,7 +991,9 @@ impl Engine<'_> {
 
     async fn final_kill(mut self) -> Result<Outcome> {
         if !self.w.state()?.populated {
-            return Ok(self.graceful());
+            let emptied = Instant::now();
+            self.settle_exits().await;
+            return Ok(self.graceful(emptied));
         }
         if self.policy.kill_mode == KillMode::Process {
             return self.final_kill_main().await;
@@ -961,14 +1028,9 @@ impl Engine<'_> {
         let killed = self.describe_killed(&alive);
         let wake = self.kill_rounds(deadline).await?;
         if wake == Wake::Empty {
-            return Ok(self.outcome(
-                Verdict::Killed,
-                Some(Instant::now()),
-                killed,
-                total,
-                Vec::new(),
-                0,
-            ));
+            let emptied = Instant::now();
+            self.settle_exits().await;
+            return Ok(self.outcome(Verdict::Killed, Some(emptied), killed, total, Vec::new(), 0));
         }
         let (survivors, n) = self.confirmed_survivors().await?;
         tracing::debug!(cgroup = %self.cg.rel(), survivors = n, "processes survived SIGKILL");

@@ -27,6 +27,8 @@ use crate::pidfd::PidFd;
 const EVENTS_KEY: u64 = 0;
 /// The deadline's timerfd in the epoll set.
 const TIMER_KEY: u64 = u64::MAX;
+/// Marks the key of an exited pidfd waited on for its reap: the index in `exited` follows.
+const REAP_BIT: u64 = 1 << 62;
 
 /// Why a wait ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +56,15 @@ pub struct Watcher {
     /// pid -> key, for the pids currently tracked.
     by_pid: HashMap<i32, u64>,
     next_key: u64,
+    /// Tracked processes seen to exit, with when, in that order: their pidfds are kept so the
+    /// exit status can be read once their parent reaps them (at most [`MAX_EXITS`]).
+    exited: Vec<(PidFd, Instant)>,
+    /// How many of `exited` are in the epoll set waiting for `EPOLLHUP` (reaped).
+    reaps_pending: usize,
 }
+
+/// How many exits are kept for the report's timeline (each holds its pidfd until the end).
+pub const MAX_EXITS: usize = crate::report::MAX_LISTED;
 
 impl Watcher {
     /// Starts watching `cg`'s `cgroup.events`.
@@ -98,6 +108,8 @@ impl Watcher {
             tracked: HashMap::new(),
             by_pid: HashMap::new(),
             next_key: 1,
+            exited: Vec::new(),
+            reaps_pending: 0,
         })
     }
 
@@ -141,7 +153,7 @@ impl Watcher {
     pub fn live(&mut self, pid: i32) -> Option<&PidFd> {
         let key = *self.by_pid.get(&pid)?;
         if self.tracked.get(&key).is_some_and(|p| p.has_exited()) {
-            self.forget(key);
+            self.exit_seen(key);
             return None;
         }
         self.tracked.get(&key)
@@ -168,8 +180,10 @@ impl Watcher {
     }
 
     /// Closes tracked pidfds until at most `keep` remain (out of descriptors: waking on them is
-    /// only an optimization; `cgroup.events` still reports emptiness).
+    /// only an optimization; `cgroup.events` still reports emptiness). The pidfds kept for exit
+    /// statuses go first: those statuses are then reported as unknown.
     pub fn shed(&mut self, keep: usize) {
+        self.exited.clear();
         let extra: Vec<u64> = self
             .tracked
             .keys()
@@ -189,6 +203,82 @@ impl Watcher {
     /// How many tracked processes have not been seen to exit.
     pub fn tracked_count(&self) -> usize {
         self.tracked.len()
+    }
+
+    /// The tracked process behind `key` exited: stop tracking it, and keep its pidfd (while
+    /// there is room) to read its exit status for the report.
+    fn exit_seen(&mut self, key: u64) {
+        if let Some(p) = self.tracked.remove(&key) {
+            if self.by_pid.get(&p.pid()) == Some(&key) {
+                self.by_pid.remove(&p.pid());
+            }
+            if self.exited.len() < MAX_EXITS {
+                // Out of the epoll set, since it stays open: an exited pidfd stays readable and
+                // would wake every level-triggered wait at once (one system call, first 100).
+                let _ = epoll::delete(self.epoll.get_ref(), p.as_fd());
+                self.exited.push((p, Instant::now()));
+            }
+        }
+    }
+
+    /// The exits seen so far, in order, with when each was seen; empties the list.
+    pub fn take_exits(&mut self) -> Vec<(PidFd, Instant)> {
+        self.reaps_pending = 0;
+        std::mem::take(&mut self.exited)
+    }
+
+    /// Waits, until `until` at the latest, for the kept exits' processes to be reaped by their
+    /// parents, so their exit statuses can be read (pidfs keeps the status only from the reap
+    /// on). Event-driven: a pidfd reports `EPOLLHUP` once its process is reaped. Does nothing on
+    /// kernels without `PIDFD_INFO_EXIT` (before 6.15), where there is no status to wait for.
+    ///
+    /// # Errors
+    /// `epoll_ctl`, `epoll_wait` or the timer failing.
+    pub async fn wait_reaped(&mut self, until: Instant) -> Result<()> {
+        if !exit_info_supported() {
+            return Ok(());
+        }
+        let os = |e| {
+            Error::os(
+                "epoll_ctl add exited pidfd",
+                std::path::Path::new("/proc"),
+                e,
+            )
+        };
+        for (i, (p, _)) in self.exited.iter().enumerate() {
+            if crate::sys::pidfd_exit_status(p.as_fd()).is_some() {
+                continue;
+            }
+            // No event flags: only EPOLLHUP (the reap) and EPOLLERR are reported.
+            epoll::add(
+                self.epoll.get_ref(),
+                p.as_fd(),
+                epoll::EventData::new_u64(REAP_BIT | i as u64),
+                epoll::EventFlags::empty(),
+            )
+            .map_err(os)?;
+            self.reaps_pending += 1;
+        }
+        if self.reaps_pending == 0 {
+            return Ok(());
+        }
+        self.arm(until)?;
+        loop {
+            self.drain()?;
+            if self.reaps_pending == 0 || Instant::now() >= until {
+                return Ok(());
+            }
+            let mut guard = self.epoll.readable().await.map_err(|e| {
+                Error::os(
+                    "wait on epoll for",
+                    std::path::Path::new("/proc"),
+                    crate::cgroup::errno_of(&e),
+                )
+            })?;
+            if !self.drain_peek()? {
+                guard.clear_ready();
+            }
+        }
     }
 
     fn forget(&mut self, key: u64) {
@@ -243,7 +333,15 @@ impl Watcher {
                         let mut n = [0u8; 8];
                         let _ = rustix::io::read(&self.timer, &mut n);
                     }
-                    key => self.forget(key),
+                    key if key & REAP_BIT != 0 => {
+                        // Reaped: out of the set, or its HUP would wake every wait.
+                        let i = usize::try_from(key & !REAP_BIT).unwrap_or(usize::MAX);
+                        if let Some((p, _)) = self.exited.get(i) {
+                            let _ = epoll::delete(self.epoll.get_ref(), p.as_fd());
+                            self.reaps_pending = self.reaps_pending.saturating_sub(1);
+                        }
+                    }
+                    key => self.exit_seen(key),
                 }
             }
             if buf.len() < buf.capacity() {
@@ -367,6 +465,21 @@ impl Watcher {
         self.ready_now(&mut buf)?;
         Ok(!buf.is_empty())
     }
+}
+
+/// Does this kernel keep exit statuses for pidfds (`PIDFD_INFO_EXIT`, Linux 6.15)? Decided by
+/// the release number once: the ioctl cannot be probed without a reaped process at hand.
+fn exit_info_supported() -> bool {
+    static SUPPORTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SUPPORTED.get_or_init(|| {
+        let uname = rustix::system::uname();
+        let release = uname.release().to_string_lossy();
+        let mut parts = release
+            .split(|c: char| !c.is_ascii_digit())
+            .map(|n| n.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+        (major, minor) >= (6, 15)
+    })
 }
 
 /// A deadline `d` from now, saturating far in the future.

@@ -377,6 +377,52 @@ fn ladder_and_final_kill_are_reported() {
     proc_.wait();
 }
 
+/// The exit timeline through the C ABI: each process's wait status, usable with the C
+/// library's `WIFEXITED`/`WTERMSIG`, once its parent (this test, on another thread) reaps it.
+#[test]
+fn exits_carry_wait_statuses() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("capiexits");
+    // The app reaps its child before exiting: an orphan's status waits for init to reap it,
+    // which some inits do only every second or two (this CI machine's does).
+    let mut app = cg.spawn(r#"trap 'wait; exit 4' TERM; echo ready; sleep 1000 & wait"#);
+    app.wait_line("ready");
+    assert!(common::wait_until(Duration::from_secs(5), || cg
+        .pids()
+        .len()
+        == 2));
+    let app_pid = app.pid();
+    // The parent reaps as a supervisor would, while the stop runs.
+    let reaper = std::thread::spawn(move || app.wait());
+    let mut p = policy();
+    p.grace_ms = 5000;
+    let (rc, out) = stop(&cg.path.to_string_lossy(), Some(&p), None);
+    assert_eq!(rc, 0, "{}", last_error());
+    let c = out.get();
+    assert_eq!(c.verdict, GRACEKILL_VERDICT_GRACEFUL, "{:?}", out.json());
+    let exits = unsafe { std::slice::from_raw_parts(c.exits, c.exits_len) };
+    assert_eq!(exits.len(), 2, "{:?}", out.json());
+    let app_exit = exits
+        .iter()
+        .find(|e| e.pid == app_pid)
+        .unwrap_or_else(|| panic!("no entry for the app: {:?}", out.json()));
+    assert_eq!(cstr(app_exit.comm), "bash");
+    assert!(app_exit.at_ms >= 0.0 && app_exit.at_ms < c.elapsed_ms);
+    if common::kernel_at_least(6, 15) {
+        assert!(app_exit.status_known, "{:?}", out.json());
+        assert!(libc::WIFEXITED(app_exit.wait_status));
+        assert_eq!(libc::WEXITSTATUS(app_exit.wait_status), 4);
+        let sleep = exits.iter().find(|e| e.pid != app_pid).unwrap();
+        assert_eq!(cstr(sleep.comm), "sleep");
+        assert!(sleep.status_known, "{:?}", out.json());
+        assert!(libc::WIFSIGNALED(sleep.wait_status));
+        assert_eq!(libc::WTERMSIG(sleep.wait_status), libc::SIGTERM);
+    } else {
+        assert!(exits.iter().all(|e| !e.status_known));
+    }
+    assert_eq!(reaper.join().unwrap().code(), Some(4));
+}
+
 #[test]
 fn a_null_policy_applies_the_tasks_trusted_policy_and_ignores_forgeries() {
     require_cgroup_v2!();

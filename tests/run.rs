@@ -519,3 +519,90 @@ fn kill(pid: u32, sig: &str) {
             .success()
     );
 }
+
+/// The exit timeline: every process the stop signalled, when it exited and how, read from the
+/// kernel (`PIDFD_INFO_EXIT`, 6.15+) once `run`, their subreaper, reaped them.
+#[test]
+fn the_stop_reports_how_and_when_each_process_exited() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-exits");
+    // bash exits 7 on TERM; `sleep 1001` dies of the TERM; `sleep 1002` ignores it.
+    let script = r#"trap 'exit 7' TERM
+        sleep 1001 &
+        (trap '' TERM; exec sleep 1002) &
+        echo ready > "$PWD/ready"; wait"#;
+    let child = run_bg(&cg, &["--name", "tl", "--", "bash", "-c", script]);
+    assert!(wait_until(Duration::from_secs(10), || cg
+        .file("ready")
+        .exists()));
+    wait_task(&cg, "tl", 3);
+    let out = output(gk(&cg).args(["stop", "--grace", "1s", "--json", "tl"]));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "killed", "{v}");
+    let exits = v["exits"].as_array().expect("exits").clone();
+    assert_eq!(exits.len(), 3, "{v}");
+    let by_comm = |want: &str| {
+        exits
+            .iter()
+            .find(|e| e["comm"] == want)
+            .unwrap_or_else(|| panic!("no {want} in {v}"))
+    };
+    let bash = by_comm("bash");
+    let sleeps: Vec<_> = exits.iter().filter(|e| e["comm"] == "sleep").collect();
+    assert_eq!(sleeps.len(), 2, "{v}");
+    let (termed, killed) = if sleeps[0]["signal"] == "SIGTERM" {
+        (sleeps[0], sleeps[1])
+    } else {
+        (sleeps[1], sleeps[0])
+    };
+    let at = |e: &serde_json::Value| e["at_ms"].as_f64().expect("at_ms");
+    // In the order seen: the two that honoured SIGTERM at once, the stubborn one at the
+    // deadline.
+    assert!(at(bash) < 500.0 && at(termed) < 500.0, "{v}");
+    assert!(
+        at(killed) >= 1000.0,
+        "killed before the grace was over: {v}"
+    );
+    assert_eq!(exits.last().map(|e| &e["pid"]), Some(&killed["pid"]), "{v}");
+    if common::kernel_at_least(6, 15) {
+        assert_eq!(bash["code"], 7, "{v}");
+        assert!(bash["signal"].is_null(), "{v}");
+        assert_eq!(termed["signal"], "SIGTERM", "{v}");
+        assert_eq!(killed["signal"], "SIGKILL", "{v}");
+    } else {
+        // No PIDFD_INFO_EXIT: the timeline says when, not how.
+        assert!(
+            exits
+                .iter()
+                .all(|e| e["code"].is_null() && e["signal"].is_null())
+        );
+    }
+    // The summary tells the same story in words.
+    let human = output(gk(&cg).args(["stop", "tl"]));
+    assert!(human.status.success());
+    let run = finish(child);
+    assert_eq!(run.status.code(), Some(7), "{}", stderr(&run));
+}
+
+/// The same timeline in the summary line a person reads.
+#[test]
+fn the_summary_names_each_exit() {
+    require_cgroup_v2!();
+    if !common::kernel_at_least(6, 15) {
+        eprintln!("no PIDFD_INFO_EXIT before 6.15: the summary cannot name exit statuses");
+        return;
+    }
+    let cg = TestCgroup::new("run-exits-human");
+    let script = r#"trap 'exit 3' TERM; echo ready > "$PWD/ready"; sleep 1000 & wait"#;
+    let child = run_bg(&cg, &["--name", "h", "--", "bash", "-c", script]);
+    assert!(wait_until(Duration::from_secs(10), || cg
+        .file("ready")
+        .exists()));
+    wait_task(&cg, "h", 2);
+    let out = output(gk(&cg).args(["stop", "--grace", "5s", "h"]));
+    let line = stdout(&out);
+    assert!(out.status.success(), "{line}");
+    assert!(line.contains("bash exited 3 after"), "{line}");
+    assert!(line.contains("sleep killed by SIGTERM after"), "{line}");
+    assert_eq!(finish(child).status.code(), Some(3));
+}
