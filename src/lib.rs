@@ -56,7 +56,7 @@
 //! - C and C++: [`capi`] is the C ABI (`include/gracekill.h`, `libgracekill.a`/`.so`,
 //!   `gracekill.pc`); `examples/cpp/stop_on_worker.cpp` stops tasks from worker threads, as a
 //!   Mesos module must.
-//! - Anything else: the CLI's `--json` output (see `examples/thermos/` for Aurora/Thermos).
+//! - Anything else: the CLI's `--json` output (see `integrations/thermos/` for Aurora/Thermos).
 //!   `docs/integration.md` covers Mesos, Thermos, systemd hosts and CI.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]

@@ -1,25 +1,17 @@
-//! The Thermos recipe (`examples/thermos/gracekill_thermos.py`) run under python3 against real
-//! tasks shaped like Thermos processes: a `bash -c` wrapper around an app that flushes on
-//! SIGTERM (root and cgroup v2 required).
+//! The Thermos integration (`integrations/thermos/gracekill_thermos`) on a Thermos-shaped runner
+//! written for these tests (`integrations/thermos/tests/thermos_shape.py`: the upstream kill
+//! path, no Aurora code), run under python3 on real cgroups (root and cgroup v2 required).
+//!
+//! Each scenario runs the runner in `<test cgroup>/runner` and the task's cgroups under
+//! `<test cgroup>/tasks`; the app flushes for 1 s on SIGTERM and has a setsid'd daemon child
+//! that flushes on SIGTERM too.
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-use common::{TestCgroup, bin, read, stderr, stdout};
-
-/// Flushes for 1 s on SIGTERM (ignoring further TERMs meanwhile), then writes a marker.
-const FLUSHING_APP: &str = r#"
-trap 'trap "" TERM; sleep 1; echo flushed > "$SCRATCH/marker"; exit 0' TERM
-echo ready
-while :; do sleep 1 & wait $!; done
-"#;
-
-fn recipe_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/thermos")
-}
+use common::{TestCgroup, TestUser, bin, stderr, stdout};
 
 fn python() -> Result<(), String> {
     match Command::new("python3").arg("--version").output() {
@@ -40,114 +32,199 @@ macro_rules! require_python {
     };
 }
 
-fn result_json(o: &Output) -> serde_json::Value {
-    serde_json::from_str(stdout(o).lines().last().unwrap_or(""))
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", stdout(o), stderr(o)))
+fn scenario_py() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("integrations/thermos/tests/scenario.py")
 }
 
-/// The runner side: a Python "coordinator" that forks the process the way Thermos does (a
-/// `bash -c` wrapper, joined to the task's cgroup before exec), then stops it with the recipe
-/// and reaps the wrapper for its return code.
-const RUNNER: &str = r#"
-import json, os, subprocess, sys
-sys.path.insert(0, os.environ["RECIPE_DIR"])
-import gracekill_thermos
-
-cgroup_dir, gracekill = sys.argv[1], sys.argv[2]
-def join_cgroup():
-    with open(os.path.join(cgroup_dir, "cgroup.procs"), "w") as f:
-        f.write("0")
-cmdline = 'bash "$SCRATCH/app.sh"; echo wrapper-done > "$SCRATCH/wrapper-done"'
-proc = subprocess.Popen(["bash", "-c", cmdline], stdout=subprocess.PIPE,
-                        universal_newlines=True, preexec_fn=join_cgroup)
-assert proc.stdout.readline().strip() == "ready"
-result = gracekill_thermos.stop_process(cgroup_dir, finalization_wait=10, kill_timeout=5,
-                                        gracekill=gracekill, reap=proc.wait)
-print(json.dumps(result.as_dict()))
-"#;
-
-#[test]
-fn thermos_recipe_lets_the_app_behind_a_bash_wrapper_flush() {
-    require_cgroup_v2!();
-    require_python!();
-    let cg = TestCgroup::new("thermos");
-    std::fs::write(cg.file("app.sh"), FLUSHING_APP).unwrap();
-    let t = Instant::now();
-    let out = Command::new("python3")
-        .args(["-c", RUNNER])
-        .arg(&cg.path)
-        .arg(bin())
-        .env("RECIPE_DIR", recipe_dir())
-        .env("SCRATCH", &cg.scratch)
-        .stdin(Stdio::null())
-        .output()
-        .expect("python3");
-    let took = t.elapsed();
-    assert!(out.status.success(), "{}\n{}", stdout(&out), stderr(&out));
-    let v = result_json(&out);
-    assert_eq!(v["state"], "KILLED", "{v}");
-    assert_eq!(
-        v["return_code"], -15,
-        "the wrapper the runner forked died of SIGTERM, as under Thermos: {v}"
-    );
-    assert_eq!(v["outcome"]["outcome"], "graceful");
-    assert_eq!(
-        v["outcome"]["steps"].as_array().unwrap().len(),
-        1,
-        "no SIGKILL step: {v}"
-    );
-    assert_eq!(
-        read(&cg.file("marker")).trim(),
-        "flushed",
-        "the app flushed although its wrapper died at once"
-    );
-    assert!(!cg.file("wrapper-done").exists());
-    assert!(
-        took >= Duration::from_millis(900) && took < common::slow(Duration::from_secs(8)),
-        "the 1 s flush was waited for, not cut short: {took:?}"
-    );
-    assert!(!cg.populated());
+struct Setup {
+    cg: TestCgroup,
+    runner: PathBuf,
+    tasks: PathBuf,
 }
 
-fn recipe_cli(args: &[&str]) -> Output {
-    Command::new("python3")
-        .arg(recipe_dir().join("gracekill_thermos.py"))
-        .arg("--gracekill")
-        .arg(bin())
+fn setup(tag: &str) -> Setup {
+    let cg = TestCgroup::new(tag);
+    let runner = cg.child("runner");
+    let tasks = cg.child("tasks");
+    Setup { cg, runner, tasks }
+}
+
+/// Runs one scenario; returns its JSON result.
+fn scenario(s: &Setup, integration: bool, args: &[&str]) -> serde_json::Value {
+    let mut c = Command::new("python3");
+    c.arg(scenario_py())
+        .arg("--scratch")
+        .arg(&s.cg.scratch)
+        .arg("--runner-cgroup")
+        .arg(&s.runner)
         .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("python3")
-}
-
-#[test]
-fn thermos_recipe_maps_a_final_kill_to_killed_by_sigkill() {
-    require_cgroup_v2!();
-    require_python!();
-    let cg = TestCgroup::new("thermoskill");
-    // An app that ignores SIGTERM: only the final kill ends it.
-    let mut p = cg.spawn(r#"bash -c 'trap "" TERM; echo ready; while :; do sleep 1; done'"#);
-    p.wait_line("ready");
-    let out = recipe_cli(&["--finalization-wait", "0.3", "--kill-timeout", "5", &cg.rel]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let v = result_json(&out);
-    assert_eq!(v["state"], "KILLED");
-    assert_eq!(v["return_code"], -9);
-    assert_eq!(v["outcome"]["outcome"], "killed");
-    assert_eq!(v["outcome"]["steps"][1]["signal"], "SIGKILL");
-    assert!(!cg.populated());
-    p.wait();
-}
-
-#[test]
-fn thermos_recipe_reports_a_refusal_and_signals_nothing() {
-    require_cgroup_v2!();
-    require_python!();
-    let out = recipe_cli(&["/"]);
-    assert_eq!(out.status.code(), Some(2));
+        .stdin(Stdio::null());
+    if integration {
+        c.arg("--integration")
+            .arg("--root")
+            .arg(&s.tasks)
+            .arg("--gracekill")
+            .arg(bin());
+    }
+    let out = c.output().expect("python3");
     assert!(
-        stderr(&out).contains("refusing to stop the root cgroup"),
-        "{}",
+        out.status.success(),
+        "scenario failed:\n{}\n{}",
+        stdout(&out),
         stderr(&out)
     );
+    let last = stdout(&out).lines().last().unwrap_or("").to_string();
+    serde_json::from_str(&last)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(&out), stderr(&out)))
+}
+
+fn took(v: &serde_json::Value) -> f64 {
+    v["took"].as_f64().expect("took")
+}
+
+/// Without the integration the shape reproduces what upstream Thermos does: the wrapper dies of
+/// SIGTERM, the group is SIGKILLed with the app inside, and the setsid'd daemon escapes.
+#[test]
+fn without_the_integration_the_app_never_flushes_and_the_daemon_escapes() {
+    require_cgroup_v2!();
+    require_python!();
+    let s = setup("thermos-upstream");
+    let v = scenario(&s, false, &["--app", "flushing", "--kill", "executor"]);
+    assert_eq!(v["flushed"], false, "{v}");
+    assert_eq!(v["daemon_left_running"], true, "{v}");
+    assert_eq!(v["recorded"]["app"]["state"], "KILLED", "{v}");
+    assert_eq!(
+        v["recorded"]["app"]["return_code"], -15,
+        "the wrapper's status: {v}"
+    );
+}
+
+#[test]
+fn an_executor_kill_lets_the_app_and_its_daemon_flush() {
+    require_cgroup_v2!();
+    require_python!();
+    let s = setup("thermos-kill");
+    let v = scenario(&s, true, &["--app", "flushing", "--kill", "executor"]);
+    assert_eq!(v["flushed"], true, "{v}");
+    assert_eq!(v["daemon_flushed"], true, "{v}");
+    assert_eq!(v["daemon_left_running"], false, "{v}");
+    assert_eq!(v["recorded"]["app"]["state"], "KILLED", "{v}");
+    if common::kernel_at_least(6, 15) {
+        assert_eq!(
+            v["recorded"]["app"]["return_code"], 0,
+            "the app's own status, not its wrapper's -15: {v}"
+        );
+    }
+    assert!(
+        took(&v) >= 0.9 && took(&v) < common::slow(std::time::Duration::from_secs(6)).as_secs_f64(),
+        "the 1 s flush was waited for, and no longer: {v}"
+    );
+    assert!(!s.cg.populated() || common::pids_below(&s.tasks).is_empty());
+}
+
+#[test]
+fn a_process_that_ignores_sigterm_is_killed_at_the_deadline_and_recorded_so() {
+    require_cgroup_v2!();
+    require_python!();
+    let s = setup("thermos-stubborn");
+    let v = scenario(
+        &s,
+        true,
+        &[
+            "--app",
+            "stubborn",
+            "--kill",
+            "executor",
+            "--preemption-wait",
+            "1",
+        ],
+    );
+    assert_eq!(v["flushed"], false, "{v}");
+    assert_eq!(
+        v["daemon_flushed"], true,
+        "the daemon honoured its SIGTERM: {v}"
+    );
+    assert_eq!(v["daemon_left_running"], false, "{v}");
+    assert_eq!(v["recorded"]["app"]["state"], "KILLED", "{v}");
+    assert_eq!(v["recorded"]["app"]["return_code"], -9, "{v}");
+    assert!(took(&v) >= 0.95, "killed before the preemption wait: {v}");
+    assert!(common::pids_below(&s.tasks).is_empty());
+}
+
+#[test]
+fn thermos_kill_ends_everything_at_once() {
+    require_cgroup_v2!();
+    require_python!();
+    let s = setup("thermos-force");
+    let v = scenario(&s, true, &["--app", "flushing", "--kill", "thermos-kill"]);
+    assert_eq!(v["daemon_left_running"], false, "{v}");
+    assert_eq!(v["flushed"], false, "{v}");
+    assert_eq!(v["recorded"]["app"]["state"], "KILLED", "{v}");
+    assert_eq!(v["recorded"]["app"]["return_code"], -9, "{v}");
+    assert!(took(&v) < 2.0, "force is immediate: {v}");
+    assert!(common::pids_below(&s.tasks).is_empty());
+}
+
+/// The task ends by itself and leaves its daemon behind: the daemon gets the stop signal and
+/// the finalization wait, not an immediate SIGKILL; the process is recorded as it ended.
+#[test]
+fn a_natural_end_stops_the_leftovers_gracefully() {
+    require_cgroup_v2!();
+    require_python!();
+    let s = setup("thermos-natural");
+    let v = scenario(
+        &s,
+        true,
+        &[
+            "--app",
+            "natural",
+            "--kill",
+            "none",
+            "--finalization-wait",
+            "5",
+        ],
+    );
+    assert_eq!(v["recorded"]["app"]["state"], "SUCCESS", "{v}");
+    assert_eq!(v["recorded"]["app"]["return_code"], 0, "{v}");
+    assert_eq!(v["daemon_flushed"], true, "{v}");
+    assert_eq!(v["daemon_left_running"], false, "{v}");
+    assert!(common::pids_below(&s.tasks).is_empty());
+}
+
+/// The runner as an unprivileged role user, in a subtree delegated to it (the directory and
+/// its cgroup.procs chowned, as systemd's Delegate= does).
+#[test]
+fn an_unprivileged_role_user_in_a_delegated_subtree() {
+    require_cgroup_v2!();
+    require_python!();
+    let Some(user) = TestUser::try_new() else {
+        return;
+    };
+    let s = setup("thermos-user");
+    for p in [
+        s.cg.path.clone(),
+        s.cg.path.join("cgroup.procs"),
+        s.runner.clone(),
+        s.runner.join("cgroup.procs"),
+        s.tasks.clone(),
+        s.tasks.join("cgroup.procs"),
+    ] {
+        std::os::unix::fs::chown(&p, Some(user.uid), None).unwrap();
+    }
+    std::fs::set_permissions(
+        &s.cg.scratch,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let v = scenario(
+        &s,
+        true,
+        &[
+            "--app", "flushing", "--kill", "executor", "--user", &user.name,
+        ],
+    );
+    assert_eq!(v["flushed"], true, "{v}");
+    assert_eq!(v["daemon_left_running"], false, "{v}");
+    assert_eq!(v["recorded"]["app"]["state"], "KILLED", "{v}");
+    assert!(common::pids_below(&s.tasks).is_empty());
 }
