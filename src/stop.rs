@@ -392,9 +392,11 @@ impl Engine<'_> {
     /// The cgroup is empty: gives the parents of the processes seen to exit up to
     /// [`REAP_WAIT`] to reap them, so the timeline can carry their exit statuses (the kernel
     /// keeps a status for a pidfd only once the process is reaped). Event-driven; returns at
-    /// once when they are all reaped already, and does nothing before Linux 6.15.
-    async fn settle_exits(&mut self) {
-        if let Err(e) = self.w.wait_reaped(Instant::now() + REAP_WAIT).await {
+    /// once when they are all reaped already, and does nothing before Linux 6.15. Never past
+    /// `limit`, the end of the phase the stop is in (the step's grace, or the kill timeout).
+    async fn settle_exits(&mut self, limit: Instant) {
+        let until = (Instant::now() + REAP_WAIT).min(limit);
+        if let Err(e) = self.w.wait_reaped(until).await {
             self.problems.add(e);
         }
     }
@@ -496,7 +498,7 @@ impl Engine<'_> {
             {
                 GraceEnd::Empty => {
                     let emptied = Instant::now();
-                    self.settle_exits().await;
+                    self.settle_exits(deadline).await;
                     return Ok(self.graceful(emptied));
                 }
                 GraceEnd::MainGone => return Ok(self.remaining(None)),
@@ -992,7 +994,8 @@ impl Engine<'_> {
     async fn final_kill(mut self) -> Result<Outcome> {
         if !self.w.state()?.populated {
             let emptied = Instant::now();
-            self.settle_exits().await;
+            self.settle_exits(deadline_after(self.policy.kill_timeout))
+                .await;
             return Ok(self.graceful(emptied));
         }
         if self.policy.kill_mode == KillMode::Process {
@@ -1029,7 +1032,7 @@ impl Engine<'_> {
         let wake = self.kill_rounds(deadline).await?;
         if wake == Wake::Empty {
             let emptied = Instant::now();
-            self.settle_exits().await;
+            self.settle_exits(deadline).await;
             return Ok(self.outcome(Verdict::Killed, Some(emptied), killed, total, Vec::new(), 0));
         }
         let (survivors, n) = self.confirmed_survivors().await?;

@@ -78,6 +78,19 @@ fn scenario(s: &Setup, integration: bool, args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}\n{}", stdout(&out), stderr(&out)))
 }
 
+/// Nothing of the task is left: no process, and no cgroup (the integration removes them when the
+/// task is over).
+fn assert_task_gone(s: &Setup) {
+    assert!(common::pids_below(&s.tasks).is_empty());
+    let left: Vec<_> = std::fs::read_dir(&s.tasks)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "cgroups left behind: {left:?}");
+}
+
 fn took(v: &serde_json::Value) -> f64 {
     v["took"].as_f64().expect("took")
 }
@@ -119,7 +132,7 @@ fn an_executor_kill_lets_the_app_and_its_daemon_flush() {
         took(&v) >= 0.9 && took(&v) < common::slow(std::time::Duration::from_secs(6)).as_secs_f64(),
         "the 1 s flush was waited for, and no longer: {v}"
     );
-    assert!(!s.cg.populated() || common::pids_below(&s.tasks).is_empty());
+    assert_task_gone(&s);
 }
 
 #[test]
@@ -148,7 +161,7 @@ fn a_process_that_ignores_sigterm_is_killed_at_the_deadline_and_recorded_so() {
     assert_eq!(v["recorded"]["app"]["state"], "KILLED", "{v}");
     assert_eq!(v["recorded"]["app"]["return_code"], -9, "{v}");
     assert!(took(&v) >= 0.95, "killed before the preemption wait: {v}");
-    assert!(common::pids_below(&s.tasks).is_empty());
+    assert_task_gone(&s);
 }
 
 #[test]
@@ -162,7 +175,7 @@ fn thermos_kill_ends_everything_at_once() {
     assert_eq!(v["recorded"]["app"]["state"], "KILLED", "{v}");
     assert_eq!(v["recorded"]["app"]["return_code"], -9, "{v}");
     assert!(took(&v) < 2.0, "force is immediate: {v}");
-    assert!(common::pids_below(&s.tasks).is_empty());
+    assert_task_gone(&s);
 }
 
 /// The task ends by itself and leaves its daemon behind: the daemon gets the stop signal and
@@ -188,7 +201,7 @@ fn a_natural_end_stops_the_leftovers_gracefully() {
     assert_eq!(v["recorded"]["app"]["return_code"], 0, "{v}");
     assert_eq!(v["daemon_flushed"], true, "{v}");
     assert_eq!(v["daemon_left_running"], false, "{v}");
-    assert!(common::pids_below(&s.tasks).is_empty());
+    assert_task_gone(&s);
 }
 
 /// The runner as an unprivileged role user, in a subtree delegated to it (the directory and
@@ -226,5 +239,5 @@ fn an_unprivileged_role_user_in_a_delegated_subtree() {
     assert_eq!(v["flushed"], true, "{v}");
     assert_eq!(v["daemon_left_running"], false, "{v}");
     assert_eq!(v["recorded"]["app"]["state"], "KILLED", "{v}");
-    assert!(common::pids_below(&s.tasks).is_empty());
+    assert_task_gone(&s);
 }

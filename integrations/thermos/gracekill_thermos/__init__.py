@@ -302,7 +302,26 @@ def _patch_runner(thermos):
             return 0
         return max(0.0, _config.kill_timeout + 2 - (now - since))
 
+    orig_run = TaskRunner.run
+    orig_kill = TaskRunner.kill
+
+    def run(self, *a, **kw):
+        try:
+            return orig_run(self, *a, **kw)
+        finally:
+            if self.is_terminal():
+                _remove_task_cgroups(self.state.header.task_id)
+
+    def kill(self, *a, **kw):
+        try:
+            return orig_kill(self, *a, **kw)
+        finally:
+            if self.is_terminal():
+                _remove_task_cgroups(self.state.header.task_id)
+
     TaskRunner.__init__ = init
+    TaskRunner.run = run
+    TaskRunner.kill = kill
     TaskRunner._terminate_plan = terminate_plan
     TaskRunner.has_running_processes = has_running_processes
     TaskRunner._finalization_remaining = finalization_remaining
@@ -367,8 +386,47 @@ def _patch_helper(thermos):
         finally:
             cls.terminate_pid = classmethod(real_terminate_pid)
 
+    orig_kill = Helper.kill.__func__
+
+    def kill(cls, task_id, *a, **kw):
+        try:
+            return orig_kill(cls, task_id, *a, **kw)
+        finally:
+            _remove_task_cgroups(task_id)
+
     Helper.kill_process = classmethod(kill_process)
     Helper.terminate_orphans = classmethod(terminate_orphans)
+    Helper.kill = classmethod(kill)
+
+
+def _remove_task_cgroups(task_id):
+    """Removes the task's process cgroups, and its own, once the task is over. Only empty ones
+    go (rmdir refuses a populated cgroup): a process that outlived SIGKILL keeps its cgroup, to
+    be found and reported."""
+    task_dir = os.path.dirname(_config.cgroup(task_id, "x", 0).path)
+    try:
+        names = os.listdir(task_dir)
+    except OSError:
+        return
+    for name in names:
+        path = os.path.join(task_dir, name)
+        if os.path.isdir(path):
+            _rmdir_tree(path)
+    _rmdir_tree(task_dir)
+
+
+def _rmdir_tree(path):
+    """rmdir, children first (a task may have made cgroups of its own below its process's)."""
+    for dirpath, dirnames, _ in os.walk(path, topdown=False):
+        for d in dirnames:
+            try:
+                os.rmdir(os.path.join(dirpath, d))
+            except OSError:
+                pass
+    try:
+        os.rmdir(path)
+    except OSError as e:
+        log.warning("gracekill: cannot remove %s: %s", path, e)
 
 
 def _within(path, roots):

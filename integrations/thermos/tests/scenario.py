@@ -105,7 +105,7 @@ def main():
         # Another process, as the `thermos kill` CLI is: it loads the runner's state.
         install(args)
         killer_result = thermos_shape.TaskRunnerHelper.kill(
-            os.path.join(args.scratch, "ckpt", "checkpoints", "task-1", "runner.json")
+            "task-1", os.path.join(args.scratch, "ckpt"), force=True
         )
     out, _ = runner.communicate(timeout=120)
     took = time.monotonic() - t

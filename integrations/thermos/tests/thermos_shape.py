@@ -233,14 +233,17 @@ class TaskRunnerHelper(object):
                 return
 
     @classmethod
-    def kill(cls, runner_state_file):
-        """`thermos kill`: SIGKILL the runner, kill every process, record KILLED -9."""
-        with open(runner_state_file) as f:
+    def kill(cls, task_id, checkpoint_root, force=False):
+        """`thermos kill`: SIGKILL the runner, kill every process, record KILLED -9 (or LOST for
+        a process with nothing left to kill). Returns what it recorded."""
+        path = os.path.join(checkpoint_root, "checkpoints", task_id, "runner.json")
+        with open(path) as f:
             saved = json.load(f)
         state = State(saved["task_id"])
         for name, runs in saved["processes"].items():
             state.processes[name] = [Record(**r) for r in runs]
-        cls.kill_pid(saved["runner_pid"])
+        if force:
+            cls.kill_pid(saved["runner_pid"])
         result = {}
         for name in state.processes:
             if cls.kill_process(state, name):
@@ -293,6 +296,7 @@ class TaskRunner(object):
         self._preemption_deadline = None
         self._finalization_start = None
         self._kill_requested = None
+        self._terminal = False
         self._offsets = {}
         os.makedirs(self._pathspec.getpath("checkpoint_path"), exist_ok=True)
 
@@ -380,6 +384,9 @@ class TaskRunner(object):
     def kill(self, preemption_wait):
         self._kill_requested = preemption_wait
 
+    def is_terminal(self):
+        return self._terminal
+
     def run(self):
         set_subreaper()
         signal.signal(signal.SIGUSR1, lambda s, f: self.kill(self._preemption_wait))
@@ -417,6 +424,7 @@ class TaskRunner(object):
             else:
                 TaskRunnerHelper.kill_process(self.state, name)
         self._save()
+        self._terminal = True
         return {
             n: {"state": ProcessState.NAMES[r[-1].state], "return_code": r[-1].return_code}
             for n, r in self.state.processes.items()
