@@ -31,6 +31,10 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value = "text", global = true)]
     log_format: LogFormat,
+    /// Print nothing on success: no summary, no generated task name (errors, warnings and
+    /// --json output still appear).
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -67,9 +71,10 @@ enum Command {
 
 const RUN_HELP: &str = "\
 The task's cgroup is <parent>/<name> (parent: gracekill's root, /gracekill under the cgroup2
-mount, or GRACEKILL_ROOT). CMD joins it before it executes its first instruction, runs in the
-foreground with stdin, stdout, stderr and the environment inherited, and `run` exits with CMD's
-status (128+N if signal N ended it).
+mount, or GRACEKILL_ROOT). `--` before CMD is optional: everything from the first non-option on
+is CMD. CMD joins the cgroup before it executes its first instruction, runs in the foreground
+with stdin, stdout, stderr and the environment inherited, and `run` exits with CMD's status
+(128+N if signal N ended it).
 
 SIGTERM, SIGINT or SIGHUP to `run` stop the task gracefully by its policy; a second one skips to
 the final kill. After --timeout the graceful stop starts: exit 124 if the task then ended within
@@ -81,8 +86,9 @@ the task keeps running, as a systemd scope does.
 -p takes systemd-run's spellings: KillSignal=, TimeoutStopSec=, KillMode=, SendSIGHUP=,
 FinalKillSignal= (SIGKILL only), RuntimeMaxSec= (same as --timeout).
 
-EXIT CODES: CMD's status; 124/137 after --timeout; 2 bad usage or a name in use;
-126 CMD cannot be executed; 127 CMD not found; 1 other errors.";
+EXIT CODES: CMD's status; 124/137 after --timeout; 125 run's own failures (bad usage, a
+name in use, other errors: never mistaken for CMD's 1 or 2); 126 CMD cannot be executed;
+127 CMD not found.";
 
 const STOP_HELP: &str = "\
 TASK is a cgroup: a path under the cgroup2 mount (/sys/fs/cgroup/jobs/web), a path relative to
@@ -96,7 +102,8 @@ stored policy as a whole.
 
 JSON (--json): {cgroup, outcome: empty|graceful|killed|survivors|remaining, elapsed_ms,
 empty_at_ms, thawed, steps: [{signal, at_ms, signalled, via?}], killed: [{pid, comm, cmdline}],
-killed_total, survivors: [{pid, comm, state, wchan, memory_released, mrelease_error?, threads?}],
+killed_total, exits: [{pid, comm, at_ms, code, signal, core_dumped?}] (how and when each
+signalled process exited; code/signal null before Linux 6.15 or if not yet reaped), survivors: [{pid, comm, state, wchan, memory_released, mrelease_error?, threads?}],
 survivors_total, policy, policy_source: given|stored|default, warnings: [..],
 errors: {count, examples}, membership_proof, cgroup_removed}
 
@@ -176,8 +183,15 @@ struct RunArgs {
     /// Use the pre-5.14 final kill (see `stop --help`).
     #[arg(long, hide = true)]
     force_fallback: bool,
-    /// The command and its arguments.
-    #[arg(last = true, required = true, value_name = "CMD")]
+    /// The command and its arguments. Options of `run` go before it; `--` is optional, as for
+    /// timeout(1) and systemd-run: everything from the first non-option on is CMD.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        required = true,
+        num_args = 1..,
+        value_name = "CMD"
+    )]
     command: Vec<std::ffi::OsString>,
 }
 
@@ -265,25 +279,36 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            // One line: clap's first paragraph, joined, without its "error: " prefix.
+            // One line: clap's first paragraph, joined, without its "error: " prefix, and its
+            // hints ("tip: a similar argument exists: '--grace'"), which are what helps.
             let text = e.to_string();
             let para: Vec<&str> = text
                 .lines()
                 .take_while(|l| !l.trim().is_empty())
                 .map(str::trim)
                 .collect();
-            let line = para.join(" ");
+            let mut line = para.join(" ");
+            for tip in text
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("tip:"))
+            {
+                line.push_str("; ");
+                line.push_str(tip.strip_prefix("tip: ").unwrap_or(tip));
+            }
             eprintln!(
                 "gracekill: {}",
                 line.strip_prefix("error: ").unwrap_or(&line)
             );
-            return ExitCode::from(2);
+            return ExitCode::from(if invoked_run() { RUN_OWN_ERROR } else { 2 });
         }
     };
     init_logging(cli.verbose, cli.log_format);
+    let quiet = cli.quiet;
+    let is_run = matches!(cli.command, Command::Run(_));
     let code = match cli.command {
-        Command::Stop(args) => cmd_stop(args),
-        Command::Run(args) => cmd_run(args),
+        Command::Stop(args) => cmd_stop(args, quiet),
+        Command::Run(args) => cmd_run(args, quiet),
         Command::Status(args) => cmd_status(args),
         Command::List(args) => cmd_list(args),
         Command::Completions { shell } => {
@@ -304,9 +329,35 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("gracekill: {e:#}");
-            ExitCode::from(exit_code_for(&e))
+            let code = exit_code_for(&e);
+            // `run` passes CMD's status through: its own failures must not look like CMD's 1
+            // or 2. timeout(1)'s convention: 125 for its own errors, 126/127 for CMD's exec.
+            ExitCode::from(if is_run && code < 126 {
+                RUN_OWN_ERROR
+            } else {
+                code
+            })
         }
     }
+}
+
+/// The exit status of `run` for its own failures (bad usage, a name in use, no cgroup2...).
+const RUN_OWN_ERROR: u8 = 125;
+
+/// Was `run` the subcommand (for usage errors, found before clap could say)? The first
+/// argument that is not an option names it; the global options take no values but
+/// `--log-format`.
+fn invoked_run() -> bool {
+    let mut args = std::env::args_os().skip(1);
+    while let Some(a) = args.next() {
+        let a = a.to_string_lossy();
+        if a == "--log-format" {
+            args.next();
+        } else if !a.starts_with('-') {
+            return a == "run";
+        }
+    }
+    false
 }
 
 fn exit_code_for(e: &anyhow::Error) -> u8 {
@@ -329,8 +380,11 @@ fn init_logging(verbose: u8, format: LogFormat) {
         _ => "gracekill=trace,debug",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // Colours only for a terminal, and never with NO_COLOR: logs redirected to a file stay text.
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -344,7 +398,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn cmd_stop(args: StopArgs) -> anyhow::Result<u8> {
+fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
     // Validate the flags before touching anything.
     let given = args.policy.given();
     if let Some(p) = &given {
@@ -352,11 +406,19 @@ fn cmd_stop(args: StopArgs) -> anyhow::Result<u8> {
     }
     let mount = Mount::discover()?;
     let cg = gracekill::task::open(&mount, &args.task)?;
+    // A task of a `gracekill run` that is gone (SIGKILLed, say): nobody else will remove its
+    // cgroup once it is empty, so this stop does.
+    let run_gone = gracekill::task::Records::of(&cg)
+        .get("owner")
+        .ok()
+        .flatten()
+        .is_some()
+        && gracekill::task::owner(&cg).is_none();
     let mut opts = StopOptions {
         kill_method: KillMethod::from_env(args.force_fallback),
         ..StopOptions::default()
     };
-    let live = (!args.json && std::io::stderr().is_terminal()).then(LiveLine::new);
+    let live = (!args.json && !quiet && std::io::stderr().is_terminal()).then(LiveLine::new);
     if let Some(l) = &live {
         opts.progress = Some(l.callback());
     }
@@ -373,11 +435,19 @@ fn cmd_stop(args: StopArgs) -> anyhow::Result<u8> {
         l.clear();
     }
     let outcome = outcome?;
-    print_outcome(&outcome, args.json);
+    if run_gone && !cg.events().map(|e| e.populated).unwrap_or(true) {
+        match cg.remove_tree() {
+            Ok(()) => {
+                tracing::debug!(cgroup = %cg.rel(), "removed the task's cgroup: its run is gone")
+            }
+            Err(e) => tracing::warn!("cannot remove {}: {e}", cg.path().display()),
+        }
+    }
+    print_outcome(&outcome, args.json, quiet);
     Ok(outcome.outcome.exit_code() as u8)
 }
 
-fn cmd_run(args: RunArgs) -> anyhow::Result<u8> {
+fn cmd_run(args: RunArgs, quiet: bool) -> anyhow::Result<u8> {
     let mut policy = Policy::default();
     let mut timeout = None;
     for prop in &args.properties {
@@ -399,10 +469,12 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<u8> {
         Some(n) => n,
         None => {
             let n = format!("run-{}", std::process::id());
-            eprintln!(
-                "gracekill: task name {n} (cgroup {}/{n})",
-                parent.trim_end_matches('/')
-            );
+            if !quiet {
+                eprintln!(
+                    "gracekill: task name {n} (cgroup {}/{n})",
+                    parent.trim_end_matches('/')
+                );
+            }
             n
         }
     };
@@ -415,8 +487,14 @@ fn cmd_run(args: RunArgs) -> anyhow::Result<u8> {
         argv: args.command,
         kill_method: KillMethod::from_env(args.force_fallback),
     };
-    let report = runtime()?.block_on(run(&mount, &spec, |msg| eprintln!("gracekill: {msg}")))?;
-    if let Some(o) = &report.stop {
+    let report = runtime()?.block_on(run(&mount, &spec, |msg| {
+        if !quiet {
+            eprintln!("gracekill: {msg}");
+        }
+    }))?;
+    if let Some(o) = &report.stop
+        && (!quiet || o.outcome == gracekill::Verdict::Survivors)
+    {
         eprintln!("gracekill: {}", o.summary());
     }
     if args.json {
@@ -438,13 +516,53 @@ struct TaskView {
     cgroup: String,
     path: String,
     populated: bool,
+    /// `running`, `empty`, `orphaned` (running, but the `run` that supervised it is gone) or
+    /// `leftover` (empty, and its `run` is gone: `gracekill stop` removes it).
+    state: &'static str,
     process_count: usize,
     main_pid: Option<i32>,
-    policy: Option<String>,
+    /// The `run` process supervising the task, while it lives.
+    supervisor_pid: Option<i32>,
+    policy: Option<PolicyView>,
+    /// The policy in words, as `status` prints it.
+    policy_summary: Option<String>,
     policy_error: Option<String>,
     age_s: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     processes: Option<Vec<ProcView>>,
+}
+
+/// A stored policy, structured for machines.
+#[derive(serde::Serialize)]
+struct PolicyView {
+    steps: Vec<StepView>,
+    sighup: bool,
+    kill_timeout_ms: u128,
+    kill_mode: String,
+}
+
+#[derive(serde::Serialize)]
+struct StepView {
+    signal: String,
+    grace_ms: u128,
+}
+
+impl From<&Policy> for PolicyView {
+    fn from(p: &Policy) -> PolicyView {
+        PolicyView {
+            steps: p
+                .steps
+                .iter()
+                .map(|s| StepView {
+                    signal: s.signal.to_string(),
+                    grace_ms: s.grace.as_millis(),
+                })
+                .collect(),
+            sighup: p.sighup,
+            kill_timeout_ms: p.kill_timeout.as_millis(),
+            kill_mode: p.kill_mode.to_string(),
+        }
+    }
 }
 
 #[derive(serde::Serialize)]
@@ -474,14 +592,31 @@ fn view(cg: &gracekill::Cgroup, with_procs: bool) -> anyhow::Result<TaskView> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    // The root cgroup has no cgroup.events: its processes say whether it is populated.
+    let populated = cg.events()?.populated || !pids.is_empty();
+    let supervisor_pid = gracekill::task::owner(cg).map(|p| p.pid());
+    let supervised = gracekill::task::Records::of(cg)
+        .get("owner")
+        .ok()
+        .flatten()
+        .is_some();
+    let state = match (populated, supervised && supervisor_pid.is_none()) {
+        (true, false) => "running",
+        (true, true) => "orphaned",
+        (false, false) => "empty",
+        (false, true) => "leftover",
+    };
     Ok(TaskView {
         name: cg.rel().rsplit('/').next().unwrap_or_default().to_string(),
         cgroup: cg.rel().to_string(),
         path: cg.path().display().to_string(),
-        populated: cg.events()?.populated,
+        populated,
+        state,
         process_count: pids.len(),
         main_pid: meta.main_pid,
-        policy: meta.policy.map(|p| p.summary()),
+        supervisor_pid,
+        policy: meta.policy.as_ref().map(PolicyView::from),
+        policy_summary: meta.policy.map(|p| p.summary()),
         policy_error,
         age_s: meta.created.map(|c| now.saturating_sub(c)),
         processes: with_procs.then(|| {
@@ -508,11 +643,8 @@ fn cmd_status(args: StatusArgs) -> anyhow::Result<u8> {
     }
     println!("task:     {}", v.name);
     println!("cgroup:   {} ({})", v.cgroup, v.path);
-    println!(
-        "state:    {}",
-        if v.populated { "running" } else { "empty" }
-    );
-    match (&v.policy, &v.policy_error) {
+    println!("state:    {}", describe_state(&v));
+    match (&v.policy_summary, &v.policy_error) {
         (Some(p), _) => println!("policy:   {p}"),
         (None, Some(e)) => println!("policy:   INVALID: {e}"),
         (None, None) => println!(
@@ -536,6 +668,15 @@ fn cmd_status(args: StatusArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+fn describe_state(v: &TaskView) -> String {
+    match (v.state, v.supervisor_pid) {
+        ("running", Some(pid)) => format!("running (supervised by gracekill run, pid {pid})"),
+        ("orphaned", _) => "running; its gracekill run is gone (stop it by name)".into(),
+        ("leftover", _) => "empty; its gracekill run is gone (`gracekill stop` removes it)".into(),
+        (s, _) => s.into(),
+    }
+}
+
 fn cmd_list(args: ListArgs) -> anyhow::Result<u8> {
     let mount = Mount::discover()?;
     let root = gracekill::task::default_root(&mount)?;
@@ -549,7 +690,8 @@ fn cmd_list(args: ListArgs) -> anyhow::Result<u8> {
             .iter()
             .map(|c| view(c, false))
             .collect::<anyhow::Result<Vec<_>>>()?,
-        Err(e) if e.kind() == ErrorKind::NotFound => Vec::new(),
+        // No tasks were ever run under the default root: nothing to list.
+        Err(e) if e.kind() == ErrorKind::NotFound && args.parent.is_none() => Vec::new(),
         Err(e) => return Err(e.into()),
     };
     if args.json {
@@ -569,13 +711,13 @@ fn cmd_list(args: ListArgs) -> anyhow::Result<u8> {
             "{:<20} {:<28} {:<9} {:>5} {:>8} {:>8}  {}",
             t.name,
             t.cgroup,
-            if t.populated { "running" } else { "empty" },
+            t.state,
             t.process_count,
             t.main_pid
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "-".into()),
             age,
-            t.policy
+            t.policy_summary
                 .or(t.policy_error.map(|e| format!("INVALID: {e}")))
                 .unwrap_or_else(|| "-".into())
         );
@@ -583,10 +725,11 @@ fn cmd_list(args: ListArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn print_outcome(o: &Outcome, json: bool) {
+fn print_outcome(o: &Outcome, json: bool, quiet: bool) {
     if json {
         println!("{}", o.to_json());
-    } else {
+    } else if !quiet || o.outcome == gracekill::Verdict::Survivors {
+        // Survivors are said even with --quiet: processes outlived SIGKILL.
         println!("gracekill: {}", o.summary());
     }
 }

@@ -170,9 +170,16 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     if t.len() > 64 {
         return Err(bad("too long".into()));
     }
+    if ["infinity", "inf"].contains(&t.to_ascii_lowercase().as_str()) {
+        return Err(bad(
+            "'infinity' is not supported: a stop must end; give at most 30 days".into(),
+        ));
+    }
     let d = if t.bytes().all(|b| b.is_ascii_digit()) {
         let secs: u64 = t.parse().map_err(|_| bad("number out of range".into()))?;
         Duration::from_secs(secs)
+    } else if let Some(d) = parse_decimal(t) {
+        d.map_err(bad)?
     } else {
         humantime::parse_duration(t).map_err(|e| bad(e.to_string().to_lowercase()))?
     };
@@ -185,6 +192,43 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
         return Err(bad("finer than a millisecond".into()));
     }
     Ok(d)
+}
+
+/// A decimal number of a unit, as systemd and `timeout(1)` take them: `1.5` (seconds), `0.25s`,
+/// `1.5m`, `2.5h`, `1.5ms`. `None` if `t` has no decimal point or another unit (humantime's
+/// forms then apply). Computed exactly in nanoseconds, never through floating point.
+fn parse_decimal(t: &str) -> Option<std::result::Result<Duration, String>> {
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let (int, frac) = num.split_once('.')?;
+    let unit_ns: u128 = match unit.trim_start() {
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => 1_000_000_000,
+        "ms" | "msec" | "msecs" => 1_000_000,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60_000_000_000,
+        "h" | "hr" | "hour" | "hours" => 3_600_000_000_000,
+        _ => return None,
+    };
+    if (int.is_empty() && frac.is_empty()) || frac.contains('.') || int.len() > 12 {
+        return Some(Err("expected a number like 1.5 or 0.25s".into()));
+    }
+    if frac.len() > 9 {
+        return Some(Err("finer than a millisecond".into()));
+    }
+    let whole: u128 = if int.is_empty() { 0 } else { int.parse().ok()? };
+    let part: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
+    let scale = 10u128.pow(frac.len() as u32);
+    let ns = whole * unit_ns + part * unit_ns / scale;
+    if !(part * unit_ns).is_multiple_of(scale) {
+        return Some(Err("finer than a millisecond".into()));
+    }
+    let secs = u64::try_from(ns / 1_000_000_000).ok()?;
+    Some(Ok(Duration::new(secs, (ns % 1_000_000_000) as u32)))
 }
 
 /// Prints a duration the way [`parse_duration`] reads it back (`1s 500ms`, `30s`).
@@ -581,7 +625,29 @@ mod tests {
         assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("30").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        // Decimal seconds and units, as systemd's TimeoutStopSec= and timeout(1) take them.
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("0.25s").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration(".5").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2.").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("0.5h").unwrap(), Duration::from_secs(1800));
+        assert_eq!(
+            parse_duration("2.5ms").unwrap_err().to_string(),
+            "invalid duration '2.5ms': finer than a millisecond"
+        );
+        assert!(
+            parse_duration("infinity")
+                .unwrap_err()
+                .to_string()
+                .contains("a stop must end")
+        );
         for bad in [
+            ".",
+            "1.2.3",
+            "0.0001",
+            "1.5 parsecs",
+            "7300.5h",
             "",
             "abc",
             "-1s",

@@ -274,7 +274,8 @@ impl Outcome {
             }
         }
         if self.cgroup_removed {
-            line.push_str(", the cgroup was removed during the stop");
+            // Usually its `gracekill run`, tidying up once the task ended: not a fault.
+            line.push_str(", cgroup removed once empty");
         }
         if self.errors.count > 0 {
             line.push_str(&format!(

@@ -58,6 +58,9 @@ pub enum StopReason {
     Timeout,
     /// The main process exited and left other processes in the cgroup.
     Leftovers,
+    /// Another process stopped the task (`gracekill stop NAME`): seen by its stopping mark
+    /// when the main process exited. That stop's outcome is that process's report.
+    External,
 }
 
 /// How the main process ended.
@@ -97,8 +100,10 @@ pub struct RunReport {
     pub timed_out: bool,
     /// Why a stop ran, if one did.
     pub stop_reason: Option<StopReason>,
-    /// The stop's outcome, if a stop ran.
+    /// The stop's outcome, if this `run` stopped the task.
     pub stop: Option<Outcome>,
+    /// For `stop_reason: external`: the pid of the process that stopped the task.
+    pub stopped_by: Option<i32>,
     /// Whether the cgroup was removed at the end.
     pub removed: bool,
 }
@@ -281,12 +286,24 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
     // A stop started by another process (`gracekill stop NAME`) while our main process exits:
     // wait for it (or for its stopper to die) instead of starting a second stop.
     let mut external: Option<Pin<Box<dyn Future<Output = Result<Wake>> + '_>>> = None;
+    let mut stopped_by = None;
     loop {
         reap(main_pid, &mut main);
         if stop_fut.is_none()
             && external.is_none()
             && let Some(m) = &main
         {
+            if stop_reason.is_none() {
+                // A stop in progress, or one that finished before we noticed the exit.
+                let by = crate::task::stopper(cg)
+                    .map(|p| p.pid())
+                    .or_else(|| crate::task::last_stopper_pid(cg))
+                    .filter(|&pid| u32::try_from(pid).ok() != Some(std::process::id()));
+                if let Some(pid) = by {
+                    stop_reason = Some(StopReason::External);
+                    stopped_by = Some(pid);
+                }
+            }
             let populated = cg.events()?.populated;
             if !populated
                 || outcome.is_some()
@@ -391,6 +408,7 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
         timed_out,
         stop_reason,
         stop: outcome,
+        stopped_by,
         removed,
     })
 }

@@ -288,6 +288,7 @@ pub fn owner(cg: &Cgroup) -> Option<crate::pidfd::PidFd> {
 #[derive(Debug)]
 pub struct StopMark<'a> {
     records: Records<'a>,
+    me: String,
 }
 
 impl<'a> StopMark<'a> {
@@ -295,15 +296,31 @@ impl<'a> StopMark<'a> {
     pub fn set(cg: &'a Cgroup) -> Option<StopMark<'a>> {
         let records = Records::of(cg);
         records.trust.prefix()?;
-        records.set("stopping", &me()?, false).ok()?;
-        Some(StopMark { records })
+        let me = me()?;
+        records.set("stopping", &me, false).ok()?;
+        Some(StopMark { records, me })
     }
 }
 
 impl Drop for StopMark<'_> {
+    /// Leaves `stopped` = the same `PID STARTTIME` before removing the mark, so that `run`,
+    /// which may notice its main process's exit only after the stop is over, can still say who
+    /// stopped its task: at every moment one of the two records is there.
     fn drop(&mut self) {
+        let _ = self.records.set("stopped", &self.me, false);
         let _ = self.records.remove("stopping");
     }
+}
+
+/// The pid of the last stop of `cg` that finished (the `stopped` record [`StopMark`] leaves).
+pub fn last_stopper_pid(cg: &Cgroup) -> Option<i32> {
+    Records::of(cg)
+        .get("stopped")
+        .ok()??
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// The live process that marked a stop in progress on `cg`, as a pidfd, if there is one: the

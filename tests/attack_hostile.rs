@@ -684,7 +684,7 @@ fn a_frozen_leftover_cgroup_does_not_hang_the_next_run() {
     let out = run_in(&parent, &["--name", "other", "--", "true"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("not made by gracekill"),
         "{}",

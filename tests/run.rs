@@ -115,9 +115,18 @@ fn stored_policy_is_applied_by_a_bare_stop() {
     let st = output(gk(&cg).args(["status", "--json", "t2"]));
     let s = json(&st);
     assert!(
-        s["policy"].as_str().unwrap().starts_with("SIGINT 5s"),
+        s["policy_summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("SIGINT 5s"),
         "{s}"
     );
+    // Structured for machines: each step's signal and grace in milliseconds.
+    assert_eq!(s["policy"]["steps"][0]["signal"], "SIGINT", "{s}");
+    assert_eq!(s["policy"]["steps"][0]["grace_ms"], 5000, "{s}");
+    assert_eq!(s["policy"]["kill_mode"], "control-group", "{s}");
+    assert_eq!(s["state"], "running", "{s}");
+    assert!(s["supervisor_pid"].as_i64().is_some(), "{s}");
     let out = output(gk(&cg).args(["stop", "--json", "t2"]));
     let v = json(&out);
     assert_eq!(v["outcome"], "graceful", "{v}");
@@ -341,8 +350,9 @@ fn name_collisions_bad_properties_and_bad_stored_policy_are_clear_errors() {
     assert!(wait_until(Duration::from_secs(10), || cg
         .file("ready")
         .exists()));
+    // `run`'s own failures are 125 (timeout(1)'s convention), never CMD's possible 1 or 2.
     let out = output(gk(&cg).args(["run", "--name", "busy", "--", "true"]));
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("in use"), "{}", stderr(&out));
     for bad in [
         "Bogus=1",
@@ -352,7 +362,7 @@ fn name_collisions_bad_properties_and_bad_stored_policy_are_clear_errors() {
         "nonsense",
     ] {
         let out = output(gk(&cg).args(["run", "--name", "x", "-p", bad, "--", "true"]));
-        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert_eq!(out.status.code(), Some(125), "{bad}");
         assert_eq!(stderr(&out).lines().count(), 1, "{bad}: {}", stderr(&out));
         assert!(!task_path(&cg, "x").exists(), "{bad}: nothing created");
     }
@@ -420,11 +430,21 @@ fn run_sigkilled_leaves_the_task_stoppable_by_its_policy() {
         .find(|t| t["name"] == "orph")
         .expect("list shows the task");
     assert_eq!(entry["populated"], true);
+    assert_eq!(
+        entry["state"], "orphaned",
+        "list says its run is gone: {entry}"
+    );
+    assert!(entry["supervisor_pid"].is_null(), "{entry}");
     let out = output(gk(&cg).args(["stop", "--json", "orph"]));
     let v = json(&out);
     assert_eq!(v["outcome"], "graceful", "{v}");
     assert_eq!(v["steps"][0]["signal"], "SIGINT", "the recorded policy");
     assert_eq!(read(&cg.file("got")).trim(), "int");
+    // Its run is gone, so nobody else would: the stop removed the emptied cgroup.
+    assert!(
+        !task_path(&cg, "orph").exists(),
+        "the leftover cgroup was removed"
+    );
 }
 
 #[test]
@@ -605,4 +625,96 @@ fn the_summary_names_each_exit() {
     assert!(line.contains("bash exited 3 after"), "{line}");
     assert!(line.contains("sleep killed by SIGTERM after"), "{line}");
     assert_eq!(finish(child).status.code(), Some(3));
+}
+
+/// CLI conventions of timeout(1) and systemd-run: no `--` needed, decimal seconds, `-q`.
+#[test]
+fn run_takes_cmd_without_dashes_decimal_seconds_and_quiet() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-cli");
+    // No `--`: everything from the first non-option on is CMD, its own options included.
+    let out = output(gk(&cg).args(["run", "--name", "nd", "bash", "-c", "exit 7"]));
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    // Decimal seconds, as systemd's TimeoutStopSec= and timeout(1) take them.
+    let out = output(gk(&cg).args([
+        "run",
+        "--json",
+        "--name",
+        "dec",
+        "--grace",
+        "1.5",
+        "-p",
+        "RuntimeMaxSec=0.2",
+        "sleep",
+        "10",
+    ]));
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["stop_reason"], "timeout", "{v}");
+    assert!(
+        v["stop"]["policy"]
+            .as_str()
+            .unwrap()
+            .starts_with("SIGTERM 1s 500ms"),
+        "{v}"
+    );
+    // -q: nothing on success (no generated name, no summary); the status still passes through.
+    let out = output(gk(&cg).args(["run", "-q", "--timeout", "0.1", "sleep", "10"]));
+    assert_eq!(out.status.code(), Some(124));
+    assert_eq!(stderr(&out), "", "quiet");
+    assert_eq!(stdout(&out), "");
+    // `infinity` is explained, not "expected number".
+    let out = output(gk(&cg).args(["run", "--grace", "infinity", "true"]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("a stop must end"), "{}", stderr(&out));
+    // clap's hint survives the one-line error.
+    let out = output(gk(&cg).args(["stop", "--grac", "5s", "x"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--grace"), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+}
+
+/// `status /` counts the root's processes as running; `list --parent` of a missing cgroup is an
+/// error, not an empty table.
+#[test]
+fn status_of_the_root_and_list_of_a_missing_parent() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-views");
+    let out = output(gk(&cg).args(["status", "--json", "/"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert!(v["process_count"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["populated"], true, "{v}");
+    assert_eq!(v["state"], "running", "{v}");
+    let out = output(gk(&cg).args(["list", "--parent", "/no-such-parent-gk"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("does not exist"), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "", "no header for nothing");
+}
+
+/// After another process stopped the task, `run --json` says so.
+#[test]
+fn run_reports_an_external_stop() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-ext");
+    let child = run_bg(
+        &cg,
+        &["--json", "--name", "ext", "bash", "-c", HANDLES_TERM],
+    );
+    assert!(wait_until(Duration::from_secs(10), || cg
+        .file("ready")
+        .exists()));
+    let stop = gk(&cg)
+        .args(["stop", "--json", "ext"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stopper = stop.id() as i64;
+    let out = stop.wait_with_output().unwrap();
+    assert_eq!(json(&out)["outcome"], "graceful");
+    let run = finish(child);
+    let v = json(&run);
+    assert_eq!(v["stop_reason"], "external", "{v}");
+    assert_eq!(v["stopped_by"], stopper, "{v}");
+    assert_eq!(run.status.code(), Some(5), "the task's own status");
 }

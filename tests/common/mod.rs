@@ -303,10 +303,15 @@ pub fn read(p: &Path) -> String {
 /// A refusal as users must see it: exit 2, one line on stderr starting `gracekill: `, nothing on
 /// stdout.
 pub fn assert_refused(out: &Output, what: &str) {
+    assert_refused_with(out, what, 2);
+}
+
+/// [`assert_refused`] with another exit code (`run` refuses with 125).
+pub fn assert_refused_with(out: &Output, what: &str, code: i32) {
     let err = stderr(out);
     assert_eq!(
         out.status.code(),
-        Some(2),
+        Some(code),
         "{what}: exit {:?}, stderr: {err}",
         out.status.code()
     );
