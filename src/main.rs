@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 use gracekill::policy::{KillMode, Policy, Signal, Step, parse_duration};
 use gracekill::stop::{KillMethod, Progress, StopOptions};
 use gracekill::supervise::{RunSpec, run};
@@ -23,7 +24,13 @@ EXIT CODES (stop):
 
 /// Stop a task gracefully: its stop signal, its whole grace period, then SIGKILL for what is left.
 #[derive(Parser, Debug)]
-#[command(name = "gracekill", version, about, after_help = EXIT_CODES)]
+#[command(
+    name = "gracekill",
+    version,
+    propagate_version = true,
+    about,
+    after_help = EXIT_CODES
+)]
 struct Cli {
     /// More logging on stderr (-v debug, -vv trace). RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -56,18 +63,71 @@ enum Command {
     #[command(after_help = RUN_HELP)]
     Run(RunArgs),
     /// Show a task: its processes, its policy, its cgroup.
+    #[command(after_help = STATUS_HELP)]
     Status(StatusArgs),
     /// List the tasks under gracekill's root.
+    #[command(after_help = LIST_HELP)]
     List(ListArgs),
-    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    /// Print the shell code that completes gracekill's arguments, task names included (bash,
+    /// zsh, fish, elvish, powershell): `source <(gracekill completions bash)`.
+    #[command(after_help = COMPLETIONS_HELP)]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) generated from these definitions.
+    /// Print a man page (roff) generated from these definitions, or write them all.
     #[command(name = "manpage")]
-    Manpage,
+    Manpage {
+        /// Write every page into DIR: gracekill.1 and one per subcommand (gracekill-stop.1,
+        /// gracekill-run.1, ...).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<std::path::PathBuf>,
+        /// Print this subcommand's page (stop, run, status, list, ...) instead of gracekill(1).
+        #[arg(value_name = "SUBCOMMAND", conflicts_with = "dir")]
+        subcommand: Option<String>,
+    },
 }
+
+const COMPLETIONS_HELP: &str = "\
+The shell code asks gracekill itself while completing (COMPLETE=<shell> gracekill ...): task
+names under gracekill's root for `stop` and `status`, signal names, kill modes. Regenerate it
+after an upgrade; the simplest is to source it from the shell's startup file:
+
+  bash:  echo 'source <(gracekill completions bash)' >> ~/.bashrc
+  zsh:   echo 'source <(gracekill completions zsh)' >> ~/.zshrc
+  fish:  gracekill completions fish > ~/.config/fish/completions/gracekill.fish";
+
+const STATUS_HELP: &str = "\
+TASK as for `gracekill stop`. Prints the task's state (running, empty, orphaned: running but
+its `gracekill run` is gone, leftover: empty and its run is gone), its policy, main pid, age, the
+`gracekill run` supervising it, and its processes (pid, state, comm).
+
+JSON (--json): {name, cgroup, path, populated, state, process_count, main_pid, supervisor_pid,
+policy: {steps: [{signal, grace_ms}], sighup, kill_timeout_ms, kill_mode} | null,
+policy_summary, policy_error, age_s, processes: [{pid, comm, state}]}
+
+EXIT CODES: 0 shown; 1 error; 2 bad input (a task that does not exist, a path outside the mount)
+
+EXAMPLES:
+  gracekill status web
+  gracekill status --json /sys/fs/cgroup/jobs/web";
+
+const LIST_HELP: &str = "\
+Lists the cgroups directly under gracekill's root (or --parent): name, cgroup, state (running,
+empty, orphaned, leftover; see `gracekill status --help`), process count, main pid, age and
+policy.
+
+JSON (--json): an array of the objects `gracekill status --json` prints, without `processes`.
+
+EXIT CODES: 0 listed (an empty list when gracekill's root does not exist yet); 1 error;
+2 bad input (a --parent that does not exist)
+
+ENVIRONMENT:
+  GRACEKILL_ROOT   the root listed without --parent (default /gracekill)
+
+EXAMPLES:
+  gracekill list
+  gracekill list --json --parent /jobs";
 
 const RUN_HELP: &str = "\
 The task's cgroup is <parent>/<name> (parent: gracekill's root, /gracekill under the cgroup2
@@ -88,7 +148,19 @@ FinalKillSignal= (SIGKILL only), RuntimeMaxSec= (same as --timeout).
 
 EXIT CODES: CMD's status; 124/137 after --timeout; 125 run's own failures (bad usage, a
 name in use, other errors: never mistaken for CMD's 1 or 2); 126 CMD cannot be executed;
-127 CMD not found.";
+127 CMD not found.
+
+JSON (--json, on stdout after the task ends): {name, cgroup, main: {pid, exit_code, signal},
+exit_code, timed_out, stop_reason: null|signal|timeout|leftovers|external, stop: <the stop's
+JSON, see `gracekill stop --help`>|null, stopped_by, removed}
+
+ENVIRONMENT:
+  GRACEKILL_ROOT   parent cgroup for tasks without --parent (default /gracekill)
+
+EXAMPLES:
+  gracekill run --name web --grace 30s ./server --port 8080
+  gracekill run --timeout 10m -p KillSignal=SIGINT make test
+  gracekill stop web        (from anywhere else: applies the recorded policy)";
 
 const STOP_HELP: &str = "\
 TASK is a cgroup: a path under the cgroup2 mount (/sys/fs/cgroup/jobs/web), a path relative to
@@ -115,12 +187,19 @@ EXIT CODES:
 ENVIRONMENT:
   GRACEKILL_ROOT                   root cgroup for bare task names (default /gracekill)
   GRACEKILL_FORCE_FALLBACK=1       never use cgroup.kill: freeze, SIGKILL each pid, thaw
-  GRACEKILL_FORCE_PROC_MEMBERSHIP=1  prove membership via /proc/<pid>/cgroup, not PIDFD_GET_INFO";
+  GRACEKILL_FORCE_PROC_MEMBERSHIP=1  prove membership via /proc/<pid>/cgroup, not PIDFD_GET_INFO
+  RUST_LOG                         log filter (-v, -vv are shortcuts)
+
+EXAMPLES:
+  gracekill stop web                          the policy `gracekill run` recorded, or defaults
+  gracekill stop --grace 1m --json /jobs/web  SIGTERM, 1 minute, then SIGKILL; JSON outcome
+  gracekill stop --signal INT --grace 10s --then TERM:20s --kill-timeout 5s web";
 
 #[derive(Args, Debug)]
 struct PolicyArgs {
     /// The stop signal: TERM, SIGINT, 15, RTMIN+3.
-    #[arg(short, long, value_name = "SIG", value_parser = parse_signal)]
+    #[arg(short, long, value_name = "SIG", value_parser = parse_signal,
+          add = ArgValueCandidates::new(signal_names))]
     signal: Option<Signal>,
     /// How long the task may take to exit after the stop signal: 30s, 1m30s, 250ms.
     #[arg(short, long, value_name = "DUR", value_parser = parse_dur)]
@@ -136,7 +215,8 @@ struct PolicyArgs {
     kill_timeout: Option<Duration>,
     /// Who gets the stop signals: control-group (every process, default), mixed (the main
     /// process; the final kill takes all), process (main process only; not recommended).
-    #[arg(long, value_name = "MODE", value_parser = parse_kill_mode)]
+    #[arg(long, value_name = "MODE", value_parser = parse_kill_mode,
+          add = ArgValueCandidates::new(kill_modes))]
     kill_mode: Option<KillMode>,
 }
 
@@ -152,7 +232,7 @@ struct StopArgs {
     #[arg(long, hide = true)]
     force_fallback: bool,
     /// The task: a cgroup path or a task name.
-    #[arg(value_name = "TASK")]
+    #[arg(value_name = "TASK", add = ArgValueCandidates::new(task_names))]
     task: String,
 }
 
@@ -201,7 +281,7 @@ struct StatusArgs {
     #[arg(long)]
     json: bool,
     /// The task: a name under gracekill's root, or a cgroup path.
-    #[arg(value_name = "TASK")]
+    #[arg(value_name = "TASK", add = ArgValueCandidates::new(task_names))]
     task: String,
 }
 
@@ -213,6 +293,39 @@ struct ListArgs {
     /// List the tasks under this cgroup instead of gracekill's root.
     #[arg(long, value_name = "CGROUP")]
     parent: Option<String>,
+}
+
+/// Completion candidates: the tasks under gracekill's root (nothing if it cannot be read).
+fn task_names() -> Vec<CompletionCandidate> {
+    let Ok(mount) = Mount::discover() else {
+        return Vec::new();
+    };
+    let Ok(root) = gracekill::task::default_root(&mount) else {
+        return Vec::new();
+    };
+    let Ok(children) = mount.open_cgroup(&root).and_then(|cg| cg.children()) else {
+        return Vec::new();
+    };
+    children
+        .iter()
+        .filter_map(|c| c.rel().rsplit('/').next().map(str::to_owned))
+        .map(CompletionCandidate::new)
+        .collect()
+}
+
+fn signal_names() -> Vec<CompletionCandidate> {
+    gracekill::policy::NAMED
+        .iter()
+        .filter(|(name, _)| *name != "KILL" && *name != "STOP")
+        .map(|(name, n)| CompletionCandidate::new(*name).help(Some(format!("signal {n}").into())))
+        .collect()
+}
+
+fn kill_modes() -> Vec<CompletionCandidate> {
+    ["control-group", "mixed", "process"]
+        .into_iter()
+        .map(CompletionCandidate::new)
+        .collect()
 }
 
 fn parse_kill_mode(s: &str) -> Result<KillMode, String> {
@@ -268,6 +381,8 @@ impl PolicyArgs {
 }
 
 fn main() -> ExitCode {
+    // `COMPLETE=<shell> gracekill ...`: the shell asking for completions; answers and exits.
+    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -311,22 +426,18 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_run(args, quiet),
         Command::Status(args) => cmd_status(args),
         Command::List(args) => cmd_list(args),
-        Command::Completions { shell } => {
-            clap_complete::generate(
-                shell,
-                &mut <Cli as clap::CommandFactory>::command(),
-                "gracekill",
-                &mut std::io::stdout(),
-            );
-            Ok(0)
-        }
-        Command::Manpage => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-            .render(&mut std::io::stdout())
-            .map(|()| 0)
-            .map_err(Into::into),
+        Command::Completions { shell } => completions(shell),
+        Command::Manpage { dir, subcommand } => manpage(dir, subcommand),
     };
     match code {
         Ok(code) => ExitCode::from(code),
+        // A reader that went away (`gracekill manpage | head`): nothing left to say.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("gracekill: {e:#}");
             let code = exit_code_for(&e);
@@ -358,6 +469,52 @@ fn invoked_run() -> bool {
         }
     }
     false
+}
+
+/// The registration code for `shell`, calling back into this binary (by its absolute path, so
+/// the completions match the gracekill that wrote them).
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<u8> {
+    use clap_complete::env::EnvCompleter;
+    let exe = std::env::current_exe()?;
+    let exe = exe.to_string_lossy();
+    let completer: &dyn EnvCompleter = match shell {
+        clap_complete::Shell::Bash => &clap_complete::env::Bash,
+        clap_complete::Shell::Zsh => &clap_complete::env::Zsh,
+        clap_complete::Shell::Fish => &clap_complete::env::Fish,
+        clap_complete::Shell::Elvish => &clap_complete::env::Elvish,
+        clap_complete::Shell::PowerShell => &clap_complete::env::Powershell,
+        other => anyhow::bail!("no completions for {other}"),
+    };
+    completer.write_registration(
+        "COMPLETE",
+        "gracekill",
+        "gracekill",
+        &exe,
+        &mut std::io::stdout(),
+    )?;
+    Ok(0)
+}
+
+/// gracekill(1), one subcommand's page, or all of them written into `dir`.
+fn manpage(dir: Option<std::path::PathBuf>, sub: Option<String>) -> anyhow::Result<u8> {
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    // Builds the subcommands' display names (gracekill-stop), which name their pages.
+    cmd.build();
+    if let Some(dir) = dir {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+        clap_mangen::generate_to(cmd, &dir)
+            .map_err(|e| anyhow::anyhow!("cannot write man pages into {}: {e}", dir.display()))?;
+        return Ok(0);
+    }
+    let page = match sub {
+        Some(name) => cmd.find_subcommand(&name).cloned().ok_or_else(|| {
+            Error::Input(format!("no subcommand '{name}' (see gracekill --help)"))
+        })?,
+        None => cmd,
+    };
+    clap_mangen::Man::new(page).render(&mut std::io::stdout())?;
+    Ok(0)
 }
 
 fn exit_code_for(e: &anyhow::Error) -> u8 {

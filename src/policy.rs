@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// The lowest realtime signal a process may be sent (glibc and musl keep 32 and 33 for themselves).
+/// The lowest realtime signal a process may be sent: glibc's `SIGRTMIN` (it keeps 32 and 33 for
+/// itself). Fixed for every build, not taken from the C library gracekill is linked with (musl's
+/// is 35): a stored policy's `RTMIN+N` must name the same number whichever build reads it.
 pub const SIGRTMIN: i32 = 34;
 /// The highest realtime signal on Linux.
 pub const SIGRTMAX: i32 = 64;
@@ -20,7 +22,8 @@ pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// At most this many `--then` steps; a longer ladder is almost certainly a mistake.
 pub const MAX_STEPS: usize = 16;
 
-const NAMED: &[(&str, i32)] = &[
+/// The signal names accepted (without `SIG`), with their numbers: for completions and help.
+pub const NAMED: &[(&str, i32)] = &[
     ("HUP", 1),
     ("INT", 2),
     ("QUIT", 3),

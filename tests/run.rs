@@ -508,11 +508,11 @@ fn readme_quick_start_runs_as_written() {
     let readme = include_str!("../README.md");
     let line = readme
         .lines()
-        .find(|l| l.starts_with("cargo run --release -q -- run "))
+        .find(|l| l.starts_with("cargo run --release -- run "))
         .expect("README quick start line");
     // In the VM tests there is no cargo: the same command line, with the binary under test.
     let line = match std::env::var("GRACEKILL_BIN") {
-        Ok(bin) => line.replacen("cargo run --release -q --", &bin, 1),
+        Ok(bin) => line.replacen("cargo run --release --", &bin, 1),
         Err(_) => line.to_string(),
     };
     let cg = TestCgroup::new("readme");
@@ -717,4 +717,76 @@ fn run_reports_an_external_stop() {
     assert_eq!(v["stop_reason"], "external", "{v}");
     assert_eq!(v["stopped_by"], stopper, "{v}");
     assert_eq!(run.status.code(), Some(5), "the task's own status");
+}
+
+/// One man page per subcommand, each with its exit codes and examples; completions that offer
+/// the task names under gracekill's root and never a hidden flag.
+#[test]
+fn man_pages_per_subcommand_and_completions_of_task_names() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-docs");
+    let dir = cg.file("man");
+    let out = output(gk(&cg).arg("manpage").arg("--dir").arg(&dir));
+    assert!(out.status.success(), "{}", stderr(&out));
+    for page in [
+        "gracekill",
+        "gracekill-stop",
+        "gracekill-run",
+        "gracekill-status",
+        "gracekill-list",
+    ] {
+        let text = read(&dir.join(format!("{page}.1")));
+        assert!(text.contains(&format!(".TH {page} 1")), "{page}: {text}");
+        if page != "gracekill" {
+            assert!(
+                text.contains("EXIT CODES") && text.contains("EXAMPLES"),
+                "{page}"
+            );
+        }
+    }
+    assert!(read(&dir.join("gracekill-stop.1")).contains("GRACEKILL_ROOT"));
+    assert!(read(&dir.join("gracekill-run.1")).contains("stopped_by"));
+    let top = read(&dir.join("gracekill.1"));
+    assert!(
+        top.contains("gracekill\\-stop(1)"),
+        "the top page names the others: {top}"
+    );
+
+    // Completions ask the binary: task names come from gracekill's root.
+    cg.child("alpha");
+    cg.child("beta");
+    let ask = |words: &[&str]| {
+        let out = output(
+            gk(&cg)
+                .env("COMPLETE", "fish")
+                .arg("--")
+                .arg("gracekill")
+                .args(words),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let names = ask(&["stop", "a"]);
+    assert_eq!(names.trim(), "alpha", "{names}");
+    let names = ask(&["status", ""]);
+    assert!(
+        names.lines().any(|l| l == "alpha") && names.lines().any(|l| l == "beta"),
+        "{names}"
+    );
+    let modes = ask(&["stop", "--kill-mode", ""]);
+    assert_eq!(
+        modes.lines().collect::<Vec<_>>(),
+        ["control-group", "mixed", "process"]
+    );
+    let flags = ask(&["stop", "--"]);
+    assert!(
+        flags.contains("--grace") && !flags.contains("--force-fallback"),
+        "{flags}"
+    );
+    let script = output(gk(&cg).args(["completions", "bash"]));
+    let script = stdout(&script);
+    assert!(
+        script.contains("COMPLETE") && script.contains(common::bin().to_str().unwrap()),
+        "{script}"
+    );
 }
