@@ -137,7 +137,8 @@ with stdin, stdout, stderr and the environment inherited, and `run` exits with C
 (128+N if signal N ended it).
 
 SIGTERM, SIGINT or SIGHUP to `run` stop the task gracefully by its policy; a second one skips to
-the final kill. After --timeout the graceful stop starts: exit 124 if the task then ended within
+the final kill. At a terminal, CMD is the foreground job: Ctrl-C reaches CMD alone, once; Ctrl-Z
+stops it and `run`, `fg` continues both. After --timeout the graceful stop starts: exit 124 if the task then ended within
 its grace, 137 if the final kill was needed. If the main process exits and leaves processes
 behind, they are stopped by the same policy. The policy is recorded on the cgroup (xattrs), so
 `gracekill stop NAME` from anywhere applies it -- also if `run` itself was SIGKILLed, in which case

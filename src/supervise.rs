@@ -251,7 +251,10 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .map_err(|e| Error::os("become child subreaper for", cg.path(), e))?;
 
-    let main_pid = spawn_into(cg, &spec.argv)?;
+    // In the foreground of a terminal, CMD becomes a job of its own (see `Job`).
+    let tty = Job::terminal();
+    let main_pid = spawn_into(cg, &spec.argv, tty.is_some())?;
+    let mut job = tty.map(|own| Job::start(own, main_pid));
     TaskMeta {
         main_pid: Some(main_pid),
         ..TaskMeta::default()
@@ -288,7 +291,18 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
     let mut external: Option<Pin<Box<dyn Future<Output = Result<Wake>> + '_>>> = None;
     let mut stopped_by = None;
     loop {
+        if let Some(j) = job.as_mut()
+            && main.is_none()
+            && main_stopped(main_pid)
+        {
+            j.stopped(main_pid);
+        }
         reap(main_pid, &mut main);
+        if main.is_some()
+            && let Some(j) = job.as_mut()
+        {
+            j.take_back();
+        }
         if stop_fut.is_none()
             && external.is_none()
             && let Some(m) = &main
@@ -468,8 +482,85 @@ fn reap(main_pid: i32, main: &mut Option<MainExit>) -> bool {
     }
 }
 
-/// Spawns `argv` so that it joins `cg` before `exec`. Returns its pid.
-fn spawn_into(cg: &Cgroup, argv: &[OsString]) -> Result<i32> {
+/// CMD as the terminal's foreground job, while `run` runs in the foreground of a terminal: as a
+/// shell does for a job, CMD gets a process group of its own and the terminal, so Ctrl-C (or
+/// Ctrl-\) reaches CMD's processes once, from the terminal, and not `run` (which would then
+/// send the policy's stop signal on top: two stop requests at once). Ctrl-Z stops the job; `run`
+/// takes the terminal back and stops itself, so the shell sees a stopped job; `fg` continues
+/// `run`, which hands the terminal back and continues the job. When the main process is gone,
+/// `run` takes the terminal back.
+struct Job {
+    /// `run`'s own process group, which had the terminal.
+    own: i32,
+    /// CMD's process group (its pid), while it has the terminal.
+    pgrp: Option<i32>,
+}
+
+impl Job {
+    /// `run`'s process group, if `run` is the foreground group of the terminal on its stdin.
+    fn terminal() -> Option<i32> {
+        let stdin = rustix::stdio::stdin();
+        if !rustix::termios::isatty(stdin) {
+            return None;
+        }
+        let fg = rustix::termios::tcgetpgrp(stdin).ok()?;
+        let own = rustix::process::getpgrp();
+        (fg == own).then(|| own.as_raw_nonzero().get())
+    }
+
+    /// The parent's half of the hand-over (the child did the same before exec).
+    fn start(own: i32, main_pid: i32) -> Job {
+        if let Some(pid) = rustix::process::Pid::from_raw(main_pid) {
+            let _ = rustix::process::setpgid(Some(pid), Some(pid));
+        }
+        let _ = crate::sys::set_foreground(rustix::stdio::stdin(), main_pid);
+        Job {
+            own,
+            pgrp: Some(main_pid),
+        }
+    }
+
+    /// Gives the terminal back to `run`'s group.
+    fn take_back(&mut self) {
+        if self.pgrp.take().is_some() {
+            let _ = crate::sys::set_foreground(rustix::stdio::stdin(), self.own);
+        }
+    }
+
+    /// The main process was stopped (Ctrl-Z): stop `run` too, then continue both.
+    fn stopped(&mut self, main_pid: i32) {
+        self.take_back();
+        crate::sys::stop_self();
+        // Continued (`fg`): the job gets the terminal back, then its SIGCONT.
+        let _ = crate::sys::set_foreground(rustix::stdio::stdin(), main_pid);
+        self.pgrp = Some(main_pid);
+        let _ = crate::sys::continue_group(main_pid);
+    }
+}
+
+impl Drop for Job {
+    fn drop(&mut self) {
+        self.take_back();
+    }
+}
+
+/// Has the main process been stopped by a job-control signal (consumes that report)?
+fn main_stopped(main_pid: i32) -> bool {
+    let Some(pid) = rustix::process::Pid::from_raw(main_pid) else {
+        return false;
+    };
+    matches!(
+        rustix::process::waitid(
+            rustix::process::WaitId::Pid(pid),
+            rustix::process::WaitIdOptions::STOPPED | rustix::process::WaitIdOptions::NOHANG,
+        ),
+        Ok(Some(st)) if st.stopped()
+    )
+}
+
+/// Spawns `argv` so that it joins `cg` before `exec` (and, with `job`, becomes the terminal's
+/// foreground job). Returns its pid.
+fn spawn_into(cg: &Cgroup, argv: &[OsString], job: bool) -> Result<i32> {
     let procs_path = cg.path().join("cgroup.procs");
     let procs: OwnedFd = rustix::fs::openat(
         cg.as_fd(),
@@ -484,6 +575,9 @@ fn spawn_into(cg: &Cgroup, argv: &[OsString]) -> Result<i32> {
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
     crate::sys::join_cgroup_before_exec(&mut cmd, &procs);
+    if job {
+        crate::sys::foreground_job_before_exec(&mut cmd, rustix::stdio::stdin());
+    }
     let child = cmd.spawn().map_err(|e| Error::Spawn {
         cmd: argv[0].to_string_lossy().into_owned(),
         errno: crate::cgroup::errno_of(&e),

@@ -217,3 +217,76 @@ pub fn signal_is_ignored(sig: i32) -> bool {
         libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
     }
 }
+
+/// Job control for a foreground `run`, between fork and exec in the child: a process group of
+/// its own (`setpgid(0, 0)`) made the terminal's foreground group (`tcsetpgrp`), as a shell does
+/// for a job. Ctrl-C, Ctrl-\ and Ctrl-Z then reach the job alone, once each. The parent does the
+/// same two calls after `spawn` (whichever runs first wins; both are idempotent).
+pub fn foreground_job_before_exec(cmd: &mut Command, tty: BorrowedFd<'_>) {
+    let tty = tty.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+    // functions (setpgid, sigemptyset/sigaddset on a local set, sigprocmask, tcsetpgrp, getpid)
+    // on its own stack; it allocates nothing and takes no locks. `tty` stays open across spawn
+    // (it is the caller's stdin). SIGTTOU is blocked around tcsetpgrp (a background process
+    // calling it would be stopped) and the previous mask restored, so exec inherits the mask
+    // `run` had.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut ttou: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut ttou);
+            libc::sigaddset(&mut ttou, libc::SIGTTOU);
+            libc::sigprocmask(libc::SIG_BLOCK, &ttou, &mut old);
+            let rc = libc::tcsetpgrp(tty, libc::getpid());
+            libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+            // The terminal may have gone (hangup): the job then runs without it, as it would.
+            let _ = rc;
+            Ok(())
+        });
+    }
+}
+
+/// `tcsetpgrp(tty, pgrp)` with SIGTTOU blocked on the calling thread, so that a process that is
+/// no longer in the foreground (`run` taking the terminal back from its job) is not stopped for
+/// it.
+///
+/// # Errors
+/// The errno (`ENOTTY` once the terminal is gone, `EPERM` for a group of another session).
+pub fn set_foreground(tty: BorrowedFd<'_>, pgrp: i32) -> Result<(), Errno> {
+    // SAFETY: sigset operations on local, zero-initialized sets; pthread_sigmask changes only
+    // this thread's mask and is restored before returning; tcsetpgrp takes a live borrowed fd.
+    unsafe {
+        let mut ttou: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut ttou);
+        libc::sigaddset(&mut ttou, libc::SIGTTOU);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &ttou, &mut old);
+        let rc = libc::tcsetpgrp(tty.as_raw_fd(), pgrp);
+        let err = last_errno();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if rc != 0 { Err(err) } else { Ok(()) }
+    }
+}
+
+/// Stops this process (`SIGSTOP`, which the kernel delivers even in an orphaned process group,
+/// where SIGTSTP would be discarded); returns once it is continued.
+pub fn stop_self() {
+    // SAFETY: raise(3) with a valid signal number; no memory is involved.
+    unsafe {
+        libc::raise(libc::SIGSTOP);
+    }
+}
+
+/// `killpg(pgrp, SIGCONT)`: continues a stopped job. Only for the process group of our own
+/// unreaped child (its leader): that group id cannot have been reused while the leader exists.
+///
+/// # Errors
+/// The errno (`ESRCH` if the group is gone).
+pub fn continue_group(pgrp: i32) -> Result<(), Errno> {
+    // SAFETY: a plain syscall with two integers.
+    let rc = unsafe { libc::killpg(pgrp, libc::SIGCONT) };
+    if rc != 0 { Err(last_errno()) } else { Ok(()) }
+}

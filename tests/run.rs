@@ -789,3 +789,35 @@ fn man_pages_per_subcommand_and_completions_of_task_names() {
         "{script}"
     );
 }
+
+/// Ctrl-C at a terminal: the app gets one stop request (the terminal's SIGINT), not SIGINT and
+/// then `run`'s SIGTERM; Ctrl-Z stops the job and `run` with it, and `fg` continues both.
+#[test]
+fn at_a_terminal_ctrl_c_is_one_stop_request_and_ctrl_z_stops_the_job() {
+    require_cgroup_v2!();
+    if Command::new("python3").arg("--version").output().is_err() {
+        assert!(
+            !common::strict(),
+            "python3 missing (CI=true makes this a failure)"
+        );
+        eprintln!("SKIPPED: no python3");
+        return;
+    }
+    let helper = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/tty_job.py");
+    for mode in ["ctrl-c", "ctrl-z"] {
+        let cg = TestCgroup::new("run-tty");
+        let out = output(
+            Command::new("python3")
+                .arg(&helper)
+                .arg(common::bin())
+                .arg(&cg.scratch)
+                .arg(mode)
+                .env("GRACEKILL_ROOT", &cg.rel),
+        );
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        let v = json(&out);
+        assert_eq!(v["signals"], "2", "{mode}: only the terminal's SIGINT: {v}");
+        assert_eq!(v["exit"], 3, "{mode}: the app's status: {v}");
+        assert_eq!(v["stopped"], mode == "ctrl-z", "{mode}: {v}");
+    }
+}
