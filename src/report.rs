@@ -218,7 +218,7 @@ pub struct Outcome {
     /// How many processes were alive when the final kill was sent.
     pub killed_total: usize,
     /// The processes the stop signalled and saw exit, in the order they exited, with their exit
-    /// status (the first 100).
+    /// status: the first 99 and the last one.
     pub exits: Vec<Exit>,
     /// The processes still present after the kill timeout (the first 100).
     pub survivors: Vec<Survivor>,

@@ -57,7 +57,8 @@ pub struct Watcher {
     by_pid: HashMap<i32, u64>,
     next_key: u64,
     /// Tracked processes seen to exit, with when, in that order: their pidfds are kept so the
-    /// exit status can be read once their parent reaps them (at most [`MAX_EXITS`]).
+    /// exit status can be read once their parent reaps them (at most [`MAX_EXITS`]: the first
+    /// ones, and the latest).
     exited: Vec<(PidFd, Instant)>,
     /// How many of `exited` are in the epoll set waiting for `EPOLLHUP` (reaped).
     reaps_pending: usize,
@@ -212,12 +213,15 @@ impl Watcher {
             if self.by_pid.get(&p.pid()) == Some(&key) {
                 self.by_pid.remove(&p.pid());
             }
-            if self.exited.len() < MAX_EXITS {
-                // Out of the epoll set, since it stays open: an exited pidfd stays readable and
-                // would wake every level-triggered wait at once (one system call, first 100).
-                let _ = epoll::delete(self.epoll.get_ref(), p.as_fd());
-                self.exited.push((p, Instant::now()));
+            // Out of the epoll set, since it stays open: an exited pidfd stays readable and
+            // would wake every level-triggered wait at once.
+            let _ = epoll::delete(self.epoll.get_ref(), p.as_fd());
+            if self.exited.len() >= MAX_EXITS {
+                // Full: the first ones and always the latest (which says how the task ended;
+                // the Thermos integration records its status), so the newest replaces the last.
+                self.exited.pop();
             }
+            self.exited.push((p, Instant::now()));
         }
     }
 

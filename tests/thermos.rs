@@ -241,3 +241,51 @@ fn an_unprivileged_role_user_in_a_delegated_subtree() {
     assert_eq!(v["recorded"]["app"]["state"], "KILLED", "{v}");
     assert_task_gone(&s);
 }
+
+/// The task's short-lived orphans are reaped as they exit (the coordinator adopts them), so no
+/// zombie piles up for the life of the process; distinct process names never share a cgroup.
+#[test]
+fn orphans_are_reaped_at_once_and_names_map_one_to_one() {
+    require_cgroup_v2!();
+    require_python!();
+    let s = setup("thermos-zombies");
+    let v = scenario(
+        &s,
+        true,
+        &["--app", "flushing", "--kill", "executor", "--orphans", "20"],
+    );
+    assert_eq!(v["zombies"], 0, "{v}");
+    assert_eq!(v["flushed"], true, "{v}");
+    assert_task_gone(&s);
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys; sys.path.insert(0, sys.argv[1]); \
+             from gracekill_thermos.cgroup import safe_name as n; \
+             names = ['a b', 'a_b', 'a?b', 'a.b', '..', '']; \
+             print(len(set(map(n, names))) == len(names) and '/' not in ''.join(map(n, names)))",
+        )
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("integrations/thermos"))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out).trim(), "True", "{}", stderr(&out));
+}
+
+/// Without the gracekill binary the integration refuses to install, when the runner starts,
+/// rather than leaving a task it cannot stop.
+#[test]
+fn a_missing_gracekill_binary_is_said_at_install() {
+    require_cgroup_v2!();
+    require_python!();
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sys; sys.path.insert(0, sys.argv[1]); import gracekill_thermos as g; \
+             g.Config(root='/x', gracekill='/nonexistent/gracekill')",
+        )
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("integrations/thermos"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("was not found"), "{}", stderr(&out));
+}

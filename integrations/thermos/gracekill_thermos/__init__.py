@@ -34,6 +34,8 @@ Configuration (environment, or arguments to install()):
 
 import logging
 import os
+import shutil
+import signal
 
 from . import cgroup as _cg
 from . import reaper as _reaper
@@ -59,12 +61,26 @@ class Config(object):
     """Where task cgroups live and how they are stopped."""
 
     def __init__(self, root=None, gracekill=None, kill_timeout=None):
-        root = root or os.environ.get("GRACEKILL_THERMOS_ROOT") or "/gracekill/thermos"
+        # By default below the runner's own cgroup: under Mesos that is the container's `leaf`,
+        # so the task's processes stay inside the container's limits and its destroy.
+        root = (
+            root
+            or os.environ.get("GRACEKILL_THERMOS_ROOT")
+            or os.path.join(_cg.own_cgroup(), "gracekill")
+        )
         m = mount()
         if not (root == m or root.startswith(m.rstrip("/") + "/")):
             root = os.path.join(m, root.lstrip("/"))
         self.root = os.path.normpath(root)
         self.gracekill = gracekill or os.environ.get("GRACEKILL_BIN") or "gracekill"
+        found = shutil.which(self.gracekill)
+        if found is None:
+            # Said when the runner starts, not when a task must be stopped.
+            raise RuntimeError(
+                "gracekill_thermos: the gracekill binary %r was not found (set GRACEKILL_BIN)"
+                % self.gracekill
+            )
+        self.gracekill = found
         self.kill_timeout = float(
             kill_timeout
             if kill_timeout is not None
@@ -147,12 +163,12 @@ def _patch_process(thermos):
 
         module = owner if owner is not None else _import_process_module()
         real = module.subprocess
-        module.subprocess = _JoiningSubprocess(real, join)
+        module.subprocess = _JoiningSubprocess(real, join, lambda: _close(procs))
         try:
             return orig_execute(self)
         finally:
             module.subprocess = real
-            os.close(procs)
+            _close(procs)
 
     def write_process_update(self, **kw):
         gk = getattr(self, "_gracekill", None)
@@ -174,8 +190,13 @@ def _final_update(gk, kw, ProcessState):
     # The stopper's own deadlines bound these waits: its grace and kill timeout, then it
     # reports. The margins only matter if the stopper itself was killed.
     grace, kill_timeout = float(request["grace"]), float(request["kill_timeout"])
-    _reaper.reap_until_empty(cg, timeout=grace + kill_timeout + 30)
-    outcome = record.wait_outcome(timeout=kill_timeout + 30)
+    stopper = record.stopper_fd(timeout=5)
+    try:
+        _reaper.reap_until_done(cg, stopper, timeout=grace + kill_timeout + 30)
+        outcome = record.wait_outcome(stopper, timeout=kill_timeout + 30)
+    finally:
+        if stopper is not None:
+            _close(stopper)
     if outcome is None:
         return kw
     state, rc = status_of(outcome, kw.get("return_code"))
@@ -187,11 +208,13 @@ def _final_update(gk, kw, ProcessState):
 
 class _JoiningSubprocess(object):
     """The `subprocess` module as the coordinator sees it while starting its wrapper: Popen
-    joins the child to the process's cgroup before exec."""
+    joins the child to the process's cgroup before exec, and the Popen it returns reaps every
+    child of the coordinator (a subreaper) whenever it polls or waits for the wrapper."""
 
-    def __init__(self, real, join):
+    def __init__(self, real, join, started):
         self._real = real
         self._join = join
+        self._started = started
 
     def __getattr__(self, name):
         return getattr(self._real, name)
@@ -206,7 +229,41 @@ class _JoiningSubprocess(object):
                 inner()
 
         kw["preexec_fn"] = preexec
-        return self._real.Popen(*args, **kw)
+        try:
+            return _reaping_popen(self._real.Popen)(*args, **kw)
+        finally:
+            # cgroup.procs was opened privileged: not kept in the role user's coordinator.
+            self._started()
+
+
+def _reaping_popen(real_popen):
+    class ReapingPopen(real_popen):
+        """Popen whose poll() and wait() reap every exited child of the coordinator, not
+        only the wrapper: the task's orphans come to the coordinator and must not pile up as
+        zombies for the life of the process."""
+
+        def poll(self):
+            if self.returncode is None:
+                _, status = _reaper.reap_ready(self.pid)
+                if status is not None:
+                    self.returncode = _reaper.return_code(status)
+            return self.returncode
+
+        def wait(self, timeout=None):
+            if self.returncode is None:
+                if timeout is not None:
+                    return real_popen.wait(self, timeout)
+                self.returncode = _reaper.return_code(_reaper.wait_reaping(self.pid))
+            return self.returncode
+
+    return ReapingPopen
+
+
+def _close(fd):
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def _import_process_module():
@@ -243,17 +300,32 @@ def _start(runner, cg):
         return
     grace = _grace(runner)
     log.info("gracekill: stopping %s with %.1fs grace", cg.path, grace)
-    _stopping[cg.path] = _stops.start_stop(
-        _config.gracekill, cg, _record_for(runner, cg), grace, _config.kill_timeout
-    )
+    try:
+        _stopping[cg.path] = _stops.start_stop(
+            _config.gracekill, cg, _record_for(runner, cg), grace, _config.kill_timeout
+        )
+    except OSError as e:
+        # No stopper (fork failed, the binary vanished): SIGTERM the cgroup's processes from
+        # here; Thermos' deadline then ends what is left through cgroup.kill (kill_process).
+        log.error("gracekill: cannot start gracekill for %s (%s): signalling it directly", cg.path, e)
+        _record_for(runner, cg).clear()
+        _signal_all(cg, signal.SIGTERM)
+
+
+def _all_runs(state, process_name):
+    """The cgroups of every run of a process so far: an earlier run's leftovers count too."""
+    out = []
+    for run in range(_run_of(state, process_name) + 1):
+        cg = _config.cgroup(state.header.task_id, process_name, run)
+        if cg.exists():
+            out.append(cg)
+    return out
 
 
 def _managed_cgroups(runner):
     out = []
     for name in runner.state.processes:
-        cg = _cgroup_for(runner.state, name)
-        if cg.exists():
-            out.append(cg)
+        out.extend(_all_runs(runner.state, name))
     return out
 
 
@@ -334,35 +406,35 @@ def _patch_helper(thermos):
     orig_orphans = Helper.terminate_orphans.__func__
 
     def kill_process(cls, state, process_name):
-        cg = _cgroup_for(state, process_name)
-        if not cg.exists():
+        runs = _all_runs(state, process_name)
+        if not runs:
             return orig_kill_process(cls, state, process_name)
-        populated = cg.populated()
+        alive = [cg for cg in runs if cg.populated()]
         runner = _runner
         if runner is not None and _grace(runner) > 0:
-            # Time remains: the process is over when its cgroup is empty. A wrapper that died
+            # Time remains: the process is over when its cgroups are empty. A wrapper that died
             # of the stop signal, or exited leaving daemons behind, gets no SIGKILL for it.
-            if populated:
+            for cg in alive:
                 _start(runner, cg)
-            return populated
+            return bool(alive)
         # Thermos' deadline has passed, or this is `thermos kill`: everything ends now.
         coordinator_pid, _, _ = cls.scan_process(state, process_name)
-        if populated:
+        for cg in alive:
             try:
                 _stops.kill_now(_config.gracekill, cg, _config.kill_timeout)
-            except Exception as e:  # noqa: BLE001 (fall back to Thermos' own kill)
-                log.error("gracekill: %s; falling back to Thermos' kill", e)
-                return orig_kill_process(cls, state, process_name)
+            except Exception as e:  # noqa: BLE001 (the task must end anyway)
+                log.error("gracekill: %s; writing cgroup.kill directly", e)
+                _kill_directly(cg)
+        if alive and any(cg.populated() for cg in alive):
+            orig_kill_process(cls, state, process_name)
         if coordinator_pid:
             cls.kill_pid(coordinator_pid)
-        return bool(populated or coordinator_pid)
+        return bool(alive or coordinator_pid)
 
     def terminate_orphans(cls, state):
         roots = []
         for name in state.processes:
-            cg = _cgroup_for(state, name)
-            if cg.exists():
-                roots.append(cg)
+            roots.extend(_all_runs(state, name))
         if not roots:
             return orig_orphans(cls, state)
         m = mount()
@@ -397,6 +469,26 @@ def _patch_helper(thermos):
     Helper.kill_process = classmethod(kill_process)
     Helper.terminate_orphans = classmethod(terminate_orphans)
     Helper.kill = classmethod(kill)
+
+
+def _signal_all(cg, sig):
+    """The fallback when gracekill cannot run: signal every process listed in the cgroup."""
+    for pid in cg.pids():
+        try:
+            os.kill(pid, sig)
+        except OSError:
+            pass
+
+
+def _kill_directly(cg):
+    """The fallback final kill: `cgroup.kill` of every cgroup of the process (we made them),
+    the process's own first (it is recursive; Linux 5.14)."""
+    try:
+        with open(os.path.join(cg.path, "cgroup.kill"), "w") as f:
+            f.write("1")
+    except OSError as e:
+        log.error("gracekill: cannot write %s/cgroup.kill: %s", cg.path, e)
+        _signal_all(cg, signal.SIGKILL)
 
 
 def _remove_task_cgroups(task_id):

@@ -19,11 +19,21 @@ def mount():
 
 
 def safe_name(name):
-    """A cgroup directory name for a Thermos name: no '/', never '.' or '..', never empty."""
-    out = "".join(c if c.isalnum() or c in "-_.:@+" else "_" for c in name)
+    """A cgroup directory name for a Thermos name, one to one (distinct names never share a
+    cgroup or a record file): letters, digits and `-.:@+` stay; every other byte, `_` included,
+    becomes `_xx` (its hex value). Never empty, never `.` or `..`."""
+    out = "".join(
+        chr(b) if chr(b).isascii() and (chr(b).isalnum() or chr(b) in "-.:@+") else "_%02x" % b
+        for b in name.encode("utf-8", "surrogateescape")
+    )
     if out in ("", ".", ".."):
         out = "_" + out
     return out
+
+
+def own_cgroup():
+    """This process's cgroup v2 path relative to the mount ('/a/b')."""
+    return cgroup_of(os.getpid()) or "/"
 
 
 class ProcessCgroup(object):

@@ -6,6 +6,7 @@ import os
 import select
 import signal
 import subprocess
+import time
 
 # Thermos' ProcessState names (gen.apache.thermos.ttypes.ProcessState).
 KILLED = "KILLED"
@@ -34,6 +35,14 @@ class StopRecord(object):
             json.dumps({"grace": grace, "kill_timeout": kill_timeout, "pid": pid}),
         )
 
+    def clear(self):
+        """Withdraws the request (the stop could not start)."""
+        for path in (self.stopping, self.outcome):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
     def load(self):
         """The request ({grace, kill_timeout, pid}), or None if no stop was requested."""
         try:
@@ -49,25 +58,44 @@ class StopRecord(object):
         except (OSError, ValueError):
             return None
 
-    def wait_outcome(self, timeout):
-        """The outcome, once the stopper has written it: waits for the stopper to exit through a
-        pidfd (Python 3.9+; event-driven), at most `timeout` seconds. None if there is none."""
-        pid = (self.load() or {}).get("pid")
-        if pid and hasattr(os, "pidfd_open"):
-            try:
-                fd = os.pidfd_open(pid)
-            except OSError:
-                fd = None
-            if fd is not None:
-                try:
-                    # A whole outcome means the stopper is done, and the pidfd may name a
-                    # reused pid: nothing to wait for.
-                    if self.read_outcome() is None:
-                        p = select.poll()
-                        p.register(fd, select.POLLIN)
-                        p.poll(int(timeout * 1000))
-                finally:
-                    os.close(fd)
+    def stopper_pid(self, timeout):
+        """The stopper's pid, once the runner has recorded it (right after starting it, before
+        it can have signalled anything), waiting at most `timeout` seconds for that."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pid = (self.load() or {}).get("pid")
+            if pid or time.monotonic() >= deadline:
+                return pid
+            time.sleep(0.01)
+
+    def stopper_fd(self, timeout):
+        """A pidfd for the stopper (Python 3.9+), or None (no pidfd_open, no pid, or gone)."""
+        pid = self.stopper_pid(timeout)
+        if not pid or not hasattr(os, "pidfd_open"):
+            return None
+        try:
+            return os.pidfd_open(pid)
+        except OSError:
+            return None
+
+    def wait_outcome(self, stopper_fd, timeout):
+        """The outcome, once the stopper has exited (its stdout is then complete), waiting at
+        most `timeout` seconds: on its pidfd where there is one (event-driven); on Python 3.6 to
+        3.8, which have no pidfd_open, by looking for /proc/<pid> every 50 ms."""
+        out = self.read_outcome()
+        if out is not None:
+            return out  # complete: the stopper is done (and its pid may be reused)
+        if stopper_fd is not None:
+            p = select.poll()
+            p.register(stopper_fd, select.POLLIN)
+            p.poll(int(timeout * 1000))
+            return self.read_outcome()
+        pid = self.stopper_pid(1)
+        deadline = time.monotonic() + timeout
+        while pid and os.path.exists("/proc/%d" % pid) and time.monotonic() < deadline:
+            if self.read_outcome() is not None:
+                break  # complete JSON: the stopper is done (its pid may even be reused)
+            time.sleep(0.05)
         return self.read_outcome()
 
 

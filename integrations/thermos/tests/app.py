@@ -42,6 +42,17 @@ def term(signum, frame):
 signal.signal(signal.SIGTERM, signal.SIG_IGN if mode == "stubborn" else term)
 while not os.path.exists(os.path.join(scratch, "daemon.pid")):
     time.sleep(0.01)
+if os.environ.get("APP_ORPHANS"):
+    # Short-lived orphans, as `(cmd &)` in a shell makes them: they exit while the app lives,
+    # and their reaper must reap them (no zombie may pile up).
+    for _ in range(int(os.environ["APP_ORPHANS"])):
+        if os.fork() == 0:
+            if os.fork() == 0:
+                time.sleep(0.05)
+                os._exit(0)
+            os._exit(0)
+        os.wait()
+    time.sleep(0.5)
 put("ready", str(os.getpid()))
 if mode == "natural":
     time.sleep(0.5)

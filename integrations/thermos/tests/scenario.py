@@ -68,6 +68,25 @@ def as_runner(args):
     print(json.dumps(runner.run()), flush=True)
 
 
+def count_zombies(scratch):
+    """Zombies among the children of the coordinator and of the runner, while the task runs."""
+    path = os.path.join(scratch, "ckpt", "checkpoints", "task-1", "runner.json")
+    wait_for(path, 20)
+    with open(path) as f:
+        saved = json.load(f)
+    parents = [saved["runner_pid"]] + [r[-1]["coordinator_pid"] for r in saved["processes"].values()]
+    n = 0
+    for parent in parents:
+        for child in thermos_shape.children_of(parent):
+            try:
+                with open("/proc/%d/stat" % child) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        n += 1
+            except (OSError, IndexError):
+                pass
+    return n
+
+
 def wait_for(path, limit):
     t = time.monotonic()
     while not os.path.exists(path):
@@ -89,14 +108,17 @@ def main():
     p.add_argument("--finalization-wait", type=float, default=10)
     p.add_argument("--runner-cgroup", help="cgroup the runner joins (not the tasks' root)")
     p.add_argument("--user", help="run the runner as this user (a delegated role user)")
+    p.add_argument("--orphans", type=int, default=0, help="short-lived orphans the app makes")
     p.add_argument("--as-runner", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.as_runner:
         return as_runner(args)
 
     argv = [sys.executable, os.path.abspath(__file__), "--as-runner"] + sys.argv[1:]
-    runner = subprocess.Popen(argv, stdout=subprocess.PIPE, universal_newlines=True)
+    env = dict(os.environ, APP_ORPHANS=str(args.orphans)) if args.orphans else None
+    runner = subprocess.Popen(argv, stdout=subprocess.PIPE, universal_newlines=True, env=env)
     wait_for(os.path.join(args.scratch, "ready"), 20)
+    zombies = count_zombies(args.scratch)
     t = time.monotonic()
     killer_result = None
     if args.kill == "executor":
@@ -121,6 +143,7 @@ def main():
         "recorded": recorded if killer_result is None else killer_result,
         "runner_exit": runner.returncode,
         "took": took,
+        "zombies": zombies,
     }
     print(json.dumps(result))
 
