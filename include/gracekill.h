@@ -37,8 +37,11 @@
 #include <stdint.h>
 
 /**
- * The version of this C ABI. It changes only when an existing function or struct field changes
- * meaning; new fields are appended to structs that carry `struct_size`.
+ * The version of this C ABI. It grows when functions or fields are added: fields are only ever
+ * appended (to structs the caller allocates, which carry `struct_size`, and to the outcome the
+ * library allocates), so a program built against an older header keeps working with a newer
+ * library. Check `gracekill_abi_version() >= GRACEKILL_ABI_VERSION` at run time. No existing
+ * function or field changes meaning within one SONAME. 3 added the outcome's `exits`.
  */
 #define GRACEKILL_ABI_VERSION 3
 
@@ -429,8 +432,9 @@ extern "C" {
 const char *gracekill_version(void);
 
 /**
- * The C ABI version this library implements (`GRACEKILL_ABI_VERSION`); compare it with the
- * header's macro to detect a mismatched library at run time.
+ * The C ABI version this library implements (`GRACEKILL_ABI_VERSION`). A program needs at least
+ * the version of the header it was built with: `gracekill_abi_version() >=
+ * GRACEKILL_ABI_VERSION`.
  */
 uint32_t gracekill_abi_version(void);
 

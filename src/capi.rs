@@ -38,8 +38,11 @@ use crate::report::{Outcome, Verdict};
 use crate::stop::{KillMethod, StopOptions};
 use crate::task::PolicySource;
 
-/// The version of this C ABI. It changes only when an existing function or struct field changes
-/// meaning; new fields are appended to structs that carry `struct_size`.
+/// The version of this C ABI. It grows when functions or fields are added: fields are only ever
+/// appended (to structs the caller allocates, which carry `struct_size`, and to the outcome the
+/// library allocates), so a program built against an older header keeps working with a newer
+/// library. Check `gracekill_abi_version() >= GRACEKILL_ABI_VERSION` at run time. No existing
+/// function or field changes meaning within one SONAME. 3 added the outcome's `exits`.
 pub const GRACEKILL_ABI_VERSION: u32 = 3;
 
 /// `kill_mode`: every process in the cgroup's subtree gets each stop signal (the default).
@@ -349,8 +352,9 @@ pub extern "C" fn gracekill_version() -> *const c_char {
     concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
 }
 
-/// The C ABI version this library implements (`GRACEKILL_ABI_VERSION`); compare it with the
-/// header's macro to detect a mismatched library at run time.
+/// The C ABI version this library implements (`GRACEKILL_ABI_VERSION`). A program needs at least
+/// the version of the header it was built with: `gracekill_abi_version() >=
+/// GRACEKILL_ABI_VERSION`.
 #[unsafe(no_mangle)]
 pub extern "C" fn gracekill_abi_version() -> u32 {
     GRACEKILL_ABI_VERSION

@@ -241,8 +241,9 @@ int main(int argc, char** argv) {
     usage();
     return 2;
   }
-  if (gracekill_abi_version() != GRACEKILL_ABI_VERSION) {
-    std::cerr << "libgracekill ABI " << gracekill_abi_version() << " does not match the header's "
+  // Newer libraries only append: a library at least as new as the header will do.
+  if (gracekill_abi_version() < GRACEKILL_ABI_VERSION) {
+    std::cerr << "libgracekill ABI " << gracekill_abi_version() << " is older than the header's "
               << GRACEKILL_ABI_VERSION << "\n";
     return 1;
   }

@@ -298,6 +298,16 @@ def _grace(runner):
 def _start(runner, cg):
     if cg.path in _stopping and _stopping[cg.path].poll() is None:
         return
+    # A stop started before a runner restart (recovery) may still run: never a second one,
+    # whose outcome file would clobber the first's.
+    request = _record_for(runner, cg).load()
+    if (
+        request
+        and request.get("pid")
+        and os.path.exists("/proc/%d" % request["pid"])
+        and _record_for(runner, cg).read_outcome() is None
+    ):
+        return
     grace = _grace(runner)
     log.info("gracekill: stopping %s with %.1fs grace", cg.path, grace)
     try:
@@ -437,26 +447,24 @@ def _patch_helper(thermos):
             roots.extend(_all_runs(state, name))
         if not roots:
             return orig_orphans(cls, state)
+        # Thermos' rule (SIGTERM to the runner's children that are not coordinators), minus
+        # the processes a stop takes care of (inside a process's cgroup) and the stoppers.
         m = mount()
         inside = set()
         for cg in roots:
             inside.update(cg.pids())
-        # Thermos' own orphan scan, minus the processes a stop takes care of.
-        real_terminate_pid = cls.terminate_pid.__func__
-
+        coordinators = {
+            runs[-1].coordinator_pid for runs in state.processes.values() if runs
+        }
         stoppers = {p.pid for p in _stopping.values()}
-
-        def terminate_pid(c, pid):
+        for pid in _children(os.getpid()):
+            if pid in coordinators or pid in stoppers or pid in inside:
+                continue
             rel = cgroup_of(pid)
-            if pid in inside or pid in stoppers or (rel is not None and _within(m + rel, roots)):
-                return
-            real_terminate_pid(c, pid)
-
-        cls.terminate_pid = classmethod(terminate_pid)
-        try:
-            return orig_orphans(cls, state)
-        finally:
-            cls.terminate_pid = classmethod(real_terminate_pid)
+            if rel is not None and _within(m + rel, roots):
+                continue
+            log.info("gracekill: SIGTERM orphan %d", pid)
+            cls.terminate_pid(pid)
 
     orig_kill = Helper.kill.__func__
 
@@ -519,6 +527,22 @@ def _rmdir_tree(path):
         os.rmdir(path)
     except OSError as e:
         log.warning("gracekill: cannot remove %s: %s", path, e)
+
+
+def _children(pid):
+    """The children of `pid`, from /proc (what psutil's children() reads)."""
+    out = []
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
+                out.extend(int(p) for p in f.read().split())
+        except OSError:
+            pass
+    return out
 
 
 def _within(path, roots):
