@@ -1235,6 +1235,21 @@ impl Engine<'_> {
     async fn confirmed_survivors(&mut self) -> Result<(Vec<Survivor>, usize)> {
         let (mut survivors, mut n) = self.survivors();
         let hard_end = deadline_after(DYING_MAX);
+        if n == 0 {
+            // Populated, yet no process listed: the last ones are between leaving cgroup.procs
+            // and the end of their exit. Not survivors: wait for `populated 0`, event-driven.
+            if self.w.wait_empty(hard_end, false, |_| {}).await? == Wake::Empty {
+                return Ok((Vec::new(), 0));
+            }
+            (survivors, n) = self.survivors();
+            if n == 0 {
+                self.warnings.push(format!(
+                    "the cgroup stayed populated for {}s after the kill without listing any \
+                     process (tasks stuck in their exit)",
+                    DYING_MAX.as_secs()
+                ));
+            }
+        }
         while n > 0 && !survivors.iter().all(is_stuck) && Instant::now() < hard_end {
             let more = deadline_after(Duration::from_secs(1)).min(hard_end);
             if self.w.wait_empty(more, false, |_| {}).await? == Wake::Empty {

@@ -67,23 +67,7 @@ pub struct PidfdFacts {
 /// # Errors
 /// `ESRCH` when the task has exited; `ENOTTY`/`EINVAL` on kernels without the ioctl.
 pub fn pidfd_facts(pidfd: BorrowedFd<'_>) -> Result<PidfdFacts, Errno> {
-    let mut info = PidfdInfo {
-        mask: PIDFD_INFO_PID | PIDFD_INFO_CGROUPID,
-        ..PidfdInfo::default()
-    };
-    // SAFETY: `info` is a valid, writable, properly aligned `struct pidfd_info` of exactly the
-    // size encoded in the request number; the kernel writes at most that many bytes and keeps no
-    // pointer after the call returns. `pidfd` is a live descriptor borrowed for the call.
-    let rc = unsafe {
-        libc::ioctl(
-            pidfd.as_raw_fd(),
-            PIDFD_GET_INFO as _,
-            &mut info as *mut PidfdInfo,
-        )
-    };
-    if rc < 0 {
-        return Err(last_errno());
-    }
+    let info = pidfd_get_info(pidfd, PIDFD_INFO_PID | PIDFD_INFO_CGROUPID)?;
     Ok(PidfdFacts {
         cgroup_id: (info.mask & PIDFD_INFO_CGROUPID != 0).then_some(info.cgroupid),
         tgid: (info.mask & PIDFD_INFO_PID != 0)
@@ -99,12 +83,22 @@ pub fn pidfd_facts(pidfd: BorrowedFd<'_>) -> Result<PidfdFacts, Errno> {
 /// reaped by its parent), and on kernels without `PIDFD_INFO_EXIT` (6.13, 6.14 answer `ESRCH`
 /// once it is reaped; older ones have no ioctl).
 pub fn pidfd_exit_status(pidfd: BorrowedFd<'_>) -> Option<i32> {
+    pidfd_get_info(pidfd, PIDFD_INFO_EXIT)
+        .ok()
+        .filter(|info| info.mask & PIDFD_INFO_EXIT != 0)
+        .map(|info| info.exit_code)
+}
+
+/// `ioctl(pidfd, PIDFD_GET_INFO)` asking for `mask`; the kernel says in the returned mask what
+/// it filled in.
+fn pidfd_get_info(pidfd: BorrowedFd<'_>, mask: u64) -> Result<PidfdInfo, Errno> {
     let mut info = PidfdInfo {
-        mask: PIDFD_INFO_EXIT,
+        mask,
         ..PidfdInfo::default()
     };
-    // SAFETY: as in `pidfd_facts`: a valid, writable `struct pidfd_info` of the size encoded in
-    // the request number, and a descriptor borrowed live for the call.
+    // SAFETY: `info` is a valid, writable, properly aligned `struct pidfd_info` of exactly the
+    // size encoded in the request number; the kernel writes at most that many bytes and keeps no
+    // pointer after the call returns. `pidfd` is a live descriptor borrowed for the call.
     let rc = unsafe {
         libc::ioctl(
             pidfd.as_raw_fd(),
@@ -112,7 +106,7 @@ pub fn pidfd_exit_status(pidfd: BorrowedFd<'_>) -> Option<i32> {
             &mut info as *mut PidfdInfo,
         )
     };
-    (rc == 0 && info.mask & PIDFD_INFO_EXIT != 0).then_some(info.exit_code)
+    if rc < 0 { Err(last_errno()) } else { Ok(info) }
 }
 
 /// The cgroup v2 id of the task behind a pidfd (see [`pidfd_facts`]).

@@ -272,17 +272,24 @@ impl Watcher {
             if self.reaps_pending == 0 || Instant::now() >= until {
                 return Ok(());
             }
-            let mut guard = self.epoll.readable().await.map_err(|e| {
-                Error::os(
-                    "wait on epoll for",
-                    std::path::Path::new("/proc"),
-                    crate::cgroup::errno_of(&e),
-                )
-            })?;
-            if !self.drain_peek()? {
-                guard.clear_ready();
-            }
+            self.next_event().await?;
         }
+    }
+
+    /// Waits until something in the epoll set is ready (one wakeup per event: tokio's
+    /// readiness is cleared only when nothing is left to drain).
+    async fn next_event(&self) -> Result<()> {
+        let mut guard = self.epoll.readable().await.map_err(|e| {
+            Error::os(
+                "wait on epoll for",
+                std::path::Path::new("cgroup.events"),
+                crate::cgroup::errno_of(&e),
+            )
+        })?;
+        if !self.drain_peek()? {
+            guard.clear_ready();
+        }
+        Ok(())
     }
 
     fn forget(&mut self, key: u64) {
@@ -419,16 +426,7 @@ impl Watcher {
                 return Ok(Wake::TrackedGone);
             }
             on_wake(self);
-            let mut guard = self.epoll.readable().await.map_err(|e| {
-                Error::os(
-                    "wait on epoll for",
-                    std::path::Path::new("cgroup.events"),
-                    crate::cgroup::errno_of(&e),
-                )
-            })?;
-            if !self.drain_peek()? {
-                guard.clear_ready();
-            }
+            self.next_event().await?;
         }
     }
 

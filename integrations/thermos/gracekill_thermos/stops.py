@@ -45,18 +45,11 @@ class StopRecord(object):
 
     def load(self):
         """The request ({grace, kill_timeout, pid}), or None if no stop was requested."""
-        try:
-            with open(self.stopping) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
+        return _read_json(self.stopping)
 
     def read_outcome(self):
-        try:
-            with open(self.outcome) as f:
-                return json.load(f)
-        except (OSError, ValueError):
-            return None
+        """The outcome, or None while there is none (or only part of one)."""
+        return _read_json(self.outcome)
 
     def stopper_pid(self, timeout):
         """The stopper's pid, once the runner has recorded it (right after starting it, before
@@ -204,6 +197,14 @@ def _return_code(exit_entry):
         except (AttributeError, TypeError, ValueError):
             return None
     return None
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def _write_atomic(path, text):
