@@ -345,6 +345,10 @@ enum GraceEnd {
     MainGone,
 }
 
+/// How many processes are named right before their first signal, for the exit timeline of one
+/// that exits and is reaped before the pass is over (the main process and its first helpers).
+const EARLY_NAMES: usize = 8;
+
 /// How long an emptied task's exits are given to be reaped by their parents, for their exit
 /// statuses (see [`Engine::settle_exits`]). A supervisor reaps its child within a millisecond
 /// of SIGCHLD, and orphans are reaped by their subreaper or init as promptly; a parent that
@@ -888,11 +892,10 @@ impl Engine<'_> {
             return Ok(false);
         }
         let tgid = if threaded { pidfd.tgid() } else { id };
-        if self.described.len() + self.early_comm.len() < 2 * MAX_LISTED
-            && !self.described.contains_key(&tgid)
-        {
+        if self.early_comm.len() < EARLY_NAMES && !self.described.contains_key(&tgid) {
             // Alive now (its pidfd was just proven): the name read is its own. One small read
-            // of task state, which a task cannot make block.
+            // of task state, which a task cannot make block; only for the first few, so that a
+            // large task's sweep is not slowed (the rest are named after the pass).
             self.early_comm
                 .entry(tgid)
                 .or_insert_with(|| procinfo::comm(tgid));
