@@ -119,6 +119,21 @@ pub struct Killed {
     pub cmdline: String,
 }
 
+/// A name the task chose (its comm), made safe for a line a person or a log reads: control
+/// characters (a newline that would forge a second summary line, a terminal escape) are
+/// written escaped. JSON carries names as they are, escaped by JSON itself.
+pub fn printable(name: &str) -> String {
+    name.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 /// How one process the stop held a pidfd for ended: the per-process exit timeline.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct Exit {
@@ -172,7 +187,7 @@ impl Exit {
         let who = if self.comm.is_empty() {
             format!("pid {}", self.pid)
         } else {
-            self.comm.clone()
+            printable(&self.comm)
         };
         let secs = self.at_ms / 1000.0;
         match (&self.code, &self.signal) {
@@ -297,7 +312,7 @@ impl Outcome {
                     format!(
                         "{} {} state {} in {}",
                         s.pid,
-                        s.comm,
+                        printable(&s.comm),
                         s.state,
                         if s.wchan.is_empty() { "?" } else { &s.wchan }
                     )

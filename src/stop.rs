@@ -727,8 +727,9 @@ impl Engine<'_> {
             // Said at once, not after a grace wasted on a process that cannot react.
             if let Some(v1) = procinfo::v1_frozen(pid) {
                 let w = format!(
-                    "pid {pid} ({comm}) is frozen by the cgroup v1 freezer at '{v1}': it cannot \
-                     handle the stop signal or die of SIGKILL until that cgroup is thawed"
+                    "pid {pid} ({}) is frozen by the cgroup v1 freezer at '{v1}': it cannot \
+                     handle the stop signal or die of SIGKILL until that cgroup is thawed",
+                    crate::report::printable(&comm)
                 );
                 tracing::warn!(cgroup = %self.cg.rel(), "{w}");
                 self.warnings.push(w);

@@ -1349,3 +1349,89 @@ fn run_removes_a_task_cgroup_with_odd_names_below_it() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// A task names itself (its comm) with a newline and a terminal escape: the summary a person or
+/// a log reads stays one line, with the name escaped; the JSON carries the name as it is.
+#[test]
+fn a_task_cannot_forge_summary_lines_with_its_name() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("evil-comm");
+    let mut p = tc.spawn(
+        // A process's comm is its executable's name: a link named with a newline and an escape.
+        r#"name=$(printf 'a\ngk: \033[2J'); ln -s "$(command -v sleep)" "$SCRATCH/$name"; "$SCRATCH/$name" 1000 & trap 'exit 0' TERM; echo ready; wait"#,
+    );
+    p.wait_line("ready");
+    let out = gracekill(&["stop", "--grace", "5s", &tc.rel]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = common::stdout(&out);
+    assert_eq!(text.lines().count(), 1, "one summary line: {text:?}");
+    assert!(!text.contains('\u{1b}'), "no terminal escape: {text:?}");
+    assert!(
+        text.contains("a\\ngk: \\u{1b}"),
+        "the name, escaped: {text:?}"
+    );
+    p.wait();
+}
+
+/// Exits whose parent (outside the task) never reaps them leave no status to read: the stop
+/// waits for those reaps at most its 50 ms, never longer, lists at most 100 exits, and says the
+/// statuses are unknown rather than inventing them.
+#[test]
+fn unreaped_exits_cannot_hold_up_the_stop() {
+    require_cgroup_v2!();
+    if Command::new("python3").arg("--version").output().is_err() {
+        assert!(
+            !common::strict(),
+            "python3 missing (CI=true makes this a failure)"
+        );
+        eprintln!("SKIPPED: no python3");
+        return;
+    }
+    let tc = TestCgroup::new("unreaped");
+    // The parent stays outside the cgroup and never waits for its 150 children, which join
+    // the cgroup and sleep until SIGTERM.
+    let parent = r#"
+import os, sys, time
+procs = os.path.join(sys.argv[1], "cgroup.procs")
+for _ in range(150):
+    if os.fork() == 0:
+        with open(procs, "w") as f:
+            f.write("0")
+        os.execvp("sleep", ["sleep", "1000"])
+print("ready", flush=True)
+time.sleep(1000)
+"#;
+    let mut p = common::Proc::new(
+        Command::new("python3")
+            .args(["-c", parent])
+            .arg(&tc.path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    p.wait_line("ready");
+    assert!(wait_until(slow(Duration::from_secs(10)), || tc
+        .pids()
+        .len()
+        == 150));
+    let out = gracekill(&["stop", "--grace", "5s", "--json", &tc.rel]);
+    let v = json(&out);
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    let exits = v["exits"].as_array().unwrap();
+    assert_eq!(exits.len(), 100, "the first 99 and the last: {v}");
+    assert!(
+        exits
+            .iter()
+            .all(|e| e["code"].is_null() && e["signal"].is_null()),
+        "never reaped, so unknown: {v}"
+    );
+    let after_empty = v["elapsed_ms"].as_f64().unwrap() - v["empty_at_ms"].as_f64().unwrap();
+    assert!(
+        after_empty < slow(Duration::from_millis(300)).as_secs_f64() * 1000.0,
+        "the reap wait is bounded (50 ms): {after_empty} ms after empty"
+    );
+    // Our own process: reaps nothing, so it is killed (its zombies go with it).
+    let _ = p.child.kill();
+    p.wait();
+}
