@@ -566,12 +566,10 @@ fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
     let cg = gracekill::task::open(&mount, &args.task)?;
     // A task of a `gracekill run` that is gone (SIGKILLed, say): nobody else will remove its
     // cgroup once it is empty, so this stop does.
-    let run_gone = gracekill::task::Records::of(&cg)
-        .get("owner")
-        .ok()
-        .flatten()
-        .is_some()
-        && gracekill::task::owner(&cg).is_none();
+    let run_gone = matches!(
+        gracekill::task::supervisor(&cg),
+        gracekill::task::Supervisor::Gone
+    );
     let mut opts = StopOptions {
         kill_method: KillMethod::from_env(args.force_fallback),
         ..StopOptions::default()
@@ -752,13 +750,13 @@ fn view(cg: &gracekill::Cgroup, with_procs: bool) -> anyhow::Result<TaskView> {
         .unwrap_or(0);
     // The root cgroup has no cgroup.events: its processes say whether it is populated.
     let populated = cg.events()?.populated || !pids.is_empty();
-    let supervisor_pid = gracekill::task::owner(cg).map(|p| p.pid());
-    let supervised = gracekill::task::Records::of(cg)
-        .get("owner")
-        .ok()
-        .flatten()
-        .is_some();
-    let state = match (populated, supervised && supervisor_pid.is_none()) {
+    let supervisor = gracekill::task::supervisor(cg);
+    let supervisor_pid = match &supervisor {
+        gracekill::task::Supervisor::Live(p) => Some(p.pid()),
+        _ => None,
+    };
+    let gone = matches!(supervisor, gracekill::task::Supervisor::Gone);
+    let state = match (populated, gone) {
         (true, false) => "running",
         (true, true) => "orphaned",
         (false, false) => "empty",

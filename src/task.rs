@@ -282,6 +282,25 @@ pub fn owner(cg: &Cgroup) -> Option<crate::pidfd::PidFd> {
     live_process(&Records::of(cg).get("owner").ok()??)
 }
 
+/// The `gracekill run` that claimed a task, as far as this caller may trust the records.
+#[derive(Debug)]
+pub enum Supervisor {
+    /// No claim: not a task of `run` (or a record this caller does not read).
+    None,
+    /// The claiming `run` is alive.
+    Live(crate::pidfd::PidFd),
+    /// It claimed the task and is gone (SIGKILLed, say): nobody will remove the cgroup.
+    Gone,
+}
+
+/// Who supervises `cg` (see [`Supervisor`]).
+pub fn supervisor(cg: &Cgroup) -> Supervisor {
+    match Records::of(cg).get("owner").ok().flatten() {
+        None => Supervisor::None,
+        Some(text) => live_process(&text).map_or(Supervisor::Gone, Supervisor::Live),
+    }
+}
+
 /// Marks a stop in progress on a cgroup (record `stopping` = `PID STARTTIME`), so that `run`
 /// can tell "someone is stopping my task" from "my main process left helpers behind". Removed
 /// on drop; a stopper that was SIGKILLed leaves a stale mark that [`stopper`] detects.
