@@ -3,7 +3,8 @@
 //!
 //! The header `include/gracekill.h` is generated from this file by cbindgen (`ci/gen-header`;
 //! CI fails when it drifts). The crate builds `libgracekill.a` and `libgracekill.so`;
-//! `ci/install-lib` installs them with the header and a `gracekill.pc` for pkg-config.
+//! `ci/install-lib` installs them (SONAME `libgracekill.so.0`, from build.rs) with the header and
+//! a `gracekill.pc` for pkg-config; `ci/package` makes Debian packages of the same files.
 //!
 //! Rules every entry point keeps:
 //! - It catches panics: nothing unwinds into C. A caught panic returns `-ENOTRECOVERABLE`.

@@ -74,6 +74,10 @@ enum Command {
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
+        /// The gracekill the shell code runs to complete: this binary's absolute path by
+        /// default; packages give the installed path (`--completer /usr/bin/gracekill`).
+        #[arg(long, value_name = "PATH")]
+        completer: Option<std::path::PathBuf>,
     },
     /// Print a man page (roff) generated from these definitions, or write them all.
     #[command(name = "manpage")]
@@ -427,7 +431,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd_run(args, quiet),
         Command::Status(args) => cmd_status(args),
         Command::List(args) => cmd_list(args),
-        Command::Completions { shell } => completions(shell),
+        Command::Completions { shell, completer } => completions(shell, completer),
         Command::Manpage { dir, subcommand } => manpage(dir, subcommand),
     };
     match code {
@@ -472,11 +476,21 @@ fn invoked_run() -> bool {
     false
 }
 
-/// The registration code for `shell`, calling back into this binary (by its absolute path, so
-/// the completions match the gracekill that wrote them).
-fn completions(shell: clap_complete::Shell) -> anyhow::Result<u8> {
+/// The registration code for `shell`, calling back into `completer`, by default this binary (by
+/// its absolute path, so the completions match the gracekill that wrote them).
+fn completions(
+    shell: clap_complete::Shell,
+    completer: Option<std::path::PathBuf>,
+) -> anyhow::Result<u8> {
     use clap_complete::env::EnvCompleter;
-    let exe = std::env::current_exe()?;
+    let exe = match completer {
+        Some(path) if path.is_absolute() => path,
+        Some(path) => anyhow::bail!(
+            "--completer must be an absolute path (the shell runs it from any directory): {}",
+            path.display()
+        ),
+        None => std::env::current_exe()?,
+    };
     let exe = exe.to_string_lossy();
     let completer: &dyn EnvCompleter = match shell {
         clap_complete::Shell::Bash => &clap_complete::env::Bash,

@@ -1,7 +1,8 @@
 //! The C ABI (`src/capi.rs`, `include/gracekill.h`): argument checking and per-thread errors
 //! called from Rust, real stops from many threads at once with per-call log callbacks, and the
 //! C++ example compiled with g++ against the header and the library (static, and shared through
-//! the installed `gracekill.pc`), run on real cgroups.
+//! the packaged `gracekill.pc`), and the C example linked shared and fully static against the
+//! Debian packages (`ci/package`), run on real cgroups.
 
 mod common;
 
@@ -621,48 +622,199 @@ fn cxx_example_stops_tasks_on_worker_threads_static_link() {
     );
 }
 
+/// The Debian packages `ci/package` built (target/debian), unpacked into one directory that
+/// stands for an installed system: what `apt install ./*.deb` puts under `/`. pkg-config reads
+/// the packaged `gracekill.pc` with that directory as its sysroot, so the flags are exactly those
+/// an embedder gets on a real install, with the prefix in front.
+struct Packaged {
+    root: PathBuf,
+    pc_dir: PathBuf,
+    lib_dir: PathBuf,
+}
+
+/// `tag` names the directory, so tests running at once do not unpack over each other.
+fn packaged(tag: &str) -> Result<Packaged, String> {
+    let debs = target_dir().parent().unwrap().join("debian");
+    let names = ["gracekill_", "libgracekill0_", "libgracekill-dev_"];
+    let mut found = Vec::new();
+    for name in names {
+        let deb = std::fs::read_dir(&debs)
+            .map_err(|e| {
+                format!(
+                    "{}: {e} (ci/package builds the packages; ci/test runs it)",
+                    debs.display()
+                )
+            })?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                let f = p.file_name().unwrap().to_string_lossy();
+                f.starts_with(name) && f.ends_with(".deb")
+            })
+            .ok_or_else(|| format!("no {name}*.deb in {} (run ci/package)", debs.display()))?;
+        found.push(deb);
+    }
+    let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gk-debroot-{tag}"));
+    let _ = std::fs::remove_dir_all(&root);
+    for deb in &found {
+        run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root));
+    }
+    let triplet = run(Command::new("dpkg-architecture").arg("-qDEB_HOST_MULTIARCH")).stdout;
+    let lib_dir = root
+        .join("usr/lib")
+        .join(String::from_utf8(triplet).unwrap().trim());
+    Ok(Packaged {
+        pc_dir: lib_dir.join("pkgconfig"),
+        lib_dir,
+        root,
+    })
+}
+
+macro_rules! require_packages {
+    ($tag:expr) => {
+        match packaged($tag) {
+            Ok(p) => p,
+            Err(why) => {
+                if common::strict() {
+                    panic!("prerequisite missing (CI=true makes this a failure): {why}");
+                }
+                eprintln!("SKIPPED {}: {why}", module_path!());
+                return;
+            }
+        }
+    };
+}
+
+impl Packaged {
+    /// `pkg-config ARGS gracekill` against the unpacked packages.
+    fn pkg_config(&self, args: &[&str]) -> Vec<String> {
+        let out = run(Command::new("pkg-config")
+            .env("PKG_CONFIG_SYSROOT_DIR", &self.root)
+            .env("PKG_CONFIG_LIBDIR", &self.pc_dir)
+            .env_remove("PKG_CONFIG_PATH")
+            .args(args)
+            .arg("gracekill"));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Runs a program built against the packages; the shared library comes from them too (on a
+    /// real install ld.so finds it by its SONAME; vm-tests guest2 runs it that way).
+    fn command(&self, exe: &Path) -> Command {
+        let mut c = Command::new(exe);
+        c.env("LD_LIBRARY_PATH", &self.lib_dir);
+        c
+    }
+}
+
+fn readelf_dynamic(exe: &Path) -> String {
+    String::from_utf8(run(Command::new("readelf").arg("-d").arg(exe)).stdout).unwrap()
+}
+
 #[test]
-fn cxx_example_links_through_the_installed_pkg_config_file() {
+fn c_program_links_shared_and_fully_static_against_the_packaged_library() {
     require_cgroup_v2!();
     require_toolchain!();
-    let prefix = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gk-prefix");
-    let _ = std::fs::remove_dir_all(&prefix);
-    run(Command::new(repo().join("ci/install-lib"))
-        .arg("--no-build")
-        .arg("--from")
-        .arg(target_dir())
-        .arg("--prefix")
-        .arg(&prefix));
-    let pc = prefix.join("lib/pkgconfig");
-    let flags = run(Command::new("pkg-config")
-        .env("PKG_CONFIG_PATH", &pc)
-        .args(["--cflags", "--libs", "gracekill"]));
-    let flags = String::from_utf8(flags.stdout).unwrap();
-    assert!(flags.contains("-lgracekill"), "{flags}");
-    let version = run(Command::new("pkg-config")
-        .env("PKG_CONFIG_PATH", &pc)
-        .args(["--modversion", "gracekill"]));
+    let pkg = require_packages!("c");
     assert_eq!(
-        String::from_utf8_lossy(&version.stdout).trim(),
-        env!("CARGO_PKG_VERSION")
+        pkg.pkg_config(&["--modversion"]),
+        [env!("CARGO_PKG_VERSION")]
     );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let src = repo().join("examples/c/stop_task.c");
+    let shared = dir.join("stop_task_shared");
+    let fully_static = dir.join("stop_task_static");
+    // An embedder's two link lines, with no flag but pkg-config's (warnings are errors, so the
+    // header is clean C99 too).
+    let strict_c = ["-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror"];
+    run(Command::new("cc")
+        .args(strict_c)
+        .arg("-o")
+        .arg(&shared)
+        .arg(&src)
+        .args(pkg.pkg_config(&["--cflags", "--libs"])));
+    run(Command::new("cc")
+        .arg("-static")
+        .args(strict_c)
+        .arg("-o")
+        .arg(&fully_static)
+        .arg(&src)
+        .args(pkg.pkg_config(&["--static", "--cflags", "--libs"])));
+
+    // The shared program records the SONAME, never the unversioned -dev symlink; the static one
+    // needs nothing at all at run time.
+    let d = readelf_dynamic(&shared);
+    assert!(d.contains("Shared library: [libgracekill.so.0]"), "{d}");
+    assert!(!d.contains("[libgracekill.so]"), "{d}");
+    assert!(
+        readelf_dynamic(&fully_static).contains("no dynamic section"),
+        "fully static"
+    );
+
+    for exe in [&shared, &fully_static] {
+        // A task that flushes on SIGTERM: both stop it gracefully, and it flushed.
+        let cg = TestCgroup::new("cprog");
+        let app = cg.spawn(FLUSHING_APP);
+        app.wait_line("ready");
+        let out = run(pkg.command(exe).arg(&cg.path).arg("20000"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.starts_with(&format!("libgracekill {} abi ", env!("CARGO_PKG_VERSION"))),
+            "{stdout}"
+        );
+        assert!(stdout.contains("verdict=graceful exit_code=0"), "{stdout}");
+        let json: serde_json::Value = stdout
+            .lines()
+            .find_map(|l| l.strip_prefix("json: "))
+            .map(|j| serde_json::from_str(j).unwrap())
+            .expect("the JSON line");
+        assert_eq!(json["outcome"], "graceful", "{json}");
+        assert_eq!(read(&cg.file("marker")).trim(), "flushed");
+
+        // A task that ignores it: killed at the end of a short grace, exit code 3.
+        let cg = TestCgroup::new("cprogkill");
+        let app = cg.spawn("trap '' TERM; echo ready; while :; do sleep 1; done");
+        app.wait_line("ready");
+        let out = pkg.command(exe).arg(&cg.rel).arg("200").output().unwrap();
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("verdict=killed exit_code=3"));
+        assert!(!cg.populated());
+
+        // Refused input: one line from the library, exit 2, nothing signalled.
+        let out = pkg.command(exe).arg("/").arg("100").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to stop the root cgroup"));
+    }
+}
+
+#[test]
+fn cxx_example_links_shared_through_the_packaged_pkg_config_file() {
+    require_cgroup_v2!();
+    require_toolchain!();
+    let pkg = require_packages!("cxx");
     let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("stop_on_worker_shared");
     run(Command::new("g++")
         .args(["-std=c++17", "-O1", "-pthread"])
         .arg(repo().join("examples/cpp/stop_on_worker.cpp"))
-        .args(flags.split_whitespace())
-        .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()))
+        .args(pkg.pkg_config(&["--cflags", "--libs"]))
         .arg("-o")
         .arg(&exe));
-    // cargo puts target/debug on LD_LIBRARY_PATH, which would win over the RUNPATH.
-    let ldd = run(Command::new("ldd").env_remove("LD_LIBRARY_PATH").arg(&exe));
+    // The library the program loads is the packaged one, found by its SONAME.
+    let ldd = run(pkg.command(&exe).env("LD_TRACE_LOADED_OBJECTS", "1"));
+    let ldd = String::from_utf8_lossy(&ldd.stdout);
     assert!(
-        String::from_utf8_lossy(&ldd.stdout).contains(&prefix.join("lib").display().to_string()),
-        "linked against the installed shared library"
+        ldd.contains(&format!(
+            "libgracekill.so.0 => {}",
+            pkg.lib_dir.join("libgracekill.so.0").display()
+        )),
+        "{ldd}"
     );
     let parent = TestCgroup::new("cxxso");
-    let out = run(Command::new(&exe)
-        .env_remove("LD_LIBRARY_PATH")
+    let out = run(pkg
+        .command(&exe)
         .args(["--tasks", "1", "--grace-ms", "10000", "--parent"])
         .arg(&parent.path));
     check_example_output(&String::from_utf8_lossy(&out.stdout), 1);

@@ -790,6 +790,21 @@ fn man_pages_per_subcommand_and_completions_of_task_names() {
         script.contains("COMPLETE") && script.contains(common::bin().to_str().unwrap()),
         "{script}"
     );
+    // Packages point the shell code at the installed binary instead.
+    let packaged =
+        output(gk(&cg).args(["completions", "--completer", "/usr/bin/gracekill", "fish"]));
+    let packaged = stdout(&packaged);
+    assert!(
+        packaged.contains("COMPLETE=fish /usr/bin/gracekill")
+            && !packaged.contains(common::bin().to_str().unwrap()),
+        "{packaged}"
+    );
+    let relative = gk(&cg)
+        .args(["completions", "--completer", "gracekill", "bash"])
+        .output()
+        .unwrap();
+    assert_ne!(relative.status.code(), Some(0));
+    assert!(stderr(&relative).contains("--completer must be an absolute path"));
 }
 
 /// Ctrl-C at a terminal: the app gets one stop request (the terminal's SIGINT), not SIGINT and

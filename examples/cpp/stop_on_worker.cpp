@@ -12,7 +12,7 @@
 // Build (from the repository, after `cargo build`), static:
 //   g++ -std=c++17 -O2 -pthread -Iinclude examples/cpp/stop_on_worker.cpp
 //       target/debug/libgracekill.a -ldl -lm -o /tmp/stop_on_worker
-// or against an installed library (ci/install-lib):
+// or against an installed library (ci/install-lib, or the libgracekill-dev package):
 //   g++ -std=c++17 -O2 examples/cpp/stop_on_worker.cpp $(pkg-config --cflags --libs gracekill)
 // Run as root (or inside a delegated cgroup subtree, with --parent):
 //   sudo /tmp/stop_on_worker --tasks 3 --grace-ms 5000

@@ -297,6 +297,73 @@ if [[ $have_gk == 1 ]]; then
     check stop_on_systemd_transient_scope t_plain_scope
 fi
 
+# ---- 8. the Debian packages (ci/package): installed with apt, the README quick start with the
+# installed binary, a C program linked shared (against libgracekill.so.0 found by ld.so) and
+# fully static, then removed without leaving their files.
+if [[ -d /vmtest/debs ]]; then
+    debs=(/vmtest/debs/*.deb)
+    t_packages_install() {
+        ((${#debs[@]} == 3)) || { why="expected 3 packages in /vmtest/debs, found ${#debs[@]}"; return 1; }
+        local out p
+        out=$(DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y --no-install-recommends "${debs[@]}" 2>&1) \
+            || { why="apt-get install failed: $(tail -3 <<<"$out" | tr '\n' ' ')"; return 1; }
+        for p in gracekill libgracekill0 libgracekill-dev; do
+            dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -qx 'install ok installed' \
+                || { why="$p is not installed"; return 1; }
+        done
+        echo "  installed: $(dpkg-query -W -f='${Package} ${Version}, ' gracekill libgracekill0 libgracekill-dev)"
+        [[ -x /usr/bin/gracekill ]] || { why="no /usr/bin/gracekill"; return 1; }
+        /usr/bin/gracekill --version || { why="/usr/bin/gracekill --version failed"; return 1; }
+        # The ldconfig trigger ran: the loader's cache knows the SONAME.
+        ldconfig -p | grep -q 'libgracekill.so.0 ' || { why="ld.so.cache lacks libgracekill.so.0 (ldconfig trigger)"; return 1; }
+        [[ -e /usr/include/gracekill.h && -e /usr/lib/x86_64-linux-gnu/pkgconfig/gracekill.pc ]] \
+            || { why="the -dev files are missing"; return 1; }
+    }
+    check packages_install_with_apt t_packages_install
+
+    t_packaged_quick_start() {
+        # The README's first command, with the installed binary in place of `cargo run --release --`.
+        local out rc
+        out=$(timeout 120 /usr/bin/gracekill run --timeout 2s --grace 5s -- bash -c 'trap "trap \"\" TERM; echo flushing; sleep 1; echo flushed; exit 0" TERM; echo working; sleep 60 & wait' 2>&1); rc=$?
+        echo "  quick start -> exit $rc: $(tr '\n' '|' <<<"$out")"
+        [[ $rc == 124 ]] || { why="exit $rc, expected 124 (the timeout's stop)"; return 1; }
+        grep -qx flushed <<<"$out" || { why="the app did not flush"; return 1; }
+    }
+    check packaged_readme_quick_start t_packaged_quick_start
+
+    t_c_program() {
+        local exe out rc task=$cg/gk-cprog
+        out=$(LD_TRACE_LOADED_OBJECTS=1 /vmtest/stop_task_shared)
+        # /lib is /usr/lib on a merged-/usr system: the loader may name either.
+        grep -qE 'libgracekill\.so\.0 => (/usr)?/lib/x86_64-linux-gnu/libgracekill\.so\.0 ' <<<"$out" \
+            || { why="the shared program does not load the installed library: $out"; return 1; }
+        for exe in /vmtest/stop_task_shared /vmtest/stop_task_static; do
+            rm -f "$state/cprog.flushed"
+            mkdir "$task" || { why="mkdir $task"; return 1; }
+            ( echo 0 >"$task/cgroup.procs" && exec sh -c "trap 'trap \"\" TERM; sleep 0.5; echo flushed >$state/cprog.flushed; exit 0' TERM; while :; do sleep 1; done" ) &
+            wait_for 10 populated "$task" || { why="the task did not start"; return 1; }
+            out=$(timeout 120 "$exe" "$task" 30000); rc=$?
+            echo "  ${exe##*/} $task -> exit $rc: $(head -2 <<<"$out" | tr '\n' '|')"
+            wait_for 10 empty_or_gone "$task"
+            rmdir "$task" 2>/dev/null
+            [[ $rc == 0 ]] || { why="${exe##*/} exited $rc"; return 1; }
+            grep -q '^verdict=graceful exit_code=0$' <<<"$out" || { why="${exe##*/}: not graceful"; return 1; }
+            [[ -e $state/cprog.flushed ]] || { why="${exe##*/}: the task did not flush"; return 1; }
+        done
+    }
+    check c_program_against_installed_library t_c_program
+
+    t_packages_remove() {
+        local out
+        out=$(DEBIAN_FRONTEND=noninteractive timeout 300 apt-get purge -y gracekill libgracekill-dev libgracekill0 2>&1) \
+            || { why="apt-get purge failed: $(tail -3 <<<"$out" | tr '\n' ' ')"; return 1; }
+        [[ ! -e /usr/bin/gracekill && ! -e /usr/lib/x86_64-linux-gnu/libgracekill.so.0 && ! -e /usr/include/gracekill.h ]] \
+            || { why="files left after purge"; return 1; }
+        ! ldconfig -p | grep -q 'libgracekill.so.0 ' || { why="ld.so.cache still lists libgracekill.so.0"; return 1; }
+    }
+    check packages_purge_cleanly t_packages_remove
+fi
+
 echo
 echo "vmtest: failed units: $(systemctl --failed --no-legend --plain | awk '{print $1}' | tr '\n' ' ')"
 if ((fail == 0)); then finish 0; else finish 1; fi
