@@ -490,7 +490,7 @@ echo ready; wait"#
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .spawn()?;
-        let pid = child.id() as i32;
+        let pid = child.id().cast_signed();
         let out = std::io::read_to_string(child.stdout.expect("piped"))?;
         let (code, usage) = sys::wait_child(pid)?;
         let v: serde_json::Value = serde_json::from_str(&out)?;
@@ -540,7 +540,7 @@ fn engine(args: &[&str]) -> Result<(serde_json::Value, sys::Usage)> {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .spawn()?;
-    let pid = child.id() as i32;
+    let pid = child.id().cast_signed();
     let out = std::io::read_to_string(child.stdout.expect("piped"))?;
     let (code, usage) = sys::wait_child(pid)?;
     if code != 0 {
@@ -647,7 +647,7 @@ fn idle_cost(b: &mut Bench) -> Result<()> {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .spawn()?;
-            let (code, u) = sys::wait_child(child.id() as i32)?;
+            let (code, u) = sys::wait_child(child.id().cast_signed())?;
             if code != 3 {
                 bail!("gracekill exited {code}, expected 3");
             }
@@ -799,7 +799,7 @@ fn cli_startup(b: &mut Bench) -> Result<()> {
                 .stdout(Stdio::null())
                 .spawn()?
         };
-        let (code, u) = sys::wait_child(child.id() as i32)?;
+        let (code, u) = sys::wait_child(child.id().cast_signed())?;
         wall[which].push(ms(t0.elapsed()));
         rss[which].push(u.maxrss_kib as f64 / 1024.0);
         if code != 0 {
@@ -838,7 +838,12 @@ fn profile(b: &mut Bench, tool: &str) -> Result<()> {
     std::thread::sleep(Duration::from_millis(20));
     let out_dir = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .parent()
+                .unwrap()
+                .join("target")
+        });
     let exe = task::self_exe();
     let mut cmd = match tool {
         "callgrind" => {

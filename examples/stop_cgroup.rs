@@ -47,5 +47,5 @@ fn stop(task: &str, grace: Option<&str>) -> gracekill::Result<u8> {
     let outcome = stop_blocking(&cg, &policy, &StopOptions::default())?;
     println!("{}", outcome.summary());
     println!("{}", outcome.to_json());
-    Ok(outcome.outcome.exit_code() as u8)
+    Ok(u8::try_from(outcome.outcome.exit_code()).expect("exit codes are 0 to 5"))
 }

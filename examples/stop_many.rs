@@ -65,7 +65,9 @@ async fn stop_all(tasks: Vec<String>, policy: Policy) -> Vec<u8> {
         match handle.await.expect("stop task panicked") {
             Ok(outcome) => {
                 println!("{}", outcome.to_json());
-                codes.push(outcome.outcome.exit_code() as u8);
+                codes.push(
+                    u8::try_from(outcome.outcome.exit_code()).expect("exit codes are 0 to 5"),
+                );
             }
             Err(e) => {
                 eprintln!("stop_many: {e}");

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 /// The caller and its ancestors, up to pid 1: `(pid, comm, cgroup path in our namespace)`.
 fn lineage() -> Vec<(i32, String, String)> {
     let mut out = Vec::new();
-    let mut pid = std::process::id() as i32;
+    let mut pid = rustix::process::getpid().as_raw_nonzero().get();
     for _ in 0..4096 {
         let Ok(proc) = procfs::process::Process::new(pid) else {
             break;
@@ -44,7 +44,7 @@ pub fn check_stoppable(cg: &Cgroup) -> Result<()> {
     }
     for (pid, comm, path) in lineage() {
         if is_within(&path, cg.ns_path()) {
-            let who = if pid == std::process::id() as i32 {
+            let who = if pid == rustix::process::getpid().as_raw_nonzero().get() {
                 "gracekill itself".to_string()
             } else {
                 format!("its ancestor {comm} (pid {pid})")

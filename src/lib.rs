@@ -53,15 +53,14 @@
 //!   run concurrently (each waits on events, not threads). `examples/` has runnable programs
 //!   for stopping an existing cgroup (`stop_cgroup`), running a command under a policy
 //!   (`run_under_policy`) and stopping many cgroups at once (`stop_many`).
-//! - C and C++: [`capi`] is the C ABI (`include/gracekill.h`, `libgracekill.a`/`.so`,
-//!   `gracekill.pc`); `examples/cpp/stop_on_worker.cpp` stops tasks from worker threads, as a
+//! - C and C++: the `gracekill-capi` crate (`capi/`) is the C ABI (`include/gracekill.h`,
+//!   `libgracekill.a`/`.so`, `gracekill.pc`); `examples/cpp/stop_on_worker.cpp` stops tasks from worker threads, as a
 //!   Mesos module must.
 //! - Anything else: the CLI's `--json` output (see `integrations/thermos/` for Aurora/Thermos).
 //!   `docs/integration.md` covers Mesos, Thermos, systemd hosts and CI.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod capi;
 pub mod cgroup;
 pub mod error;
 pub mod guard;

@@ -225,7 +225,7 @@ fn parse_decimal(t: &str) -> Option<std::result::Result<Duration, String>> {
     } else {
         frac.parse().ok()?
     };
-    let scale = 10u128.pow(frac.len() as u32);
+    let scale = 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?;
     let ns = whole * unit_ns + part * unit_ns / scale;
     if !(part * unit_ns).is_multiple_of(scale) {
         return Some(Err("finer than a millisecond".into()));

@@ -136,7 +136,8 @@ static NO_CGROUP_KILL: AtomicBool = AtomicBool::new(false);
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine.
 fn monotonic_ns() -> u128 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
+    // The monotonic clock is never negative.
+    u128::from(t.tv_sec.unsigned_abs()) * 1_000_000_000 + u128::from(t.tv_nsec.unsigned_abs())
 }
 
 /// Stops the task in `cg` as its owner asked: `given` (if any) replaces the stored policy as a

@@ -582,7 +582,8 @@ fn spawn_into(cg: &Cgroup, argv: &[OsString], job: bool) -> Result<i32> {
         cmd: argv[0].to_string_lossy().into_owned(),
         errno: crate::cgroup::errno_of(&e),
     })?;
-    let pid = child.id() as i32;
+    // A pid is below PID_MAX_LIMIT (2^22): it fits in a pid_t.
+    let pid = child.id().cast_signed();
     // We reap with waitpid ourselves (we are the subreaper for the whole task); dropping the
     // `Child` neither waits nor kills.
     drop(child);

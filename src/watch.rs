@@ -434,7 +434,9 @@ impl Watcher {
     fn arm(&self, deadline: Instant) -> Result<()> {
         let left = deadline.saturating_duration_since(Instant::now());
         let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-        let total_ns = i128::from(now.tv_nsec) + left.as_nanos().min(i128::MAX as u128 / 2) as i128;
+        // A Duration is at most ~1.8e28 ns: it always fits in an i128.
+        let left_ns = i128::try_from(left.as_nanos()).unwrap_or(i128::MAX / 2);
+        let total_ns = i128::from(now.tv_nsec) + left_ns.min(i128::MAX / 2);
         let secs = i128::from(now.tv_sec) + total_ns / 1_000_000_000;
         let value = rustix::time::Timespec {
             tv_sec: i64::try_from(secs).unwrap_or(i64::MAX),

@@ -253,7 +253,7 @@ fn cgroup_removed_by_someone_else_mid_stop_ends_cleanly() {
     .is_empty()));
     // Then the task's own cgroup, while the stopper is held still (SIGSTOP, so it cannot see
     // `populated 0` before the rmdir): it wakes up to a cgroup that no longer exists.
-    let gk = rustix::process::Pid::from_raw(stop.id() as i32).unwrap();
+    let gk = rustix::process::Pid::from_raw(stop.id().cast_signed()).unwrap();
     rustix::process::kill_process(gk, rustix::process::Signal::STOP).unwrap();
     assert!(wait_until(Duration::from_secs(5), || {
         cg.pids().into_iter().for_each(move_out);

@@ -40,6 +40,8 @@ fn forge(key: &str, value: &str) -> String {
 
 /// `n` processes (or cgroups) on a native machine, fewer under emulation (the VM tests run
 /// 10 times slower with 2 GiB): divided by the slow factor, at least `min`.
+// A count divided by a factor of at least 1: positive and no larger than `n`.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn scaled(n: usize, min: usize) -> usize {
     ((n as f64 / common::slow_factor()) as usize).max(min)
 }

@@ -17,6 +17,8 @@ const TASKS: usize = 200;
 
 /// How many tasks: [`TASKS`], divided by the slowness of the machine (common::slow_factor),
 /// so a VM under software emulation gets the same load per CPU second (at least 20 tasks).
+// A count divided by a factor of at least 1: positive and no larger than TASKS.
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn tasks() -> usize {
     ((TASKS as f64 / common::slow_factor()).round() as usize).clamp(20, TASKS)
 }

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{TestCgroup, read};
-use gracekill::capi::*;
+use gracekill_capi::*;
 
 /// Same flushing app as the other tests, with a 1 s flush.
 const FLUSHING_APP: &str = r#"
@@ -24,19 +24,24 @@ while :; do sleep 1 & wait $!; done
 
 fn policy() -> gracekill_policy {
     let mut p = std::mem::MaybeUninit::<gracekill_policy>::uninit();
+    // SAFETY: `p` is writable storage for one policy, which the call fills completely.
     assert_eq!(unsafe { gracekill_policy_init(p.as_mut_ptr()) }, 0);
+    // SAFETY: the call returned 0, so it initialised every field.
     unsafe { p.assume_init() }
 }
 
 fn options() -> gracekill_stop_options {
     let mut o = std::mem::MaybeUninit::<gracekill_stop_options>::uninit();
+    // SAFETY: `o` is writable storage for one options struct, which the call fills completely.
     assert_eq!(unsafe { gracekill_stop_options_init(o.as_mut_ptr()) }, 0);
+    // SAFETY: the call returned 0, so it initialised every field.
     unsafe { o.assume_init() }
 }
 
 fn last_error() -> String {
     let p = gracekill_last_error();
     assert!(!p.is_null(), "a failed call leaves a message");
+    // SAFETY: a non-NULL last error is a NUL-terminated string, valid until the next call.
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
@@ -49,6 +54,8 @@ fn stop(
 ) -> (i32, Outcome) {
     let task = CString::new(task).unwrap();
     let mut out: *mut gracekill_outcome = std::ptr::dangling_mut();
+    // SAFETY: a NUL-terminated task, NULL or init-filled structs that outlive the call, and
+    // writable storage for the outcome pointer.
     let rc = unsafe {
         gracekill_stop(
             task.as_ptr(),
@@ -66,9 +73,11 @@ struct Outcome(*mut gracekill_outcome);
 impl Outcome {
     fn get(&self) -> &gracekill_outcome {
         assert!(!self.0.is_null());
+        // SAFETY: a non-NULL outcome from gracekill_stop lives until Drop frees it.
         unsafe { &*self.0 }
     }
     fn json(&self) -> serde_json::Value {
+        // SAFETY: an outcome's strings are NUL-terminated and live as long as it does.
         let s = unsafe { CStr::from_ptr(self.get().json) }.to_str().unwrap();
         serde_json::from_str(s).unwrap()
     }
@@ -76,12 +85,14 @@ impl Outcome {
 
 impl Drop for Outcome {
     fn drop(&mut self) {
+        // SAFETY: freed once, here; NULL (a failed stop) is ignored by the call.
         unsafe { gracekill_outcome_free(self.0) };
     }
 }
 
 fn cstr(p: *const c_char) -> String {
     assert!(!p.is_null());
+    // SAFETY: callers pass strings the library returned or lent: NUL-terminated and alive.
     unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
 }
 
@@ -99,10 +110,9 @@ fn policy_init_gives_the_cli_defaults() {
     );
     assert_eq!(gracekill_abi_version(), GRACEKILL_ABI_VERSION);
     assert_eq!(cstr(gracekill_version()), env!("CARGO_PKG_VERSION"));
-    assert_eq!(
-        unsafe { gracekill_policy_init(std::ptr::null_mut()) },
-        -libc::EINVAL
-    );
+    // SAFETY: NULL is a documented input (refused with -EINVAL).
+    let rc = unsafe { gracekill_policy_init(std::ptr::null_mut()) };
+    assert_eq!(rc, -libc::EINVAL);
 }
 
 /// A change that makes a policy invalid.
@@ -111,6 +121,7 @@ type Change = Box<dyn Fn(&mut gracekill_policy)>;
 #[test]
 fn bad_arguments_are_refused_with_einval_and_a_message() {
     let mut out: *mut gracekill_outcome = std::ptr::null_mut();
+    // SAFETY: NULL arguments are documented inputs (refused with -EINVAL).
     let rc = unsafe {
         gracekill_stop(
             std::ptr::null(),
@@ -122,6 +133,7 @@ fn bad_arguments_are_refused_with_einval_and_a_message() {
     assert_eq!(rc, -libc::EINVAL);
     assert!(last_error().contains("cgroup is NULL"));
     let task = CString::new("/x").unwrap();
+    // SAFETY: NULL arguments are documented inputs (refused with -EINVAL).
     let rc = unsafe {
         gracekill_stop(
             task.as_ptr(),
@@ -242,6 +254,7 @@ unsafe extern "C" fn collect(
     target: *const c_char,
     message: *const c_char,
 ) {
+    // SAFETY: `user` is the &Collected the test passed as log_user_data; it outlives the stop.
     let c = unsafe { &*(user as *const Collected) };
     let line = format!("{}: {}", cstr(target), cstr(message));
     c.lines
@@ -287,6 +300,7 @@ fn many_threads_stop_many_cgroups_each_with_its_own_log() {
                         "the 1 s flush was waited for"
                     );
                     assert_eq!(c.steps_len, 1);
+                    // SAFETY: steps_len is 1: `steps` points at one step the outcome owns.
                     let step = unsafe { &*c.steps };
                     assert_eq!(
                         (step.signal, cstr(step.signal_name)),
@@ -360,12 +374,14 @@ fn ladder_and_final_kill_are_reported() {
     assert_eq!(rc, 0, "{}", last_error());
     let c = out.get();
     assert_eq!((c.verdict, c.exit_code), (GRACEKILL_VERDICT_KILLED, 3));
+    // SAFETY: the outcome owns `steps_len` steps at `steps` while `out` lives.
     let steps = unsafe { std::slice::from_raw_parts(c.steps, c.steps_len) };
     let names: Vec<String> = steps.iter().map(|s| cstr(s.signal_name)).collect();
     assert_eq!(names, ["SIGTERM", "SIGINT", "SIGKILL"]);
     assert_eq!(steps[2].signal, 9);
     assert_eq!(cstr(steps[2].via), "fallback");
     assert!(c.killed_len >= 1);
+    // SAFETY: the outcome owns `killed_len` entries at `killed` while `out` lives.
     let killed = unsafe { std::slice::from_raw_parts(c.killed, c.killed_len) };
     assert!(
         killed.iter().any(|k| cstr(k.comm) == "bash"),
@@ -401,6 +417,7 @@ fn exits_carry_wait_statuses() {
     assert_eq!(rc, 0, "{}", last_error());
     let c = out.get();
     assert_eq!(c.verdict, GRACEKILL_VERDICT_GRACEFUL, "{:?}", out.json());
+    // SAFETY: the outcome owns `exits_len` entries at `exits` while `out` lives.
     let exits = unsafe { std::slice::from_raw_parts(c.exits, c.exits_len) };
     assert_eq!(exits.len(), 2, "{:?}", out.json());
     let app_exit = exits
@@ -476,7 +493,7 @@ fn target_dir() -> PathBuf {
 }
 
 fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    common::repo()
 }
 
 /// g++ and pkg-config, or why not (a failure in CI).
@@ -488,24 +505,12 @@ fn toolchain() -> Result<(), String> {
             ));
         }
     }
-    for lib in ["libgracekill.a", "libgracekill.so"] {
+    for lib in ["libgracekill_capi.a", "libgracekill_capi.so"] {
         if !target_dir().join(lib).exists() {
             return Err(format!("{lib} was not built in {}", target_dir().display()));
         }
     }
     Ok(())
-}
-
-macro_rules! require_toolchain {
-    () => {
-        if let Err(why) = toolchain() {
-            if common::strict() {
-                panic!("prerequisite missing (CI=true makes this a failure): {why}");
-            }
-            eprintln!("SKIPPED {}: {why}", module_path!());
-            return;
-        }
-    };
 }
 
 fn run(cmd: &mut Command) -> std::process::Output {
@@ -521,7 +526,7 @@ fn run(cmd: &mut Command) -> std::process::Output {
 
 #[test]
 fn header_compiles_cleanly_as_c_and_cxx() {
-    require_toolchain!();
+    require!(toolchain());
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let c = dir.join("gk_header_check.c");
     std::fs::write(
@@ -541,7 +546,7 @@ fn header_compiles_cleanly_as_c_and_cxx() {
         }
         cmd.arg(&c)
             .args(["-x", "none"])
-            .arg(target_dir().join("libgracekill.a"))
+            .arg(target_dir().join("libgracekill_capi.a"))
             .args(["-ldl", "-lm", "-o"])
             .arg(&exe);
         run(&mut cmd);
@@ -590,7 +595,7 @@ fn check_example_output(stdout: &str, tasks: usize) {
 #[test]
 fn cxx_example_stops_tasks_on_worker_threads_static_link() {
     require_cgroup_v2!();
-    require_toolchain!();
+    require!(toolchain());
     let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("stop_on_worker_static");
     run(Command::new("g++")
         .args([
@@ -604,7 +609,7 @@ fn cxx_example_stops_tasks_on_worker_threads_static_link() {
         ])
         .arg(repo().join("include"))
         .arg(repo().join("examples/cpp/stop_on_worker.cpp"))
-        .arg(target_dir().join("libgracekill.a"))
+        .arg(target_dir().join("libgracekill_capi.a"))
         .args(["-ldl", "-lm", "-o"])
         .arg(&exe));
     // The example's cgroups go below this test's cgroup, so a failing example leaks nothing.
@@ -637,8 +642,18 @@ fn packaged(tag: &str) -> Result<Packaged, String> {
     let debs = target_dir().parent().unwrap().join("debian");
     let names = ["gracekill_", "libgracekill0_", "libgracekill-dev_"];
     let mut found = Vec::new();
+    // Packages older than the C ABI's source would test an old library.
+    let newest_source = ["capi/src/lib.rs", "include/gracekill.h"]
+        .iter()
+        .filter_map(|f| {
+            std::fs::metadata(repo().join(f))
+                .and_then(|m| m.modified())
+                .ok()
+        })
+        .max()
+        .expect("the C ABI's source");
     for name in names {
-        let deb = std::fs::read_dir(&debs)
+        let matches: Vec<PathBuf> = std::fs::read_dir(&debs)
             .map_err(|e| {
                 format!(
                     "{}: {e} (ci/package builds the packages; ci/test runs it)",
@@ -647,12 +662,24 @@ fn packaged(tag: &str) -> Result<Packaged, String> {
             })?
             .flatten()
             .map(|e| e.path())
-            .find(|p| {
+            .filter(|p| {
                 let f = p.file_name().unwrap().to_string_lossy();
                 f.starts_with(name) && f.ends_with(".deb")
             })
-            .ok_or_else(|| format!("no {name}*.deb in {} (run ci/package)", debs.display()))?;
-        found.push(deb);
+            .collect();
+        let [deb] = &matches[..] else {
+            return Err(format!(
+                "expected one {name}*.deb in {}, found {matches:?} (run ci/package)",
+                debs.display()
+            ));
+        };
+        if std::fs::metadata(deb).and_then(|m| m.modified()).ok() < Some(newest_source) {
+            return Err(format!(
+                "{} is older than the C ABI's source (run ci/package)",
+                deb.display()
+            ));
+        }
+        found.push(deb.clone());
     }
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("gk-debroot-{tag}"));
     let _ = std::fs::remove_dir_all(&root);
@@ -668,21 +695,6 @@ fn packaged(tag: &str) -> Result<Packaged, String> {
         lib_dir,
         root,
     })
-}
-
-macro_rules! require_packages {
-    ($tag:expr) => {
-        match packaged($tag) {
-            Ok(p) => p,
-            Err(why) => {
-                if common::strict() {
-                    panic!("prerequisite missing (CI=true makes this a failure): {why}");
-                }
-                eprintln!("SKIPPED {}: {why}", module_path!());
-                return;
-            }
-        }
-    };
 }
 
 impl Packaged {
@@ -717,8 +729,8 @@ fn readelf_dynamic(exe: &Path) -> String {
 #[test]
 fn c_program_links_shared_and_fully_static_against_the_packaged_library() {
     require_cgroup_v2!();
-    require_toolchain!();
-    let pkg = require_packages!("c");
+    require!(toolchain());
+    let pkg = require!(packaged("c"));
     assert_eq!(
         pkg.pkg_config(&["--modversion"]),
         [env!("CARGO_PKG_VERSION")]
@@ -793,8 +805,8 @@ fn c_program_links_shared_and_fully_static_against_the_packaged_library() {
 #[test]
 fn cxx_example_links_shared_through_the_packaged_pkg_config_file() {
     require_cgroup_v2!();
-    require_toolchain!();
-    let pkg = require_packages!("cxx");
+    require!(toolchain());
+    let pkg = require!(packaged("cxx"));
     let exe = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("stop_on_worker_shared");
     run(Command::new("g++")
         .args(["-std=c++17", "-O1", "-pthread"])

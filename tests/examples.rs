@@ -35,21 +35,6 @@ fn example(name: &str) -> Result<PathBuf, String> {
     }
 }
 
-macro_rules! require_example {
-    ($name:expr) => {
-        match example($name) {
-            Ok(p) => p,
-            Err(why) => {
-                if common::strict() {
-                    panic!("prerequisite missing (CI=true makes this a failure): {why}");
-                }
-                eprintln!("SKIPPED {}: {why}", module_path!());
-                return;
-            }
-        }
-    };
-}
-
 fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("run example")
 }
@@ -73,7 +58,7 @@ fn flushing_task(tag: &str) -> (TestCgroup, common::Proc) {
 #[test]
 fn stop_cgroup_example_stops_an_existing_cgroup_gracefully() {
     require_cgroup_v2!();
-    let exe = require_example!("stop_cgroup");
+    let exe = require!(example("stop_cgroup"));
     let (cg, mut p) = flushing_task("ex-stop");
     // The absolute path under the mount, as an operator would paste it.
     let out = run(Command::new(&exe).arg(&cg.path).arg("10s"));
@@ -95,7 +80,7 @@ fn stop_cgroup_example_stops_an_existing_cgroup_gracefully() {
 #[test]
 fn stop_many_example_stops_cgroups_concurrently_on_one_thread() {
     require_cgroup_v2!();
-    let exe = require_example!("stop_many");
+    let exe = require!(example("stop_many"));
     let tasks: Vec<_> = (0..3)
         .map(|i| flushing_task(&format!("ex-many{i}")))
         .collect();
@@ -124,7 +109,7 @@ fn stop_many_example_stops_cgroups_concurrently_on_one_thread() {
 #[test]
 fn run_under_policy_example_stops_the_task_gracefully_on_timeout() {
     require_cgroup_v2!();
-    let exe = require_example!("run_under_policy");
+    let exe = require!(example("run_under_policy"));
     // The example creates its task cgroup below this test's cgroup, which is removed at the end
     // whatever happens.
     let parent = TestCgroup::new("ex-run");

@@ -519,7 +519,7 @@ fn readme_quick_start_runs_as_written() {
     let out = Command::new("bash")
         .arg("-c")
         .arg(&line)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(common::repo())
         .env("GRACEKILL_ROOT", &cg.rel)
         .stdin(Stdio::null())
         .output()
@@ -710,7 +710,7 @@ fn run_reports_an_external_stop() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let stopper = stop.id() as i64;
+    let stopper = i64::from(stop.id());
     let out = stop.wait_with_output().unwrap();
     assert_eq!(json(&out)["outcome"], "graceful");
     let run = finish(child);
@@ -820,7 +820,7 @@ fn at_a_terminal_ctrl_c_is_one_stop_request_and_ctrl_z_stops_the_job() {
         eprintln!("SKIPPED: no python3");
         return;
     }
-    let helper = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/tty_job.py");
+    let helper = common::repo().join("tests/helpers/tty_job.py");
     for mode in ["ctrl-c", "ctrl-z"] {
         let cg = TestCgroup::new("run-tty");
         let out = output(

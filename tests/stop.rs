@@ -106,7 +106,7 @@ fn process_ignoring_sigterm_is_killed_after_the_grace() {
         .iter()
         .map(|k| k["pid"].as_i64().unwrap())
         .collect();
-    assert!(killed.contains(&(pid as i64)), "{v}");
+    assert!(killed.contains(&i64::from(pid)), "{v}");
     assert!(
         v["killed"][0]["comm"]
             .as_str()

@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use common::{TestCgroup, TestUser, bin, stderr, stdout};
@@ -20,20 +20,8 @@ fn python() -> Result<(), String> {
     }
 }
 
-macro_rules! require_python {
-    () => {
-        if let Err(why) = python() {
-            if common::strict() {
-                panic!("prerequisite missing (CI=true makes this a failure): {why}");
-            }
-            eprintln!("SKIPPED {}: {why}", module_path!());
-            return;
-        }
-    };
-}
-
 fn scenario_py() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("integrations/thermos/tests/scenario.py")
+    common::repo().join("integrations/thermos/tests/scenario.py")
 }
 
 struct Setup {
@@ -100,7 +88,7 @@ fn took(v: &serde_json::Value) -> f64 {
 #[test]
 fn without_the_integration_the_app_never_flushes_and_the_daemon_escapes() {
     require_cgroup_v2!();
-    require_python!();
+    require!(python());
     let s = setup("thermos-upstream");
     let v = scenario(&s, false, &["--app", "flushing", "--kill", "executor"]);
     assert_eq!(v["flushed"], false, "{v}");
@@ -115,7 +103,7 @@ fn without_the_integration_the_app_never_flushes_and_the_daemon_escapes() {
 #[test]
 fn an_executor_kill_lets_the_app_and_its_daemon_flush() {
     require_cgroup_v2!();
-    require_python!();
+    require!(python());
     let s = setup("thermos-kill");
     let v = scenario(&s, true, &["--app", "flushing", "--kill", "executor"]);
     assert_eq!(v["flushed"], true, "{v}");
@@ -138,7 +126,7 @@ fn an_executor_kill_lets_the_app_and_its_daemon_flush() {
 #[test]
 fn a_process_that_ignores_sigterm_is_killed_at_the_deadline_and_recorded_so() {
     require_cgroup_v2!();
-    require_python!();
+    require!(python());
     let s = setup("thermos-stubborn");
     let v = scenario(
         &s,
@@ -167,7 +155,7 @@ fn a_process_that_ignores_sigterm_is_killed_at_the_deadline_and_recorded_so() {
 #[test]
 fn thermos_kill_ends_everything_at_once() {
     require_cgroup_v2!();
-    require_python!();
+    require!(python());
     let s = setup("thermos-force");
     let v = scenario(&s, true, &["--app", "flushing", "--kill", "thermos-kill"]);
     assert_eq!(v["daemon_left_running"], false, "{v}");
@@ -183,7 +171,7 @@ fn thermos_kill_ends_everything_at_once() {
 #[test]
 fn a_natural_end_stops_the_leftovers_gracefully() {
     require_cgroup_v2!();
-    require_python!();
+    require!(python());
     let s = setup("thermos-natural");
     let v = scenario(
         &s,
@@ -209,7 +197,7 @@ fn a_natural_end_stops_the_leftovers_gracefully() {
 #[test]
 fn an_unprivileged_role_user_in_a_delegated_subtree() {
     require_cgroup_v2!();
-    require_python!();
+    require!(python());
     let Some(user) = TestUser::try_new() else {
         return;
     };
@@ -247,7 +235,7 @@ fn an_unprivileged_role_user_in_a_delegated_subtree() {
 #[test]
 fn orphans_are_reaped_at_once_and_names_map_one_to_one() {
     require_cgroup_v2!();
-    require_python!();
+    require!(python());
     let s = setup("thermos-zombies");
     let v = scenario(
         &s,
@@ -265,7 +253,7 @@ fn orphans_are_reaped_at_once_and_names_map_one_to_one() {
              names = ['a b', 'a_b', 'a?b', 'a.b', '..', '']; \
              print(len(set(map(n, names))) == len(names) and '/' not in ''.join(map(n, names)))",
         )
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("integrations/thermos"))
+        .arg(common::repo().join("integrations/thermos"))
         .output()
         .unwrap();
     assert_eq!(stdout(&out).trim(), "True", "{}", stderr(&out));
@@ -276,14 +264,14 @@ fn orphans_are_reaped_at_once_and_names_map_one_to_one() {
 #[test]
 fn a_missing_gracekill_binary_is_said_at_install() {
     require_cgroup_v2!();
-    require_python!();
+    require!(python());
     let out = Command::new("python3")
         .arg("-c")
         .arg(
             "import sys; sys.path.insert(0, sys.argv[1]); import gracekill_thermos as g; \
              g.Config(root='/x', gracekill='/nonexistent/gracekill')",
         )
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("integrations/thermos"))
+        .arg(common::repo().join("integrations/thermos"))
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -237,7 +237,7 @@ fn cli(ctx: &Ctx, t: &Target<'_>, grace: Duration) -> Result<(Option<f64>, Optio
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("run {}", ctx.cli.display()))?;
-    let pid = child.id() as i32;
+    let pid = child.id().cast_signed();
     let out = std::io::read_to_string(child.stdout.expect("piped stdout"))?;
     let err = std::io::read_to_string(child.stderr.expect("piped stderr"))?;
     let (code, usage) = sys::wait_child(pid)?;

@@ -9,6 +9,8 @@ pub fn pct(v: &[f64], p: f64) -> f64 {
     }
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
+    // A rank between 0 and the sample count (p is a percentage): it fits a usize.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
     s[rank.clamp(1, s.len()) - 1]
 }

@@ -101,7 +101,13 @@ pub struct Usage {
 }
 
 fn usage_of(ru: &libc::rusage) -> Usage {
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    // rusage times are never negative, and tv_usec is below 1,000,000.
+    let tv = |t: libc::timeval| {
+        Duration::new(
+            t.tv_sec.unsigned_abs(),
+            u32::try_from(t.tv_usec).unwrap_or(0) * 1000,
+        )
+    };
     Usage {
         cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
         nvcsw: ru.ru_nvcsw,
@@ -192,5 +198,6 @@ pub fn catch_interrupts() {
 /// comparable across processes.
 pub fn mono_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
-    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+    // The monotonic clock is never negative.
+    t.tv_sec.unsigned_abs() * 1_000_000_000 + t.tv_nsec.unsigned_abs()
 }

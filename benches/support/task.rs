@@ -136,7 +136,7 @@ pub fn wait_empty(ev: &File, deadline: Instant) -> io::Result<bool> {
         }
         let left = deadline - now;
         let ts = rustix::time::Timespec {
-            tv_sec: left.as_secs() as i64,
+            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
             tv_nsec: i64::from(left.subsec_nanos()),
         };
         let mut fds = [PollFd::new(ev, PollFlags::PRI)];
@@ -194,7 +194,7 @@ impl Task {
         gracekill::sys::join_cgroup_before_exec(&mut cmd, &procs);
         let mut child = cmd.spawn()?;
         drop(procs);
-        let main = child.id() as i32;
+        let main = child.id().cast_signed();
         let main_fd = rustix::process::pidfd_open(
             rustix::process::Pid::from_raw(main).expect("child pid"),
             rustix::process::PidfdFlags::empty(),

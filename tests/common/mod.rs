@@ -28,17 +28,30 @@ pub fn prerequisites() -> Result<(), String> {
     Ok(())
 }
 
-/// Skips (outside CI) or fails (in CI) a test whose prerequisites are missing.
+/// The value of a prerequisite (`Result<T, String>`, the error saying what is missing and who
+/// installs it), or: outside CI, `SKIPPED <test binary>: <why>` and the test returns; with
+/// `CI=true` (or `GRACEKILL_STRICT=1`), a failure.
+#[macro_export]
+macro_rules! require {
+    ($prerequisite:expr) => {
+        match $prerequisite {
+            Ok(value) => value,
+            Err(why) => {
+                if common::strict() {
+                    panic!("prerequisite missing (CI=true makes this a failure): {why}");
+                }
+                eprintln!("SKIPPED {}: {why}", module_path!());
+                return;
+            }
+        }
+    };
+}
+
+/// Root and cgroup v2, through [`require!`].
 #[macro_export]
 macro_rules! require_cgroup_v2 {
     () => {
-        if let Err(why) = common::prerequisites() {
-            if common::strict() {
-                panic!("prerequisite missing (CI=true makes this a failure): {why}");
-            }
-            eprintln!("SKIPPED {}: {why}", module_path!());
-            return;
-        }
+        require!(common::prerequisites())
     };
 }
 
@@ -59,6 +72,13 @@ pub fn v1_freezer() -> Option<PathBuf> {
                 .is_some_and(|o| o.split(',').any(|x| x == "freezer")))
         .then(|| PathBuf::from(f[4]))
     })
+}
+
+/// The workspace's top directory (the tests are the `cli/` package's; what they read lives here).
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("cli/ is inside the workspace")
 }
 
 /// The gracekill binary: `$GRACEKILL_BIN` (for the VM tests) or the one cargo built.
@@ -239,7 +259,7 @@ impl Proc {
     }
 
     pub fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.child.id().cast_signed()
     }
 
     /// Waits for the process to print `want` (its readiness line); panics after 10 s (scaled
@@ -432,9 +452,7 @@ pub fn as_user(uid: u32, cg: Option<&Path>, argv: &[&str], env: &[(&str, &str)])
 /// Compiles the C helper `tests/helpers/NAME.c` (once per test binary run) and returns the
 /// executable's path. Panics with the compiler's message if it does not build.
 pub fn c_helper(name: &str) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/helpers")
-        .join(format!("{name}.c"));
+    let src = repo().join("tests/helpers").join(format!("{name}.c"));
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "{name}-{}-{}",
         std::process::id(),

@@ -2,9 +2,9 @@
 //! supervisor): one blocking stop call on a cgroup path that fills an outcome struct.
 //!
 //! The header `include/gracekill.h` is generated from this file by cbindgen (`ci/gen-header`;
-//! CI fails when it drifts). The crate builds `libgracekill.a` and `libgracekill.so`;
-//! `ci/install-lib` installs them (SONAME `libgracekill.so.0`, from build.rs) with the header and
-//! a `gracekill.pc` for pkg-config; `ci/package` makes Debian packages of the same files.
+//! CI fails when it drifts). The crate builds `libgracekill_capi.a` and `libgracekill_capi.so`;
+//! `ci/install-lib` installs them as `libgracekill.*` (SONAME `libgracekill.so.0`, from build.rs) with the
+//! header and a `gracekill.pc` for pkg-config; `ci/package` makes Debian packages of the same files.
 //!
 //! Rules every entry point keeps:
 //! - It catches panics: nothing unwinds into C. A caught panic returns `-ENOTRECOVERABLE`.
@@ -19,10 +19,9 @@
 //! must dereference them (and `#[no_mangle]` is itself an unsafe attribute). Each dereference
 //! is guarded by a null check and carries a `SAFETY:` comment naming the contract in the header
 //! that makes it sound. Nothing else in the crate is reached through raw pointers.
-// SAFETY (module): the crate denies `unsafe_code`; this FFI shell is the one other place
-// allowed to use it, because a C ABI cannot be written without raw pointers. Every `unsafe`
-// block below states the invariant it relies on.
-#![allow(unsafe_code)]
+// SAFETY (crate): the library denies `unsafe_code` outside its `sys` module; this FFI shell is
+// the one other crate that uses it, because a C ABI cannot be written without raw pointers.
+// Every `unsafe` block below states the invariant it relies on.
 // The C names are the ABI; they follow C conventions, not Rust's.
 #![allow(non_camel_case_types)]
 
@@ -32,12 +31,17 @@ use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use crate::cgroup::Mount;
-use crate::error::{Error, ErrorKind};
-use crate::policy::{KillMode, MAX_STEPS, Policy, Signal, Step};
-use crate::report::{Outcome, Verdict};
-use crate::stop::{KillMethod, StopOptions};
-use crate::task::PolicySource;
+use gracekill::cgroup::Mount;
+use gracekill::error::{Error, ErrorKind};
+use gracekill::policy::{KillMode, MAX_STEPS, Policy, Signal, Step};
+use gracekill::report::{Outcome, Verdict};
+use gracekill::stop::{KillMethod, StopOptions};
+use gracekill::task::PolicySource;
+
+/// `sizeof(T)` for a `struct_size` field: the ABI's structs are a few hundred bytes.
+fn struct_size<T>() -> u32 {
+    u32::try_from(size_of::<T>()).expect("an ABI struct is smaller than 4 GiB")
+}
 
 /// The version of this C ABI. It grows when functions or fields are added: fields are only ever
 /// appended (to structs the caller allocates, which carry `struct_size`, and to the outcome the
@@ -390,7 +394,7 @@ pub unsafe extern "C" fn gracekill_policy_init(policy: *mut gracekill_policy) ->
         }
         let d = Policy::default();
         let value = gracekill_policy {
-            struct_size: size_of::<gracekill_policy>() as u32,
+            struct_size: struct_size::<gracekill_policy>(),
             signal: d.steps[0].signal.as_raw(),
             grace_ms: millis(d.steps[0].grace),
             then: std::ptr::null(),
@@ -424,7 +428,7 @@ pub unsafe extern "C" fn gracekill_stop_options_init(
             return invalid("gracekill_stop_options_init: options is NULL");
         }
         let value = gracekill_stop_options {
-            struct_size: size_of::<gracekill_stop_options>() as u32,
+            struct_size: struct_size::<gracekill_stop_options>(),
             main_pid: 0,
             force_fallback: false,
             log_fn: None,
@@ -556,13 +560,13 @@ pub unsafe extern "C" fn gracekill_outcome_free(outcome: *mut gracekill_outcome)
 
 // -- conversions ---------------------------------------------------------------------------------
 
-fn stop_task(task: &str, policy: Option<Policy>, opts: &StopOptions) -> crate::Result<Outcome> {
+fn stop_task(task: &str, policy: Option<Policy>, opts: &StopOptions) -> gracekill::Result<Outcome> {
     if let Some(p) = &policy {
         p.validate()?;
     }
     let mount = Mount::discover()?;
-    let cg = crate::task::open(&mount, task)?;
-    crate::stop::stop_task_blocking(&cg, policy, opts)
+    let cg = gracekill::task::open(&mount, task)?;
+    gracekill::stop::stop_task_blocking(&cg, policy, opts)
 }
 
 fn millis(d: Duration) -> u64 {
@@ -651,7 +655,7 @@ unsafe fn read_policy(p: *const gracekill_policy) -> Result<Option<Policy>, c_in
 unsafe fn read_options(o: *const gracekill_stop_options) -> Result<gracekill_stop_options, c_int> {
     if o.is_null() {
         return Ok(gracekill_stop_options {
-            struct_size: size_of::<gracekill_stop_options>() as u32,
+            struct_size: struct_size::<gracekill_stop_options>(),
             main_pid: 0,
             force_fallback: false,
             log_fn: None,
@@ -906,6 +910,8 @@ mod tests {
     fn a_panic_becomes_an_error_code() {
         let rc = guarded(|| panic!("boom"));
         assert_eq!(rc, -libc::ENOTRECOVERABLE);
+        // SAFETY: a failed call leaves this thread's message, a NUL-terminated string that stays
+        // valid until the next gracekill call on this thread.
         let msg = unsafe { CStr::from_ptr(gracekill_last_error()) };
         assert!(msg.to_str().unwrap().contains("boom"));
     }
@@ -918,14 +924,14 @@ mod tests {
             elapsed_ms: 12.5,
             empty_at_ms: Some(12.0),
             thawed: false,
-            steps: vec![crate::report::StepReport {
+            steps: vec![gracekill::report::StepReport {
                 signal: "SIGRTMIN+3".into(),
                 at_ms: 0.1,
                 signalled: 2,
                 via: None,
                 by_pid: None,
             }],
-            killed: vec![crate::report::Killed {
+            killed: vec![gracekill::report::Killed {
                 pid: 42,
                 comm: "app".into(),
                 cmdline: "app --serve".into(),
@@ -937,7 +943,7 @@ mod tests {
             policy: "SIGTERM 1s".into(),
             policy_source: PolicySource::Stored,
             warnings: vec![],
-            errors: crate::report::Problems {
+            errors: gracekill::report::Problems {
                 count: 2,
                 examples: vec!["send SIGTERM to '/proc/7': operation not permitted".into()],
             },
@@ -946,23 +952,28 @@ mod tests {
         };
         let b = Box::new(OwnedOutcome::new(&o));
         let p: *mut gracekill_outcome = Box::into_raw(b).cast();
+        // SAFETY: `p` came from Box::into_raw just above and is freed only at the end.
         let c = unsafe { &*p };
+        // SAFETY: every string of an outcome is a NUL-terminated CString it owns.
         let s = |p: *const c_char| unsafe { CStr::from_ptr(p) }.to_str().unwrap().to_owned();
         assert_eq!(c.exit_code, 3);
         assert_eq!(s(c.verdict_name), "killed");
         assert_eq!(s(c.cgroup), "/jobs/web");
+        // SAFETY: the outcome holds one step, at `steps`, while it lives.
         let step = unsafe { &*c.steps };
         assert_eq!(
             (step.signal, s(step.signal_name)),
             (37, "SIGRTMIN+3".into())
         );
         assert!(step.via.is_null());
+        // SAFETY: the outcome holds one killed process, at `killed`, while it lives.
         let k = unsafe { &*c.killed };
         assert_eq!((k.pid, s(k.cmdline)), (42, "app --serve".into()));
         assert_eq!(s(c.json), o.to_json());
         assert_eq!((c.killed_total, c.error_count), (1, 2));
         assert!(s(c.first_error).contains("not permitted"));
         assert_eq!(s(c.policy_source), "stored");
+        // SAFETY: `p` is the outcome made above, not freed yet and not used afterwards.
         unsafe { gracekill_outcome_free(p) };
     }
 }

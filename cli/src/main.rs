@@ -385,6 +385,11 @@ impl PolicyArgs {
     }
 }
 
+/// An exit code as the process's status byte (codes outside 0-255 become 255; none is).
+fn exit_status(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(u8::MAX)
+}
+
 fn main() -> ExitCode {
     // `COMPLETE=<shell> gracekill ...`: the shell asking for completions; answers and exits.
     clap_complete::CompleteEnv::with_factory(Cli::command).complete();
@@ -500,13 +505,17 @@ fn completions(
         clap_complete::Shell::PowerShell => &clap_complete::env::Powershell,
         other => anyhow::bail!("no completions for {other}"),
     };
-    completer.write_registration(
-        "COMPLETE",
-        "gracekill",
-        "gracekill",
-        &exe,
-        &mut std::io::stdout(),
-    )?;
+    let mut out = std::io::stdout();
+    completer.write_registration("COMPLETE", "gracekill", "gracekill", &exe, &mut out)?;
+    if shell == clap_complete::Shell::Zsh {
+        // Installed as `_gracekill` in $fpath, the file is autoloaded as the body of the
+        // function `_gracekill` on the first Tab; that body only defines the completer and
+        // registers it, so it must also complete this first time. Sourced, it does nothing.
+        writeln!(
+            out,
+            "if [[ ${{funcstack[1]}} == _gracekill ]]; then _clap_dynamic_completer_gracekill \"$@\"; fi"
+        )?;
+    }
     Ok(0)
 }
 
@@ -614,7 +623,7 @@ fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
         }
     }
     print_outcome(&outcome, args.json, quiet);
-    Ok(outcome.outcome.exit_code() as u8)
+    Ok(exit_status(outcome.outcome.exit_code()))
 }
 
 fn cmd_run(args: RunArgs, quiet: bool) -> anyhow::Result<u8> {
@@ -670,7 +679,7 @@ fn cmd_run(args: RunArgs, quiet: bool) -> anyhow::Result<u8> {
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     }
-    Ok(report.exit_code.clamp(0, 255) as u8)
+    Ok(exit_status(report.exit_code))
 }
 
 fn open_task(task: &str) -> anyhow::Result<(Mount, gracekill::Cgroup)> {
