@@ -1,4 +1,4 @@
-//! The C ABI (`src/capi.rs`, `include/gracekill.h`): argument checking and per-thread errors
+//! The C ABI (`capi/src/lib.rs`, `include/gracekill.h`): argument checking and per-thread errors
 //! called from Rust, real stops from many threads at once with per-call log callbacks, and the
 //! C++ example compiled with g++ against the header and the library (static, and shared through
 //! the packaged `gracekill.pc`), and the C example linked shared and fully static against the
