@@ -668,6 +668,46 @@ fn run_takes_cmd_without_dashes_decimal_seconds_and_quiet() {
     let out = output(gk(&cg).args(["run", "--grace", "infinity", "true"]));
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("a stop must end"), "{}", stderr(&out));
+    // An unknown option before CMD is `run`'s own error (125, clap's hint kept), never the
+    // command: nothing is started, no cgroup made.
+    for (args, hint) in [
+        (&["run", "--bogus", "true"][..], "'--bogus'"),
+        (&["run", "--gracee", "1s", "true"][..], "--grace"),
+    ] {
+        let out = output(gk(&cg).args(args));
+        assert_eq!(out.status.code(), Some(125), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(hint), "{args:?}: {}", stderr(&out));
+    }
+    let tasks: Vec<_> = std::fs::read_dir(&cg.path)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        tasks.is_empty(),
+        "a mistyped option started no task: {tasks:?}"
+    );
+    // systemd's property takes decimal seconds too.
+    let out = output(gk(&cg).args([
+        "run",
+        "--json",
+        "-p",
+        "TimeoutStopSec=1.5",
+        "-p",
+        "RuntimeMaxSec=0.1",
+        "sleep",
+        "10",
+    ]));
+    assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
+    assert!(
+        json(&out)["stop"]["policy"]
+            .as_str()
+            .unwrap()
+            .starts_with("SIGTERM 1s 500ms"),
+        "{}",
+        stdout(&out)
+    );
     // clap's hint survives the one-line error.
     let out = output(gk(&cg).args(["stop", "--grac", "5s", "x"]));
     assert_eq!(out.status.code(), Some(2));
@@ -759,7 +799,7 @@ fn man_pages_per_subcommand_and_completions_of_task_names() {
     let ask = |words: &[&str]| {
         let out = output(
             gk(&cg)
-                .env("COMPLETE", "fish")
+                .env("GRACEKILL_COMPLETE", "fish")
                 .arg("--")
                 .arg("gracekill")
                 .args(words),
@@ -780,14 +820,29 @@ fn man_pages_per_subcommand_and_completions_of_task_names() {
         ["control-group", "mixed", "process"]
     );
     let flags = ask(&["stop", "--"]);
+    assert!(flags.contains("--grace"), "{flags}");
+    // No hidden flag, not even for its own prefix; clap's variable name COMPLETE is not ours.
+    for (sub, prefix) in [("stop", "--f"), ("run", "--f"), ("stop", "--h")] {
+        let offered = ask(&[sub, prefix]);
+        assert!(
+            !offered.contains("fallback") && !offered.contains("--help-"),
+            "{sub} {prefix}: {offered}"
+        );
+    }
+    let hijack = gk(&cg)
+        .env("COMPLETE", "bash")
+        .args(["status", "--json", &cg.rel])
+        .output()
+        .unwrap();
     assert!(
-        flags.contains("--grace") && !flags.contains("--force-fallback"),
-        "{flags}"
+        stdout(&hijack).contains("\"cgroup\""),
+        "{}",
+        stdout(&hijack)
     );
     let script = output(gk(&cg).args(["completions", "bash"]));
     let script = stdout(&script);
     assert!(
-        script.contains("COMPLETE") && script.contains(common::bin().to_str().unwrap()),
+        script.contains("GRACEKILL_COMPLETE") && script.contains(common::bin().to_str().unwrap()),
         "{script}"
     );
     // Packages point the shell code at the installed binary instead.
@@ -795,7 +850,7 @@ fn man_pages_per_subcommand_and_completions_of_task_names() {
         output(gk(&cg).args(["completions", "--completer", "/usr/bin/gracekill", "fish"]));
     let packaged = stdout(&packaged);
     assert!(
-        packaged.contains("COMPLETE=fish /usr/bin/gracekill")
+        packaged.contains("GRACEKILL_COMPLETE=fish /usr/bin/gracekill")
             && !packaged.contains(common::bin().to_str().unwrap()),
         "{packaged}"
     );

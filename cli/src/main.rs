@@ -93,7 +93,7 @@ enum Command {
 }
 
 const COMPLETIONS_HELP: &str = "\
-The shell code asks gracekill itself while completing (COMPLETE=<shell> gracekill ...): task
+The shell code asks gracekill itself while completing (GRACEKILL_COMPLETE=<shell> gracekill ...): task
 names under gracekill's root for `stop` and `status`, signal names, kill modes. Regenerate it
 after an upgrade; the simplest is to source it from the shell's startup file:
 
@@ -232,10 +232,6 @@ struct StopArgs {
     /// Print one JSON object describing what happened on stdout.
     #[arg(long)]
     json: bool,
-    /// Use the pre-5.14 final kill (freeze, SIGKILL each process, thaw) even where cgroup.kill
-    /// exists. Same as GRACEKILL_FORCE_FALLBACK=1.
-    #[arg(long, hide = true)]
-    force_fallback: bool,
     /// The task: a cgroup path or a task name.
     #[arg(value_name = "TASK", add = ArgValueCandidates::new(task_names))]
     task: String,
@@ -265,14 +261,12 @@ struct RunArgs {
     /// After the task ends, print a JSON report on stdout.
     #[arg(long)]
     json: bool,
-    /// Use the pre-5.14 final kill (see `stop --help`).
-    #[arg(long, hide = true)]
-    force_fallback: bool,
     /// The command and its arguments. Options of `run` go before it; `--` is optional, as for
-    /// timeout(1) and systemd-run: everything from the first non-option on is CMD.
+    /// timeout(1) and systemd-run: everything from the first non-option on is CMD. An unknown
+    /// option before CMD is an error (exit 125), never taken for the command; a CMD that starts
+    /// with `-` goes after `--`.
     #[arg(
         trailing_var_arg = true,
-        allow_hyphen_values = true,
         required = true,
         num_args = 1..,
         value_name = "CMD"
@@ -390,9 +384,16 @@ fn exit_status(code: i32) -> u8 {
     u8::try_from(code).unwrap_or(u8::MAX)
 }
 
+/// The environment variable through which the shell asks gracekill for completions.
+const COMPLETE_VAR: &str = "GRACEKILL_COMPLETE";
+
 fn main() -> ExitCode {
-    // `COMPLETE=<shell> gracekill ...`: the shell asking for completions; answers and exits.
-    clap_complete::CompleteEnv::with_factory(Cli::command).complete();
+    // `GRACEKILL_COMPLETE=<shell> gracekill ...`: the shell asking for completions; answers and
+    // exits. A name of our own: clap's default, COMPLETE, exported for another program, would
+    // turn every gracekill call (a stop among them) into a completion request that does nothing.
+    clap_complete::CompleteEnv::with_factory(Cli::command)
+        .var(COMPLETE_VAR)
+        .complete();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -506,7 +507,7 @@ fn completions(
         other => anyhow::bail!("no completions for {other}"),
     };
     let mut out = std::io::stdout();
-    completer.write_registration("COMPLETE", "gracekill", "gracekill", &exe, &mut out)?;
+    completer.write_registration(COMPLETE_VAR, "gracekill", "gracekill", &exe, &mut out)?;
     if shell == clap_complete::Shell::Zsh {
         // Installed as `_gracekill` in $fpath, the file is autoloaded as the body of the
         // function `_gracekill` on the first Tab; that body only defines the completer and
@@ -594,7 +595,7 @@ fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
         gracekill::task::Supervisor::Gone
     );
     let mut opts = StopOptions {
-        kill_method: KillMethod::from_env(args.force_fallback),
+        kill_method: KillMethod::from_env(false),
         ..StopOptions::default()
     };
     let live = (!args.json && !quiet && std::io::stderr().is_terminal()).then(LiveLine::new);
@@ -664,7 +665,7 @@ fn cmd_run(args: RunArgs, quiet: bool) -> anyhow::Result<u8> {
         timeout,
         keep: args.keep,
         argv: args.command,
-        kill_method: KillMethod::from_env(args.force_fallback),
+        kill_method: KillMethod::from_env(false),
     };
     let report = runtime()?.block_on(run(&mount, &spec, |msg| {
         if !quiet {

@@ -318,6 +318,9 @@ if [[ -d /vmtest/debs ]]; then
         ldconfig -p | grep -q 'libgracekill.so.0 ' || { why="ld.so.cache lacks libgracekill.so.0 (ldconfig trigger)"; return 1; }
         [[ -e /usr/include/gracekill.h && -e /usr/lib/x86_64-linux-gnu/pkgconfig/gracekill.pc ]] \
             || { why="the -dev files are missing"; return 1; }
+        # Every installed file is what the package shipped (the md5sums ci/package adds).
+        out=$(dpkg --verify gracekill libgracekill0 libgracekill-dev 2>&1) && [[ -z $out ]] \
+            || { why="dpkg --verify: $out"; return 1; }
         # dpkg-shlibdeps gives packages that link the library their dependency from this file.
         grep -qx 'libgracekill 0 libgracekill0 (>= .*)' /var/lib/dpkg/info/libgracekill0:amd64.shlibs 2>/dev/null \
             || { why="libgracekill0 has no shlibs file"; return 1; }
