@@ -778,11 +778,18 @@ fn man_pages_per_subcommand_and_completions_of_task_names() {
     ] {
         let text = read(&dir.join(format!("{page}.1")));
         assert!(text.contains(&format!(".TH {page} 1")), "{page}: {text}");
+        // The sections of man-pages(7), not one "EXTRA" holding them all.
+        assert!(text.contains(".SH \"SEE ALSO\""), "{page}");
+        assert!(!text.contains(".SH EXTRA"), "{page}");
         if page != "gracekill" {
-            assert!(
-                text.contains("EXIT CODES") && text.contains("EXAMPLES"),
-                "{page}"
-            );
+            for section in ["EXIT STATUS", "ENVIRONMENT", "EXAMPLES", "JSON OUTPUT"] {
+                assert!(
+                    text.contains(&format!(".SH \"{section}\"")),
+                    "{page}: {section}"
+                );
+            }
+            // Tables are kept as written, not refilled.
+            assert!(text.contains(".nf"), "{page}");
         }
     }
     assert!(read(&dir.join("gracekill-stop.1")).contains("GRACEKILL_ROOT"));

@@ -1,5 +1,7 @@
 //! The `gracekill` command: flags in, library calls, an exit code out.
 
+mod manpage;
+
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -112,6 +114,9 @@ policy_summary, policy_error, age_s, processes: [{pid, comm, state}]}
 
 EXIT CODES: 0 shown; 1 error; 2 bad input (a task that does not exist, a path outside the mount)
 
+ENVIRONMENT:
+  GRACEKILL_ROOT   root cgroup for bare task names (default /gracekill)
+
 EXAMPLES:
   gracekill status web
   gracekill status --json /sys/fs/cgroup/jobs/web";
@@ -161,6 +166,7 @@ JSON, see `gracekill stop --help`>|null, stopped_by, removed}
 
 ENVIRONMENT:
   GRACEKILL_ROOT   parent cgroup for tasks without --parent (default /gracekill)
+  RUST_LOG         log filter (-v, -vv are shortcuts); NO_COLOR: no colours in the logs
 
 EXAMPLES:
   gracekill run --name web --grace 30s ./server --port 8080
@@ -194,6 +200,7 @@ ENVIRONMENT:
   GRACEKILL_FORCE_FALLBACK=1       never use cgroup.kill: freeze, SIGKILL each pid, thaw
   GRACEKILL_FORCE_PROC_MEMBERSHIP=1  prove membership via /proc/<pid>/cgroup, not PIDFD_GET_INFO
   RUST_LOG                         log filter (-v, -vv are shortcuts)
+  NO_COLOR                         no colours in the logs (only a terminal gets them anyway)
 
 EXAMPLES:
   gracekill stop web                          the policy `gracekill run` recorded, or defaults
@@ -522,23 +529,26 @@ fn completions(
 
 /// gracekill(1), one subcommand's page, or all of them written into `dir`.
 fn manpage(dir: Option<std::path::PathBuf>, sub: Option<String>) -> anyhow::Result<u8> {
-    let mut cmd = Cli::command().disable_help_subcommand(true);
-    // Builds the subcommands' display names (gracekill-stop), which name their pages.
-    cmd.build();
+    let pages = manpage::pages(Cli::command())?;
     if let Some(dir) = dir {
         std::fs::create_dir_all(&dir)
             .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-        clap_mangen::generate_to(cmd, &dir)
-            .map_err(|e| anyhow::anyhow!("cannot write man pages into {}: {e}", dir.display()))?;
+        for (file, roff) in &pages {
+            let path = dir.join(file);
+            std::fs::write(&path, roff)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        }
         return Ok(0);
     }
-    let page = match sub {
-        Some(name) => cmd.find_subcommand(&name).cloned().ok_or_else(|| {
-            Error::Input(format!("no subcommand '{name}' (see gracekill --help)"))
-        })?,
-        None => cmd,
+    let file = match sub {
+        Some(name) => format!("gracekill-{name}.1"),
+        None => "gracekill.1".to_owned(),
     };
-    clap_mangen::Man::new(page).render(&mut std::io::stdout())?;
+    let (_, roff) = pages
+        .iter()
+        .find(|(f, _)| *f == file)
+        .ok_or_else(|| Error::Input(format!("no page for '{file}' (see gracekill --help)")))?;
+    std::io::stdout().write_all(roff)?;
     Ok(0)
 }
 
