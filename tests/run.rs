@@ -733,6 +733,69 @@ fn status_of_the_root_and_list_of_a_missing_parent() {
     assert_eq!(stdout(&out), "", "no header for nothing");
 }
 
+/// A task whose `run` was SIGKILLed and which then ended by itself is a `leftover`: `list` says
+/// so, and `gracekill stop` (which has nothing to signal) removes its emptied cgroup.
+#[test]
+fn a_leftover_of_a_killed_run_is_listed_and_removed_by_stop() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-leftover");
+    let mut run = gk(&cg)
+        .args(["run", "--name", "lo", "bash", "-c"])
+        .arg(format!(
+            "echo ready > {dir}/ready; read -t 30 _ < {dir}/fifo",
+            dir = cg.scratch.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let fifo = cg.file("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert!(wait_until(common::slow(Duration::from_secs(10)), || cg
+        .file("ready")
+        .exists()));
+    run.kill().unwrap();
+    run.wait().unwrap();
+    // The task ends by itself once its run is gone: one line into its fifo.
+    std::fs::write(&fifo, "go\n").unwrap();
+    let task = cg.path.join("lo");
+    assert!(wait_until(common::slow(Duration::from_secs(10)), || {
+        read(&task.join("cgroup.events")).contains("populated 0")
+    }));
+    let list = json(&output(gk(&cg).args(["list", "--json"])));
+    let lo = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "lo")
+        .unwrap_or_else(|| panic!("{list}"));
+    assert_eq!(lo["state"], "leftover", "{lo}");
+    let out = output(gk(&cg).args(["stop", "--json", "lo"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["outcome"], "empty", "{v}");
+    assert_eq!(v["cgroup_removed"], true, "{v}");
+    assert!(!task.exists(), "the leftover cgroup is gone");
+}
+
+/// Logs written to a file (not a terminal) carry no ANSI colour codes.
+#[test]
+fn verbose_logs_into_a_file_have_no_colours() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-ansi");
+    cg.child("empty");
+    let out = output(gk(&cg).args(["-vv", "stop", "--grace", "1s", "empty"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("DEBUG"), "-vv logs: {}", stderr(&out));
+    assert!(!stderr(&out).contains('\u{1b}'), "{}", stderr(&out));
+}
+
 /// After another process stopped the task, `run --json` says so.
 #[test]
 fn run_reports_an_external_stop() {

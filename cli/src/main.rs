@@ -624,10 +624,12 @@ fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
     if let Some(l) = &live {
         l.clear();
     }
-    let outcome = outcome?;
+    let mut outcome = outcome?;
     if run_gone && !cg.events().map(|e| e.populated).unwrap_or(true) {
         match cg.remove_tree() {
             Ok(()) => {
+                // The report says what happened to the cgroup, this removal included.
+                outcome.cgroup_removed = true;
                 tracing::debug!(cgroup = %cg.rel(), "removed the task's cgroup: its run is gone")
             }
             Err(e) => tracing::warn!("cannot remove {}: {e}", cg.path().display()),
