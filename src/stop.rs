@@ -1014,11 +1014,13 @@ impl Engine<'_> {
         let _ = self.w.refresh();
         let mut alive: Vec<i32> = self.w.tracked().map(PidFd::pid).collect();
         if !self.list_members(&mut alive, at + PRE_KILL_LIST_BUDGET) {
-            self.warnings.push(
-                "the subtree was too large to list before the final kill: killed_total counts \
-                 only those listed"
-                    .into(),
-            );
+            // Says what happened, not why: on a slow (emulated) machine two processes can take
+            // longer to list than the budget.
+            self.warnings.push(format!(
+                "the subtree was not listed completely within {} ms before the final kill: \
+                 killed_total counts only those listed",
+                PRE_KILL_LIST_BUDGET.as_millis()
+            ));
         }
         alive.sort_unstable();
         alive.dedup();
@@ -1275,10 +1277,11 @@ impl Engine<'_> {
     fn survivors(&mut self) -> (Vec<Survivor>, usize) {
         let mut pids = Vec::new();
         if !self.list_members(&mut pids, Instant::now() + SURVIVOR_REPORT_BUDGET) {
-            self.warnings.push(
-                "the subtree was too large to list in time: survivors_total counts only those listed"
-                    .into(),
-            );
+            self.warnings.push(format!(
+                "the subtree was not listed completely within {} ms: survivors_total counts only \
+                 those listed",
+                SURVIVOR_REPORT_BUDGET.as_millis()
+            ));
         }
         let mut out = Vec::new();
         let mut pidfds = Vec::new();
