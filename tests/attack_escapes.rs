@@ -101,14 +101,7 @@ fn shell_fork_loop_leaves_no_survivors_on_either_kill_path() {
 fn stress_ng_fork_storm_leaves_no_survivors_on_either_kill_path() {
     require_cgroup_v2!();
     let _serial = serial();
-    if !Path::new("/usr/bin/stress-ng").exists() {
-        assert!(
-            !common::strict(),
-            "stress-ng is missing (ci/install-deps installs it)"
-        );
-        eprintln!("SKIPPED stress-ng fork storm: no stress-ng");
-        return;
-    }
+    require!(common::installed("stress-ng"));
     for (via, env) in PATHS {
         let cg = TestCgroup::new("forkstorm-ng");
         // stress-ng's fork workers, plus a TERM-deaf loop so the final kill is always needed.

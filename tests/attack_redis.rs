@@ -124,14 +124,7 @@ fn load_keys(port: u16) {
 #[test]
 fn redis_saves_its_keys_under_gracekill_stop_and_loses_them_to_sigkill() {
     require_cgroup_v2!();
-    if !Path::new("/usr/bin/redis-server").exists() {
-        assert!(
-            !common::strict(),
-            "redis-server is missing (ci/install-deps installs it)"
-        );
-        eprintln!("SKIPPED redis: no redis-server");
-        return;
-    }
+    require!(common::installed("redis-server"));
     let root = TestCgroup::new("redis");
     let env = [("GRACEKILL_ROOT", root.rel.as_str())];
 

@@ -937,14 +937,7 @@ fn man_pages_per_subcommand_and_completions_of_task_names() {
 #[test]
 fn at_a_terminal_ctrl_c_is_one_stop_request_and_ctrl_z_stops_the_job() {
     require_cgroup_v2!();
-    if Command::new("python3").arg("--version").output().is_err() {
-        assert!(
-            !common::strict(),
-            "python3 missing (CI=true makes this a failure)"
-        );
-        eprintln!("SKIPPED: no python3");
-        return;
-    }
+    require!(common::installed("python3"));
     let helper = common::repo().join("tests/helpers/tty_job.py");
     for mode in ["ctrl-c", "ctrl-z"] {
         let cg = TestCgroup::new("run-tty");

@@ -13,13 +13,6 @@ use std::process::{Command, Stdio};
 
 use common::{TestCgroup, TestUser, bin, stderr, stdout};
 
-fn python() -> Result<(), String> {
-    match Command::new("python3").arg("--version").output() {
-        Ok(o) if o.status.success() => Ok(()),
-        _ => Err("python3 is not installed (ci/install-deps installs it)".into()),
-    }
-}
-
 fn scenario_py() -> PathBuf {
     common::repo().join("integrations/thermos/tests/scenario.py")
 }
@@ -88,7 +81,7 @@ fn took(v: &serde_json::Value) -> f64 {
 #[test]
 fn without_the_integration_the_app_never_flushes_and_the_daemon_escapes() {
     require_cgroup_v2!();
-    require!(python());
+    require!(common::installed("python3"));
     let s = setup("thermos-upstream");
     let v = scenario(&s, false, &["--app", "flushing", "--kill", "executor"]);
     assert_eq!(v["flushed"], false, "{v}");
@@ -103,7 +96,7 @@ fn without_the_integration_the_app_never_flushes_and_the_daemon_escapes() {
 #[test]
 fn an_executor_kill_lets_the_app_and_its_daemon_flush() {
     require_cgroup_v2!();
-    require!(python());
+    require!(common::installed("python3"));
     let s = setup("thermos-kill");
     let v = scenario(&s, true, &["--app", "flushing", "--kill", "executor"]);
     assert_eq!(v["flushed"], true, "{v}");
@@ -126,7 +119,7 @@ fn an_executor_kill_lets_the_app_and_its_daemon_flush() {
 #[test]
 fn a_process_that_ignores_sigterm_is_killed_at_the_deadline_and_recorded_so() {
     require_cgroup_v2!();
-    require!(python());
+    require!(common::installed("python3"));
     let s = setup("thermos-stubborn");
     let v = scenario(
         &s,
@@ -155,7 +148,7 @@ fn a_process_that_ignores_sigterm_is_killed_at_the_deadline_and_recorded_so() {
 #[test]
 fn thermos_kill_ends_everything_at_once() {
     require_cgroup_v2!();
-    require!(python());
+    require!(common::installed("python3"));
     let s = setup("thermos-force");
     let v = scenario(&s, true, &["--app", "flushing", "--kill", "thermos-kill"]);
     assert_eq!(v["daemon_left_running"], false, "{v}");
@@ -171,7 +164,7 @@ fn thermos_kill_ends_everything_at_once() {
 #[test]
 fn a_natural_end_stops_the_leftovers_gracefully() {
     require_cgroup_v2!();
-    require!(python());
+    require!(common::installed("python3"));
     let s = setup("thermos-natural");
     let v = scenario(
         &s,
@@ -197,7 +190,7 @@ fn a_natural_end_stops_the_leftovers_gracefully() {
 #[test]
 fn an_unprivileged_role_user_in_a_delegated_subtree() {
     require_cgroup_v2!();
-    require!(python());
+    require!(common::installed("python3"));
     let Some(user) = TestUser::try_new() else {
         return;
     };
@@ -235,7 +228,7 @@ fn an_unprivileged_role_user_in_a_delegated_subtree() {
 #[test]
 fn orphans_are_reaped_at_once_and_names_map_one_to_one() {
     require_cgroup_v2!();
-    require!(python());
+    require!(common::installed("python3"));
     let s = setup("thermos-zombies");
     let v = scenario(
         &s,
@@ -264,7 +257,7 @@ fn orphans_are_reaped_at_once_and_names_map_one_to_one() {
 #[test]
 fn a_missing_gracekill_binary_is_said_at_install() {
     require_cgroup_v2!();
-    require!(python());
+    require!(common::installed("python3"));
     let out = Command::new("python3")
         .arg("-c")
         .arg(

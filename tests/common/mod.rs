@@ -47,6 +47,17 @@ macro_rules! require {
     };
 }
 
+/// A program the test runs, or what is missing (ci/install-deps installs every one), for
+/// [`require!`]: `tool` answers `--version` with success.
+pub fn installed(tool: &str) -> Result<(), String> {
+    match Command::new(tool).arg("--version").output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err(format!(
+            "{tool} is not installed (ci/install-deps installs it)"
+        )),
+    }
+}
+
 /// Root and cgroup v2, through [`require!`].
 #[macro_export]
 macro_rules! require_cgroup_v2 {
