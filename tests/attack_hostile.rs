@@ -105,6 +105,32 @@ fn a_root_stop_ignores_policy_records_the_task_wrote() {
     assert!(pids.iter().all(|p| !alive(*p)));
 }
 
+/// A stop removes the emptied cgroup of a task whose `gracekill run` is gone (the `owner`
+/// record names a dead process). A task cannot make a root stop do that: a root stop reads only
+/// trusted.*, so an `owner` the task wrote in user.* leaves its cgroup where it is.
+#[test]
+fn a_forged_owner_record_cannot_make_a_root_stop_remove_the_cgroup() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("forged-owner");
+    let task_cg = tc.child("task");
+    let task = tc.spawn_in(&task_cg, "echo ready; exec sleep 1000");
+    task.wait_line("ready");
+    // What the task itself can write: a dead "run" (no pid 999999 with start time 1).
+    set_xattr(&task_cg, "user.gracekill.owner", "999999 1");
+    let out = gracekill(&[
+        "stop",
+        "--grace",
+        "5s",
+        "--json",
+        &format!("{}/task", tc.rel),
+    ]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v} {}", stderr(&out));
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    assert_eq!(v["cgroup_removed"], false, "{v}");
+    assert!(task_cg.exists(), "the forged record removed the cgroup");
+}
+
 #[test]
 fn without_flags_a_root_stop_uses_the_defaults_not_the_forgery() {
     require_cgroup_v2!();
