@@ -487,7 +487,9 @@ int gracekill_stop_options_init(struct gracekill_stop_options *options);
  * SIGKILL, 10 s). A non-NULL `policy` replaces the stored one as a whole. `options` may be
  * NULL (defaults; the main pid then also comes from the trusted record). On success
  * `*outcome` receives a new outcome that the caller must release with
- * `gracekill_outcome_free()`; on failure it is set to NULL.
+ * `gracekill_outcome_free()`; on failure it is set to NULL. As `gracekill stop` does, it
+ * removes the emptied cgroup of a task whose `gracekill run` is gone (within 1 s, else it
+ * stays, with a warning in the outcome's JSON): no one else would.
  *
  * Returns 0 on success (whatever the verdict: read `verdict`), else a negative errno:
  * `-EINVAL` bad arguments, policy or refused target; `-ENOENT` no such cgroup; `-EACCES` or

@@ -605,37 +605,46 @@ impl Cgroup {
         Cgroup::from_fd(fd, rel, path, self.ns_root.clone())
     }
 
-    /// Removes this cgroup and every empty cgroup below it (children first, each relative to
-    /// its parent's descriptor, so no path is too long and no name needs to be UTF-8).
+    /// Removes this cgroup and every empty cgroup below it, deepest first, until `until`.
+    ///
+    /// The subtree is the task's to shape, so the walk costs the same whatever its depth or
+    /// width: it holds two descriptors, the names of at most [`REMOVE_BATCH`] siblings and of at
+    /// most [`REMOVE_NAMED_LEVELS`] ancestors (deeper ones are found again by inode number in
+    /// their parent). It goes down by one name at a time relative to a descriptor (never past
+    /// a mount or a symlink) and up through `..`, which in cgroupfs is always the parent: a
+    /// cgroup cannot be moved to another parent.
     ///
     /// # Errors
-    /// `EBUSY` (still populated) and other OS errors, naming the directory. Already gone is fine.
-    pub fn remove_tree(&self) -> Result<()> {
-        self.remove_children()?;
+    /// `EBUSY` (still populated) and other OS errors, naming the directory; [`Error::Busy`]
+    /// when `until` came first (what was removed stays removed). Already gone is fine.
+    pub fn remove_tree(&self, until: Option<Instant>) -> Result<()> {
+        let mut remover = Remover {
+            top: &self.path,
+            cur: fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())
+                .map_err(|e| Error::os("open", &self.path, e))?,
+            names: Vec::new(),
+            depth: 0,
+            removed: 0,
+        };
+        let mut step = 0usize;
+        loop {
+            step += 1;
+            if step.is_multiple_of(16) && until.is_some_and(|u| Instant::now() >= u) {
+                return Err(Error::Busy(format!(
+                    "gave up removing '{}' after removing {} cgroups: more cgroups below it \
+                     remain (remove them deepest first with rmdir)",
+                    self.path.display(),
+                    remover.removed
+                )));
+            }
+            if remover.step()? == RemoveStep::Done {
+                break;
+            }
+        }
         match fs::rmdir(&self.path) {
             Ok(()) | Err(Errno::NOENT | Errno::NODEV) => Ok(()),
             Err(e) => Err(Error::os("remove cgroup", &self.path, e)),
         }
-    }
-
-    fn remove_children(&self) -> Result<()> {
-        let names = match self.child_names() {
-            Ok(n) => n,
-            Err(e) if is_gone(&e) => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        for name in names {
-            match self.open_below(Path::new(&name)) {
-                Ok(child) => child.remove_children()?,
-                Err(e) if is_gone(&e) => continue,
-                Err(e) => return Err(e),
-            }
-            match fs::unlinkat(&self.fd, name.as_os_str(), fs::AtFlags::REMOVEDIR) {
-                Ok(()) | Err(Errno::NOENT | Errno::NODEV) => {}
-                Err(e) => return Err(Error::os("remove cgroup", &self.path.join(&name), e)),
-            }
-        }
-        Ok(())
     }
 
     /// Reads the xattr `name` (a full name, e.g. `trusted.gracekill.policy`); `None` if it is
@@ -937,6 +946,135 @@ pub fn is_within_bytes(inner: &[u8], outer: &[u8]) -> bool {
     outer == b"/"
         || inner == outer
         || (inner.starts_with(outer) && inner.get(outer.len()) == Some(&b'/'))
+}
+
+/// Flags for opening a cgroup directory to walk it.
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::CLOEXEC)
+    .union(OFlags::NOFOLLOW);
+
+/// How many child names [`Cgroup::remove_tree`] reads from a directory at a time.
+pub const REMOVE_BATCH: usize = 64;
+
+/// How many ancestors' names [`Cgroup::remove_tree`] keeps (at most 255 bytes each); deeper
+/// ones are looked up by inode number when they are removed.
+pub const REMOVE_NAMED_LEVELS: usize = 1024;
+
+#[derive(Debug, PartialEq, Eq)]
+enum RemoveStep {
+    More,
+    Done,
+}
+
+/// The state of one bottom-up removal (see [`Cgroup::remove_tree`]).
+struct Remover<'a> {
+    /// The top of the subtree, for messages.
+    top: &'a Path,
+    /// The directory being emptied, `depth` levels below the top.
+    cur: OwnedFd,
+    /// The names of `cur` and its ancestors below the top, where known (the first
+    /// [`REMOVE_NAMED_LEVELS`] levels).
+    names: Vec<OsString>,
+    depth: usize,
+    removed: usize,
+}
+
+impl Remover<'_> {
+    /// Where the walk is, for messages (its full path is not kept).
+    fn here(&self) -> PathBuf {
+        self.top.join(format!("<{} levels down>", self.depth))
+    }
+
+    /// Removes the leaf children of `cur` that come first in one read of it, or goes down into
+    /// the first that has children of its own, or, when `cur` is empty, goes up and removes it.
+    fn step(&mut self) -> Result<RemoveStep> {
+        let batch = first_children(&self.cur, REMOVE_BATCH)
+            .map_err(|e| Error::os("list", &self.here(), e))?;
+        for name in &batch {
+            match fs::unlinkat(&self.cur, name.as_os_str(), fs::AtFlags::REMOVEDIR) {
+                Ok(()) => self.removed += 1,
+                Err(Errno::NOENT | Errno::NODEV) => {}
+                // It has children of its own (or processes: found out at the bottom).
+                Err(Errno::BUSY | Errno::NOTEMPTY) => {
+                    match fs::openat2(
+                        &self.cur,
+                        name.as_os_str(),
+                        DIR_FLAGS,
+                        Mode::empty(),
+                        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_XDEV,
+                    ) {
+                        Ok(fd) => {
+                            self.cur = fd;
+                            self.depth += 1;
+                            if self.names.len() < REMOVE_NAMED_LEVELS {
+                                self.names.push(name.clone());
+                            }
+                            return Ok(RemoveStep::More);
+                        }
+                        Err(Errno::NOENT | Errno::NODEV) => {}
+                        Err(e) => return Err(Error::os("open", &self.here().join(name), e)),
+                    }
+                }
+                Err(e) => return Err(Error::os("remove cgroup", &self.here().join(name), e)),
+            }
+        }
+        if !batch.is_empty() {
+            return Ok(RemoveStep::More);
+        }
+        if self.depth == 0 {
+            return Ok(RemoveStep::Done);
+        }
+        // `cur` is empty: up to its parent, and remove it there.
+        let parent = fs::openat(&self.cur, "..", DIR_FLAGS, Mode::empty())
+            .map_err(|e| Error::os("open the parent of", &self.here(), e))?;
+        let name = if self.depth <= self.names.len() {
+            self.names.pop()
+        } else {
+            let ino = fs::fstat(&self.cur)
+                .map_err(|e| Error::os("stat", &self.here(), e))?
+                .st_ino;
+            name_of(&parent, ino).map_err(|e| Error::os("list", &self.here(), e))?
+        };
+        self.cur = parent;
+        self.depth -= 1;
+        if let Some(name) = name {
+            match fs::unlinkat(&self.cur, name.as_os_str(), fs::AtFlags::REMOVEDIR) {
+                Ok(()) => self.removed += 1,
+                Err(Errno::NOENT | Errno::NODEV) => {}
+                Err(e) => return Err(Error::os("remove cgroup", &self.here().join(&name), e)),
+            }
+        }
+        Ok(RemoveStep::More)
+    }
+}
+
+/// The names of the first `max` child directories of `dir`, in the order the kernel lists them.
+fn first_children(dir: &OwnedFd, max: usize) -> std::result::Result<Vec<OsString>, Errno> {
+    let mut out = Vec::new();
+    for entry in fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if entry.file_type() == fs::FileType::Directory && name != b"." && name != b".." {
+            out.push(OsStr::from_bytes(name).to_os_string());
+            if out.len() == max {
+                break;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The name of the child directory of `dir` whose inode number is `ino`, if there is one.
+fn name_of(dir: &OwnedFd, ino: u64) -> std::result::Result<Option<OsString>, Errno> {
+    for entry in fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if entry.ino() == ino && name != b"." && name != b".." {
+            return Ok(Some(OsStr::from_bytes(name).to_os_string()));
+        }
+    }
+    Ok(None)
 }
 
 /// Did this error mean "the cgroup is gone"?

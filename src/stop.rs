@@ -38,7 +38,7 @@ use crate::policy::{KillMode, Policy, Signal};
 use crate::procinfo::{self, CmdlineReader};
 use crate::report::{Exit, Killed, MAX_LISTED, Outcome, Problems, StepReport, Survivor, Verdict};
 use crate::sys;
-use crate::task::{FinalKillRecord, PolicySource, StopMark, StopPlan};
+use crate::task::{self, FinalKillRecord, PolicySource, StopMark, StopPlan};
 use crate::watch::{Wake, Watcher, deadline_after};
 
 /// How the final kill is delivered.
@@ -155,6 +155,9 @@ pub async fn stop_task(cg: &Cgroup, given: Option<Policy>, opts: &StopOptions) -
         main_pid: plan.main_pid,
         ..opts.clone()
     };
+    // A task of a `gracekill run` that is gone (SIGKILLed, say): nobody else will remove its
+    // cgroup once it is empty, so this stop does.
+    let run_gone = matches!(task::supervisor(cg), task::Supervisor::Gone);
     let mut outcome = stop(cg, &plan.policy, &opts).await?;
     outcome.policy_source = plan.source;
     let mut warnings = plan.warnings;
@@ -163,6 +166,16 @@ pub async fn stop_task(cg: &Cgroup, given: Option<Policy>, opts: &StopOptions) -
     }
     warnings.append(&mut outcome.warnings);
     outcome.warnings = warnings;
+    if run_gone && !outcome.cgroup_removed && cg.events().is_ok_and(|e| !e.populated) {
+        match task::remove_cgroup(cg) {
+            Ok(()) => outcome.cgroup_removed = true,
+            Err(e) => {
+                let w = format!("the task's run is gone and its cgroup stays: {e}");
+                tracing::warn!(cgroup = %cg.rel(), "{w}");
+                outcome.warnings.push(w);
+            }
+        }
+    }
     Ok(outcome)
 }
 

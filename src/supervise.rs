@@ -146,7 +146,7 @@ pub fn create_task_cgroup(mount: &Mount, parent: &str, name: &str) -> Result<Cgr
                 return Err(in_use("exists and was not made by gracekill run"));
             }
             // A kept or abandoned task of ours, empty: remove it and claim the name afresh.
-            match old.remove_tree() {
+            match crate::task::remove_cgroup(&old) {
                 Ok(()) => {}
                 Err(e) if e.kind() == crate::ErrorKind::Busy => {
                     return Err(in_use("has running processes"));
@@ -166,7 +166,7 @@ pub fn create_task_cgroup(mount: &Mount, parent: &str, name: &str) -> Result<Cgr
         Err(e) => return Err(e),
     }
     let fail = |why: String| {
-        let _ = cg.remove_tree();
+        let _ = crate::task::remove_cgroup(&cg);
         Err(Error::Input(why))
     };
     if cg.events()?.frozen {
@@ -210,7 +210,7 @@ pub async fn run(mount: &Mount, spec: &RunSpec, on_event: impl Fn(&str)) -> Resu
     let cg = create_task_cgroup(mount, &spec.parent, &spec.name)?;
     let result = supervise(&cg, spec, &on_event).await;
     if result.is_err() && !cg.events().map(|e| e.populated).unwrap_or(true) {
-        let _ = cg.remove_tree();
+        let _ = crate::task::remove_cgroup(&cg);
     }
     result
 }
@@ -413,7 +413,11 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
         _ => main.status(),
     };
     let populated = cg.events().map(|e| e.populated).unwrap_or(false);
-    let removed = !spec.keep && !populated && cg.remove_tree().is_ok();
+    let removed = !spec.keep
+        && !populated
+        && crate::task::remove_cgroup(cg)
+            .inspect_err(|e| tracing::warn!("the task's cgroup stays: {e}"))
+            .is_ok();
     Ok(RunReport {
         name: spec.name.clone(),
         cgroup: cg.rel().to_string(),

@@ -2,6 +2,7 @@
 //! a task name may look like.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use crate::cgroup::{Cgroup, Mount, normalize};
 use crate::error::{Error, Result};
@@ -291,6 +292,20 @@ pub enum Supervisor {
     Live(crate::pidfd::PidFd),
     /// It claimed the task and is gone (SIGKILLed, say): nobody will remove the cgroup.
     Gone,
+}
+
+/// The longest gracekill spends removing a task's emptied cgroup and the cgroups the task left
+/// below it. A legitimate task leaves a few; thousands take milliseconds; a task that built a
+/// deeper or wider tree to hold up whoever removes it finds the removal given up with a
+/// warning, its cgroup left in place.
+pub const REMOVE_BUDGET: Duration = Duration::from_secs(1);
+
+/// Removes a task's emptied cgroup and everything below it, within [`REMOVE_BUDGET`].
+///
+/// # Errors
+/// As [`Cgroup::remove_tree`].
+pub fn remove_cgroup(cg: &Cgroup) -> Result<()> {
+    cg.remove_tree(Some(Instant::now() + REMOVE_BUDGET))
 }
 
 /// Who supervises `cg` (see [`Supervisor`]).

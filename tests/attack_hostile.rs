@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::Read;
 use std::os::unix::fs::chown;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -1455,4 +1456,92 @@ time.sleep(1000)
     // Our own process: reaps nothing, so it is killed (its zombies go with it).
     let _ = p.child.kill();
     p.wait();
+}
+
+/// Waits for the child `pid` with `wait4(2)`: its exit code and its peak RSS in KiB.
+fn wait_with_rss(child: std::process::Child) -> (Option<i32>, i64) {
+    let pid = i32::try_from(child.id()).unwrap();
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our unwaited child (std never reaps behind our back); both pointers
+    // point to live locals of the right types.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    assert_eq!(rc, pid, "wait4: {}", std::io::Error::last_os_error());
+    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
+    (code, ru.ru_maxrss)
+}
+
+/// A task of `gracekill run` leaves behind, in its own cgroup, tens of thousands of empty
+/// sibling cgroups and a chain of a thousand nested ones, and its `run` is SIGKILLed. The
+/// `gracekill stop` that removes this leftover holds a few descriptors and names whatever the
+/// shape, and gives up after its time budget with a warning instead of running on. Before, the
+/// removal had no budget and each level cost a descriptor and a copy of the full path: 10,000
+/// levels kept the stop busy for 20 s at 522 MB.
+#[test]
+fn a_deep_and_wide_leftover_subtree_cannot_make_stop_slow_or_big() {
+    require_cgroup_v2!();
+    let parent = TestCgroup::new("deep-leftover");
+    // The kernel's mkdir costs more the deeper it is (1,500 levels: 2.6 s here), the task's
+    // own time; the siblings cost it 60 us each.
+    let (depth, wide) = (scaled(1500, 300), scaled(60_000, 6000));
+    let task = parent.path.join("t");
+    let script = format!(
+        "import os, sys, time\n\
+         os.chdir(sys.argv[1])\n\
+         for i in range({wide}): os.mkdir('w%d' % i)\n\
+         for i in range({depth}): os.mkdir('d'); os.chdir('d')\n\
+         open(os.path.join(sys.argv[2], 'ready'), 'w').close()\n\
+         time.sleep(1000)\n",
+    );
+    let mut run = run_in(&parent, &["--name", "t", "--", "python3", "-c", &script])
+        .arg(&task)
+        .arg(&parent.scratch)
+        .spawn()
+        .unwrap();
+    assert!(wait_until(slow(Duration::from_secs(60)), || parent
+        .file("ready")
+        .exists()));
+    run.kill().unwrap();
+    run.wait().unwrap();
+    // The task is killed (by the test, in its own cgroup) and leaves its subtree empty.
+    std::fs::write(task.join("cgroup.kill"), "1").unwrap();
+    assert!(wait_until(slow(Duration::from_secs(10)), || {
+        read(&task.join("cgroup.events")).contains("populated 0")
+    }));
+    let t = Instant::now();
+    let stop = Command::new(bin())
+        .args(["stop", "--json", &format!("{}/t", parent.rel)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stop = stop;
+    let (mut out_pipe, mut err_pipe) = (stop.stdout.take().unwrap(), stop.stderr.take().unwrap());
+    // The JSON line and the warnings fit in the pipes: wait first, then read.
+    let (code, rss_kib) = wait_with_rss(stop);
+    let took = t.elapsed();
+    let (mut out, mut err) = (String::new(), String::new());
+    out_pipe.read_to_string(&mut out).unwrap();
+    err_pipe.read_to_string(&mut err).unwrap();
+    assert_eq!(code, Some(0), "{out} {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(v["outcome"], "empty", "{v}");
+    assert!(
+        took < slow(Duration::from_secs(3)),
+        "stop took {took:?}: {err}"
+    );
+    assert!(rss_kib < 32 * 1024, "stop peaked at {rss_kib} KiB");
+    // Removed whole within the budget, or left with a warning that says so.
+    if v["cgroup_removed"] == true {
+        assert!(!task.exists(), "{v}");
+    } else {
+        assert!(task.exists(), "{v}");
+        let warned = v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("gave up removing"));
+        assert!(warned, "{v} {err}");
+    }
 }

@@ -172,7 +172,7 @@ fn library_engine_stops_200_tasks_concurrently() {
     assert!(zombies.is_empty(), "zombies: {zombies:?}");
     assert!(alive.is_empty(), "alive: {alive:?}");
     for cg in &cgs {
-        cg.remove_tree().unwrap();
+        cg.remove_tree(None).unwrap();
     }
     assert_eq!(
         std::fs::read_dir(&parent.path)

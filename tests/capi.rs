@@ -484,6 +484,40 @@ fn a_null_policy_applies_the_tasks_trusted_policy_and_ignores_forgeries() {
     p.wait();
 }
 
+/// Like `gracekill stop`, the C ABI removes the emptied cgroup of a task whose `gracekill run`
+/// is gone (its trusted `owner` record names a dead process): no one else would.
+#[test]
+fn an_orphaned_task_of_a_dead_run_is_stopped_and_its_cgroup_removed() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("capiorphan");
+    let task = tc.child("task");
+    // What a root `run` records, naming a process that no longer exists.
+    let st = Command::new("python3")
+        .args([
+            "-c",
+            "import os,sys; os.setxattr(sys.argv[1], 'trusted.gracekill.owner', b'999999 1')",
+        ])
+        .arg(&task)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut p = tc.spawn_in(&task, FLUSHING_APP);
+    p.wait_line("ready");
+    let (rc, out) = stop(&task.to_string_lossy(), None, None);
+    assert_eq!(rc, 0, "{}", last_error());
+    assert_eq!(
+        out.get().verdict,
+        GRACEKILL_VERDICT_GRACEFUL,
+        "{}",
+        out.json()
+    );
+    assert_eq!(out.json()["cgroup_removed"], true, "{}", out.json());
+    assert_eq!(read(&tc.file("marker")).trim(), "flushed");
+    assert!(!task.exists(), "the orphaned task's cgroup is gone");
+    drop(out);
+    p.wait();
+}
+
 // -- the C++ example, compiled with g++ ---------------------------------------------------------
 
 /// `target/debug` (or release): where cargo put libgracekill.a and .so for this test run.

@@ -598,12 +598,6 @@ fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
     }
     let mount = Mount::discover()?;
     let cg = gracekill::task::open(&mount, &args.task)?;
-    // A task of a `gracekill run` that is gone (SIGKILLed, say): nobody else will remove its
-    // cgroup once it is empty, so this stop does.
-    let run_gone = matches!(
-        gracekill::task::supervisor(&cg),
-        gracekill::task::Supervisor::Gone
-    );
     let mut opts = StopOptions {
         kill_method: KillMethod::from_env(false),
         ..StopOptions::default()
@@ -624,17 +618,7 @@ fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
     if let Some(l) = &live {
         l.clear();
     }
-    let mut outcome = outcome?;
-    if run_gone && !cg.events().map(|e| e.populated).unwrap_or(true) {
-        match cg.remove_tree() {
-            Ok(()) => {
-                // The report says what happened to the cgroup, this removal included.
-                outcome.cgroup_removed = true;
-                tracing::debug!(cgroup = %cg.rel(), "removed the task's cgroup: its run is gone")
-            }
-            Err(e) => tracing::warn!("cannot remove {}: {e}", cg.path().display()),
-        }
-    }
+    let outcome = outcome?;
     print_outcome(&outcome, args.json, quiet);
     Ok(exit_status(outcome.outcome.exit_code()))
 }

@@ -213,7 +213,7 @@ impl Drop for TestCgroup {
         // Relative to descriptors, so names that are not UTF-8 or paths past PATH_MAX go too.
         let removed = gracekill::Mount::discover()
             .and_then(|m| m.open_cgroup(&self.rel))
-            .and_then(|c| c.remove_tree());
+            .and_then(|c| c.remove_tree(None));
         if removed.is_err() {
             remove_tree(&self.path);
         }
