@@ -110,8 +110,13 @@ const MAX_PASSES: usize = 32;
 /// a fork storm one member can cost milliseconds).
 const CLOCK_EVERY: usize = 8;
 
-/// The longest the pids of the subtree are listed (for the report) before the final kill.
+/// The longest the pids of the subtree are listed (for the report) before a final kill that
+/// comes before its deadline (a second Ctrl-C), or in the first step of mixed mode.
 const PRE_KILL_LIST_BUDGET: Duration = Duration::from_millis(5);
+
+/// How long before the last grace ends the subtree is listed for the final kill's report, so
+/// that nothing but the kill itself happens at the deadline. The listing may use all of it.
+const PRE_KILL_LEAD: Duration = Duration::from_millis(50);
 
 /// How much longer than the kill timeout SIGKILLed processes that are not stuck (not in state D)
 /// are given to finish exiting, while their number keeps falling, before what is left is
@@ -232,6 +237,7 @@ pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Ou
         budget: fd_budget(),
         thread_tgid: HashMap::new(),
         own_threads: HashMap::new(),
+        pre_kill: None,
     };
     if !engine.w.state()?.populated {
         tracing::debug!(cgroup = %cg.rel(), "already empty");
@@ -397,6 +403,9 @@ struct Engine<'a> {
     budget: usize,
     /// The process of each thread signalled in a threaded cgroup, for the report.
     thread_tgid: HashMap<i32, i32>,
+    /// The members listed shortly before the final kill's deadline that the stop holds no
+    /// pidfd for (see [`PRE_KILL_LEAD`]), and whether the listing was complete.
+    pre_kill: Option<(Vec<i32>, bool)>,
     /// Threads seen in a domain cgroup's `cgroup.threads` and found to belong to a process
     /// listed in the same cgroup's `cgroup.procs` (tid -> tgid), so they are looked up once.
     own_threads: HashMap<i32, i32>,
@@ -502,6 +511,11 @@ impl Engine<'_> {
                 .checked_add(step.grace)
                 .unwrap_or_else(|| deadline_after(step.grace));
             let signalled = self.signal_step(step.signal, deadline, i == 0)?;
+            // Before the last grace ends, note who the final kill will take.
+            let list_at = (i + 1 == self.policy.steps.len()
+                && self.policy.kill_mode != KillMode::Process)
+                .then(|| deadline.checked_sub(PRE_KILL_LEAD).unwrap_or(at).max(at))
+                .filter(|&t| t < deadline);
             tracing::debug!(cgroup = %self.cg.rel(), signal = %step.signal, signalled, "sent stop signal");
             self.steps.push(StepReport {
                 signal: step.signal.to_string(),
@@ -511,7 +525,7 @@ impl Engine<'_> {
                 by_pid: None,
             });
             match self
-                .wait_grace(deadline, step.signal, escalate.as_deref())
+                .wait_grace(deadline, list_at, step.signal, escalate.as_deref())
                 .await?
             {
                 GraceEnd::Empty => {
@@ -543,10 +557,11 @@ impl Engine<'_> {
         self.outcome(Verdict::Remaining, None, killed, n, Vec::new(), 0)
     }
 
-    /// Waits out one grace period.
+    /// Waits out one grace period; at `list_at`, lists the subtree for the final kill.
     async fn wait_grace(
         &mut self,
         deadline: Instant,
+        mut list_at: Option<Instant>,
         signal: Signal,
         escalate: Option<&Notify>,
     ) -> Result<GraceEnd> {
@@ -563,7 +578,8 @@ impl Engine<'_> {
             return Ok(GraceEnd::MainGone);
         }
         loop {
-            let wait = self.w.wait_empty(deadline, catch_latecomers, |w| {
+            let until = list_at.map_or(deadline, |t| t.min(deadline));
+            let wait = self.w.wait_empty(until, catch_latecomers, |w| {
                 report_progress(progress.as_ref(), &phase, deadline, w)
             });
             let wake = match escalate {
@@ -575,6 +591,10 @@ impl Engine<'_> {
             };
             match wake {
                 Wake::Empty => return Ok(GraceEnd::Empty),
+                Wake::Deadline if list_at.take().is_some() => {
+                    self.list_before_kill(deadline);
+                    continue;
+                }
                 Wake::Deadline | Wake::Frozen => return Ok(GraceEnd::Deadline),
                 Wake::TrackedGone if proc_mode => return Ok(GraceEnd::MainGone),
                 Wake::TrackedGone => {}
@@ -1026,14 +1046,23 @@ impl Engine<'_> {
         // is killed anyway and counted as far as it was listed.
         let _ = self.w.refresh();
         let mut alive: Vec<i32> = self.w.tracked().map(PidFd::pid).collect();
-        if !self.list_members(&mut alive, at + PRE_KILL_LIST_BUDGET) {
+        let complete = match self.pre_kill.take() {
+            // Listed during the grace: nothing but the kill happens at the deadline.
+            Some((listed, complete)) => {
+                alive.extend(listed);
+                complete
+            }
+            // The grace was cut short (a second Ctrl-C): list now, briefly.
+            None => self.list_members(&mut alive, at + PRE_KILL_LIST_BUDGET),
+        };
+        if !complete {
             // Says what happened, not why: on a slow (emulated) machine two processes can take
-            // longer to list than the budget.
-            self.warnings.push(format!(
-                "the subtree was not listed completely within {} ms before the final kill: \
-                 killed_total counts only those listed",
-                PRE_KILL_LIST_BUDGET.as_millis()
-            ));
+            // longer to list than the time there was.
+            self.warnings.push(
+                "the subtree was not listed completely before the final kill: killed_total \
+                 counts only those listed"
+                    .to_string(),
+            );
         }
         alive.sort_unstable();
         alive.dedup();
@@ -1068,6 +1097,18 @@ impl Engine<'_> {
             ));
         }
         Ok(self.outcome(Verdict::Survivors, None, killed, total, survivors, n))
+    }
+
+    /// Lists the subtree for the final kill's report, until `deadline` (see
+    /// [`PRE_KILL_LEAD`]). Members the stop holds a pidfd for are counted at the kill by their
+    /// pidfd, alive or not; the others are counted from this list.
+    fn list_before_kill(&mut self, deadline: Instant) {
+        let _ = self.w.refresh();
+        let mut listed = Vec::new();
+        let complete = self.list_members(&mut listed, deadline);
+        listed.retain(|&pid| self.w.held(pid).is_none());
+        tracing::debug!(cgroup = %self.cg.rel(), untracked = listed.len(), complete, "listed the subtree for the final kill");
+        self.pre_kill = Some((listed, complete));
     }
 
     /// Adds the pids listed in the subtree to `out`, until `budget_end`. Returns whether the

@@ -840,8 +840,8 @@ echo ready; wait"#,
         v["warnings"]
     );
     // Every one of them was killed; the report counts them all, or says that its count is a
-    // lower bound (listing the subtree before the kill has a few milliseconds, which under
-    // emulation is not enough).
+    // lower bound (the subtree is listed in the last 50 ms of the grace, which a fork storm
+    // under emulation can outlast).
     let lower_bound = v["warnings"]
         .to_string()
         .contains("killed_total counts only");

@@ -117,6 +117,41 @@ fn process_ignoring_sigterm_is_killed_after_the_grace() {
     p.wait();
 }
 
+/// The final kill's report names exactly who it killed: the processes that honoured the stop
+/// signal during the grace are not counted, every one still there at the deadline is, with no
+/// warning. (The subtree is listed shortly before the deadline, not at it: nothing but the kill
+/// happens at the deadline.)
+#[test]
+fn the_final_kill_counts_exactly_those_still_there() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("killcount");
+    let mut p = cg.spawn(
+        r#"for i in 1 2 3 4 5 6 7 8; do
+             (trap 'sleep 0.2; exit 0' TERM; while :; do sleep 0.05; done) &
+           done
+           trap '' TERM
+           for i in $(seq 20); do sleep 1000 & done
+           echo ready; wait"#,
+    );
+    p.wait_line("ready");
+    let out = gracekill(&["stop", "--json", "--grace", "1s", &cg.rel]);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(3), "{v}");
+    assert_eq!(v["outcome"], "killed", "{v}");
+    // The shell and its 20 sleeps, which ignore SIGTERM; not the 8 that exited on it.
+    assert_eq!(v["killed_total"], 21, "{v}");
+    let comms: Vec<&str> = v["killed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["comm"].as_str().unwrap())
+        .collect();
+    assert_eq!(comms.iter().filter(|c| **c == "sleep").count(), 20, "{v}");
+    assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
+    assert!(!cg.populated());
+    p.wait();
+}
+
 #[test]
 fn setsid_double_forked_daemon_gets_the_signal_and_finishes() {
     require_cgroup_v2!();
