@@ -201,3 +201,18 @@ pub fn mono_ns() -> u64 {
     // The monotonic clock is never negative.
     t.tv_sec.unsigned_abs() * 1_000_000_000 + t.tv_nsec.unsigned_abs()
 }
+
+/// Waits until the process behind `pidfd` exits (its pidfd turns readable), up to `limit`;
+/// returns [`mono_ns`] at that moment.
+pub fn wait_exit_ns(pidfd: &std::os::fd::OwnedFd, limit: Duration) -> Option<u64> {
+    use rustix::event::{PollFd, PollFlags};
+    let ts = rustix::time::Timespec {
+        tv_sec: i64::try_from(limit.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: 0,
+    };
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    match rustix::event::poll(&mut fds, Some(&ts)) {
+        Ok(n) if n > 0 => Some(mono_ns()),
+        _ => None,
+    }
+}

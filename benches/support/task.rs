@@ -262,6 +262,9 @@ pub fn proc_stat(pid: i32) -> Option<(u8, i32)> {
 /// - `hold N die|ignore|late:MS`: N processes; SIGTERM kills them (`die`), is ignored
 ///   (`ignore`), or (`late:MS`) kills the N-1 children at once while the helper itself exits
 ///   MS ms after it, printing `exit <CLOCK_MONOTONIC ns>` just before `_exit`.
+/// - `hold N stamp`: N processes that SIGTERM does not end; the helper prints
+///   `term <CLOCK_MONOTONIC ns>` as soon as its first SIGTERM arrives (the outside measure of
+///   the deadline: the kill is due the grace after this stamp).
 /// - `flush MS FILE`: on SIGTERM, "flush" for MS ms, write FILE, exit (the mission's app).
 /// - `storm CHAINS`: ignores SIGTERM; CHAINS processes each fork a successor every ~1 ms and
 ///   exit, the successor calling setsid (a daemon escaping its process group, forever).
@@ -275,6 +278,22 @@ pub fn helper_main(args: &[String]) -> ! {
         let _ = o.flush();
     };
     match a.as_slice() {
+        ["hold", n, "stamp"] => {
+            let n: usize = n.parse().expect("process count");
+            // Blocked before the forks: the children inherit the mask, and SIGTERM stays
+            // pending in them for good.
+            sys::block_sigterm();
+            for _ in 1..n {
+                if sys::fork().expect("fork").is_none() {
+                    sys::pause_forever();
+                }
+            }
+            ready();
+            sys::wait_sigterm();
+            let line = format!("term {}\n", sys::mono_ns());
+            let _ = io::stdout().lock().write_all(line.as_bytes());
+            sys::pause_forever();
+        }
         ["hold", n, term] => {
             let n: usize = n.parse().expect("process count");
             if *term == "ignore" {
