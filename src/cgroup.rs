@@ -935,7 +935,16 @@ impl EventsFile {
 /// `<pid>/task/<tid>`), byte for byte: only the line's terminator is removed, so a cgroup named
 /// `"web "` is never taken for `"web"`.
 pub fn proc_cgroup(proc_path: &str) -> Option<Vec<u8>> {
-    let raw = std::fs::read(format!("/proc/{proc_path}/cgroup")).ok()?;
+    // Read in chunks: `std::fs::read` would first `statx` a file whose size procfs reports as 0.
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            std::fs::File::open(format!("/proc/{proc_path}/cgroup")).ok()?,
+            1 << 20,
+        ),
+        &mut raw,
+    )
+    .ok()?;
     raw.split(|b| *b == b'\n')
         .find_map(|l| l.strip_prefix(b"0::"))
         .map(<[u8]>::to_vec)

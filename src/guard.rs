@@ -1,30 +1,24 @@
 //! What the engine refuses to stop, whoever asks: the root cgroup, and any cgroup that holds the
 //! caller or one of its ancestors (stopping those would kill the stopper, its shell, or init).
 
-use crate::cgroup::{Cgroup, is_within};
+use crate::cgroup::{Cgroup, is_within_bytes, proc_cgroup};
 use crate::error::{Error, Result};
+use crate::procinfo;
 
 /// The caller and its ancestors, up to pid 1: `(pid, comm, cgroup path in our namespace)`.
-fn lineage() -> Vec<(i32, String, String)> {
+/// Two small reads per process (`stat` and `cgroup`), none of which touches its memory.
+fn lineage() -> Vec<(i32, String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut pid = rustix::process::getpid().as_raw_nonzero().get();
     for _ in 0..4096 {
-        let Ok(proc) = procfs::process::Process::new(pid) else {
+        let Some(stat) = procinfo::stat_of(&pid.to_string()) else {
             break;
         };
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
-            .and_then(|t| {
-                t.lines()
-                    .find_map(|l| l.strip_prefix("0::").map(|p| p.trim_end().to_string()))
-            });
-        let stat = proc.stat().ok();
-        let comm = stat.as_ref().map(|s| s.comm.clone()).unwrap_or_default();
-        if let Some(cg) = cgroup {
-            out.push((pid, comm, cg));
+        if let Some(cg) = proc_cgroup(&pid.to_string()) {
+            out.push((pid, stat.comm, cg));
         }
-        match stat.map(|s| s.ppid) {
-            Some(ppid) if ppid > 0 && ppid != pid => pid = ppid,
+        match stat.ppid {
+            ppid if ppid > 0 && ppid != pid => pid = ppid,
             _ => break,
         }
     }
@@ -43,15 +37,19 @@ pub fn check_stoppable(cg: &Cgroup) -> Result<()> {
         )));
     }
     for (pid, comm, path) in lineage() {
-        if is_within(&path, cg.ns_path()) {
+        if is_within_bytes(&path, cg.ns_path_bytes()) {
             let who = if pid == rustix::process::getpid().as_raw_nonzero().get() {
                 "gracekill itself".to_string()
             } else {
-                format!("its ancestor {comm} (pid {pid})")
+                format!(
+                    "its ancestor {} (pid {pid})",
+                    crate::report::printable(&comm)
+                )
             };
             return Err(Error::Input(format!(
-                "refusing to stop '{}': it contains {who}, which is in '{path}'",
-                cg.path().display()
+                "refusing to stop '{}': it contains {who}, which is in '{}'",
+                cg.path().display(),
+                String::from_utf8_lossy(&path)
             )));
         }
     }

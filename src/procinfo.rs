@@ -72,6 +72,44 @@ fn stat(path: &str) -> Option<(String, String)> {
     Some((comm, state))
 }
 
+/// What the guard and the task records need from `/proc/<pid>/stat`: one read of a file that
+/// never touches the process's memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stat {
+    /// The command name.
+    pub comm: String,
+    /// The parent's pid (0 for pid 1).
+    pub ppid: i32,
+    /// The start time, in clock ticks after boot: with the pid, it names one process for good.
+    pub starttime: u64,
+}
+
+/// `/proc/<pid>/stat` parsed (`pid` may be `self`); `None` if the process is gone.
+pub fn stat_of(pid: &str) -> Option<Stat> {
+    let mut buf = [0u8; 1024];
+    let n = std::fs::File::open(format!("/proc/{pid}/stat"))
+        .and_then(|mut f| f.read(&mut buf))
+        .ok()?;
+    parse_stat(&buf[..n])
+}
+
+/// Parses a `stat` line: `pid (comm) state ppid ... starttime ...` (comm may hold spaces and
+/// parentheses, so it ends at the last `)`; starttime is the 22nd field).
+fn parse_stat(raw: &[u8]) -> Option<Stat> {
+    let text = String::from_utf8_lossy(raw);
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    let mut rest = text.get(close + 1..)?.split_whitespace();
+    let ppid = rest.nth(1)?.parse().ok()?;
+    let starttime = rest.nth(17)?.parse().ok()?;
+    Some(Stat {
+        comm,
+        ppid,
+        starttime,
+    })
+}
+
 fn wchan(path: &str) -> String {
     let w = std::fs::read_to_string(format!("/proc/{path}/wchan")).unwrap_or_default();
     if w == "0" { String::new() } else { w }
@@ -271,6 +309,22 @@ impl CmdlineReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stat_lines_with_odd_names_parse() {
+        let line =
+            b"4242 (a) b (c) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 0 0";
+        let s = parse_stat(line).unwrap();
+        assert_eq!(s.comm, "a) b (c");
+        assert_eq!(s.ppid, 17);
+        assert_eq!(s.starttime, 987_654);
+        assert_eq!(parse_stat(b"4242 (x) S"), None);
+        let me = stat_of("self").unwrap();
+        assert_eq!(
+            me.ppid,
+            rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get())
+        );
+    }
 
     #[test]
     fn describes_itself_without_blocking() {

@@ -255,8 +255,12 @@ fn strict_number<T: std::str::FromStr>(what: &str, v: &str) -> Result<T> {
 
 /// `PID STARTTIME` of the calling process, to name it in a record without PID-reuse doubt.
 fn me() -> Option<String> {
-    let me = procfs::process::Process::myself().ok()?.stat().ok()?;
-    Some(format!("{} {}", me.pid, me.starttime))
+    let me = crate::procinfo::stat_of("self")?;
+    Some(format!(
+        "{} {}",
+        rustix::process::getpid().as_raw_nonzero(),
+        me.starttime
+    ))
 }
 
 /// The live process named by a `PID STARTTIME` record, as a pidfd.
@@ -265,7 +269,7 @@ fn live_process(text: &str) -> Option<crate::pidfd::PidFd> {
     let pid: i32 = strict_number("pid", pid).ok()?;
     let start: u64 = strict_number("start time", start).ok()?;
     let pidfd = crate::pidfd::PidFd::open(pid).ok()??;
-    let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+    let stat = crate::procinfo::stat_of(&pid.to_string())?;
     (stat.starttime == start && !pidfd.has_exited()).then_some(pidfd)
 }
 

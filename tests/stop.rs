@@ -522,6 +522,36 @@ fn refuses_the_callers_own_cgroup_and_its_ancestors_cgroups() {
     assert!(alive(c.pid()));
 }
 
+/// The refusal holds when the caller's cgroup has a name that is not UTF-8 (its path in
+/// `/proc/self/cgroup` was once read as text, failed, and the check was skipped: the stop then
+/// killed its own caller).
+#[test]
+fn refuses_its_own_cgroup_whatever_its_name() {
+    use std::os::unix::ffi::OsStrExt;
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("selfodd");
+    let odd = cg.path.join(std::ffi::OsStr::from_bytes(b"odd\xff name"));
+    std::fs::create_dir(&odd).unwrap();
+    let c = canary(&cg);
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"echo 0 > "$1/cgroup.procs" && exec "$2" stop --grace 1s "$3""#)
+        .arg("bash")
+        .arg(&odd)
+        .arg(common::bin())
+        .arg(&cg.rel)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_refused(&out, "own cgroup, not UTF-8");
+    assert!(
+        stderr(&out).contains("gracekill itself"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(alive(c.pid()));
+}
+
 #[test]
 fn unprivileged_caller_gets_permission_denied_with_a_hint() {
     require_cgroup_v2!();
