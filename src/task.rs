@@ -367,13 +367,8 @@ pub fn last_stopper_pid(cg: &Cgroup) -> Option<i32> {
 pub fn stopper(cg: &Cgroup) -> Option<crate::pidfd::PidFd> {
     let text = Records::of(cg).get("stopping").ok()??;
     let pidfd = live_process(&text)?;
-    let inside = std::fs::read_to_string(format!("/proc/{}/cgroup", pidfd.pid()))
-        .ok()?
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("0::")
-                .map(|p| crate::cgroup::is_within(p.trim_end(), cg.ns_path()))
-        })?;
+    let path = crate::cgroup::proc_cgroup(&pidfd.pid().to_string())?;
+    let inside = crate::cgroup::is_within_bytes(&path, cg.ns_path_bytes());
     (!inside && !pidfd.has_exited()).then_some(pidfd)
 }
 
