@@ -8,7 +8,8 @@
 //! error or correctness failure, e.g. a process surviving gracekill; missed *speed* targets are
 //! reported, never fatal, because these machines are noisy.
 //!
-//! `--only latency,scale,...` runs some scenarios; `--sizes 1000,5000` sets the scale
+//! `--samples FILE` writes every sample of the plotted distributions as JSON (for
+//! `ci/plot-bench`). `--only latency,scale,...` runs some scenarios; `--sizes 1000,5000` sets the scale
 //! scenario's process counts. `--profile perf|callgrind|strace` instead starts 5000 processes and runs one library stop of
 //! them under the tool (output in `target/`).
 //!
@@ -53,6 +54,9 @@ struct Bench {
     scratch: std::path::PathBuf,
     /// `--sizes N,N...`: the scale scenario's process counts instead of the defaults.
     sizes: Option<Vec<usize>>,
+    /// Every sample of the distributions that are plotted (`--samples FILE`): figure,
+    /// contender, values in ms.
+    samples: Vec<(String, String, Vec<f64>)>,
 }
 
 impl Bench {
@@ -138,6 +142,13 @@ impl Samples {
             .find(|e| e.0 == c)
             .map_or(&[][..], |e| &e.1[..])
     }
+    /// Keeps every sample for the plot, under `figure`.
+    fn keep(&self, b: &mut Bench, figure: &str) {
+        for (c, v, _) in &self.0 {
+            b.samples
+                .push((figure.to_string(), c.name().to_string(), v.clone()));
+        }
+    }
     fn table(&self, t: &mut Table) {
         let floor = self.get(Floor).to_vec();
         for (c, v, notes) in &self.0 {
@@ -193,6 +204,10 @@ fn detection_latency(b: &mut Bench) -> Result<()> {
     );
     s.table(&mut t);
     b.tables.push(t);
+    s.keep(
+        b,
+        "Detection latency: the last exit -> the stopper returns (ms)",
+    );
     let (lib, floor) = (s.get(Lib), s.get(Floor));
     let (p50, p99, f50) = (pct(lib, 50.0), pct(lib, 99.0), pct(floor, 50.0));
     b.target(
@@ -384,6 +399,10 @@ fn deadline(b: &mut Bench) -> Result<()> {
             "own max",
             "notes",
         ],
+    );
+    outside.keep(
+        b,
+        "Final kill after a 500 ms grace, seen from outside: death - SIGTERM stamp - grace (ms)",
     );
     let floor_out = outside.get(Floor).to_vec();
     for (c, v, notes) in &own.0 {
@@ -918,10 +937,12 @@ fn profile(b: &mut Bench, tool: &str) -> Result<()> {
         }
         other => bail!("unknown profiler {other} (perf, callgrind or strace)"),
     };
-    let status = cmd
+    // Waited for through the reaper thread, which reaps every child of the bench.
+    let child = cmd
         .arg(&exe)
         .args(["__engine", "stop", &task.cg.rel, "30000"])
-        .status()?;
+        .spawn()?;
+    let (status, _) = sys::wait_child(child.id().cast_signed())?;
     let (survivors, _) = task.finish(Duration::from_secs(2))?;
     println!(
         "profile ({tool}) exit {status}; survivors {survivors}; output in {}",
@@ -1017,6 +1038,7 @@ fn run(args: &[String]) -> Result<bool> {
         bail!("needs root (it creates cgroups and starts processes in them)");
     }
     let mount = gracekill::Mount::discover()?;
+    sys::start_reaper()?;
     sys::catch_interrupts();
     sys::become_subreaper()?;
     {
@@ -1043,6 +1065,7 @@ fn run(args: &[String]) -> Result<bool> {
         targets: Vec::new(),
         scratch: scratch.clone(),
         sizes: value("--sizes").map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect()),
+        samples: Vec::new(),
     };
     if let Some(tool) = value("--profile") {
         let r = profile(&mut b, &tool);
@@ -1112,6 +1135,17 @@ fn run(args: &[String]) -> Result<bool> {
     println!("{md}");
     if let Some(path) = value("--out") {
         std::fs::write(&path, &md).with_context(|| format!("write {path}"))?;
+    }
+    if let Some(path) = value("--samples") {
+        let figures: Vec<serde_json::Value> = b
+            .samples
+            .iter()
+            .map(|(figure, contender, v)| {
+                serde_json::json!({"figure": figure, "contender": contender, "ms": v})
+            })
+            .collect();
+        let text = serde_json::json!({"machine": machine(), "samples": figures}).to_string();
+        std::fs::write(&path, text).with_context(|| format!("write {path}"))?;
     }
     result?;
     Ok(b.failures.is_empty())

@@ -188,7 +188,7 @@ pub fn run(c: Contender, ctx: &Ctx, t: &Target<'_>, grace: Duration) -> Result<R
         }
         Contender::Runc => (runc(&cg, t, grace)?, None),
         Contender::Naive => (naive(&cg, t, grace)?, None),
-        Contender::Thermos => (thermos(t, grace)?, None),
+        Contender::Thermos => (thermos(&cg, t, grace)?, None),
     };
     let end = Instant::now();
     let end_ns = sys::mono_ns();
@@ -321,12 +321,10 @@ fn naive(cg: &gracekill::Cgroup, t: &Target<'_>, grace: Duration) -> Result<Opti
     Ok(Some(late(signal_at, kill_at, grace)))
 }
 
-fn thermos(t: &Target<'_>, grace: Duration) -> Result<Option<f64>> {
+fn thermos(cg: &gracekill::Cgroup, t: &Target<'_>, grace: Duration) -> Result<Option<f64>> {
     let signal_at = Instant::now();
-    // The main pid is the bench's unreaped child: its pid and process group id cannot be
-    // recycled while this runs, so signalling them is safe.
     rustix::process::pidfd_send_signal(t.main_fd, rustix::process::Signal::TERM)?;
-    let pgid = rustix::process::Pid::from_raw(t.main).expect("main pid");
+    let pgid = t.main;
     loop {
         let main_died = {
             let ts = rustix::time::Timespec {
@@ -339,16 +337,27 @@ fn thermos(t: &Target<'_>, grace: Duration) -> Result<Option<f64>> {
         if main_died {
             // The wrapper is dead, so the task "is done": SIGKILL what is left of its group.
             let kill_at = Instant::now();
-            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            kill_group(cg, t, pgid);
             return Ok(Some(late(signal_at, kill_at, grace)));
         }
         if Instant::now() >= signal_at + grace {
             let kill_at = Instant::now();
-            let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+            kill_group(cg, t, pgid);
             return Ok(Some(late(signal_at, kill_at, grace)));
         }
         if !group_alive(t.main) {
             return Ok(None);
+        }
+    }
+}
+
+/// SIGKILL to process group `pgid`, as Thermos sends it, but through a proven pidfd per member
+/// of the task's cgroup (the bench reaps at once, so the group's leader may be gone and its pid
+/// free: `killpg` could reach a process this bench did not start).
+fn kill_group(cg: &gracekill::Cgroup, t: &Target<'_>, pgid: i32) {
+    for pid in t.procs() {
+        if proc_stat(pid).is_some_and(|(_, g)| g == pgid) {
+            let _ = safe_kill(cg, pid, Signal::KILL);
         }
     }
 }

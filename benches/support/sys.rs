@@ -77,14 +77,80 @@ pub fn become_subreaper() -> io::Result<()> {
     rustix::process::set_child_subreaper(Some(rustix::process::getpid())).map_err(io::Error::from)
 }
 
-/// Reaps every exited child without blocking; returns how many were reaped. Only children the
-/// harness does not wait for by pid may exist when this runs (it is called between rounds).
-pub fn reap_all_nohang() -> usize {
-    let mut n = 0;
-    while let Ok(Some(_)) = rustix::process::wait(rustix::process::WaitOptions::NOHANG) {
-        n += 1;
+/// Children reaped by the [`start_reaper`] thread and not yet claimed by [`wait_child`]:
+/// pid -> (exit code, usage).
+type Reaped = std::collections::HashMap<i32, (i32, Usage)>;
+
+static REAPED: std::sync::Mutex<Option<Reaped>> = std::sync::Mutex::new(None);
+static REAPED_CHANGED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// Makes this process reap like a real init or supervisor: a thread reaps every child and
+/// orphan the moment it exits (woken by SIGCHLD, which every thread of the bench blocks), and
+/// keeps each one's exit code and usage for [`wait_child`]. Without it the tasks' orphans stay
+/// zombies while a stopper runs, and a stopper that waits for its task's exits to be reaped (to
+/// report their statuses) measures the harness instead. Call once, first thing, before any
+/// other thread exists: threads inherit the blocked mask (spawned programs do not: the
+/// standard library resets it in the child).
+pub fn start_reaper() -> io::Result<()> {
+    // SAFETY: `set` is a valid, initialised sigset on the stack; the old mask is not needed.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
-    n
+    *REAPED.lock().expect("reaper lock") = Some(Reaped::new());
+    std::thread::Builder::new()
+        .name("reaper".into())
+        .spawn(|| {
+            loop {
+                reap_ready();
+                // SAFETY: `set` is a valid sigset holding SIGCHLD, blocked in every thread.
+                unsafe {
+                    let mut set: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut set);
+                    libc::sigaddset(&mut set, libc::SIGCHLD);
+                    let mut sig = 0;
+                    libc::sigwait(&set, &mut sig);
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Reaps every child that has exited, without blocking, into [`REAPED`].
+fn reap_ready() {
+    loop {
+        let mut status = 0;
+        // SAFETY: `status` and `ru` are valid writable locations for the duration of the call.
+        let (pid, ru) = unsafe {
+            let mut ru: libc::rusage = std::mem::zeroed();
+            let pid = libc::wait4(-1, &mut status, libc::WNOHANG, &mut ru);
+            (pid, ru)
+        };
+        if pid <= 0 {
+            return;
+        }
+        let code = if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            128 + libc::WTERMSIG(status)
+        };
+        if let Some(map) = REAPED.lock().expect("reaper lock").as_mut() {
+            map.insert(pid, (code, usage_of(&ru)));
+        }
+        REAPED_CHANGED.notify_all();
+    }
+}
+
+/// Forgets the exit of every child nobody claimed (orphans of the tasks); returns how many.
+/// Called between rounds, when the harness waits for no child by pid.
+pub fn reap_all_nohang() -> usize {
+    REAPED
+        .lock()
+        .expect("reaper lock")
+        .as_mut()
+        .map_or(0, |m| m.drain().count())
 }
 
 /// Resource usage as `getrusage(2)`/`wait4(2)` report it.
@@ -136,30 +202,35 @@ pub fn usage_thread() -> Usage {
     }
 }
 
-/// Waits for the child `pid` with `wait4(2)`: its exit code (128+signal if killed) and usage.
-pub fn wait_child(pid: i32) -> io::Result<(i32, Usage)> {
+/// Waits for the child `pid` to exit, up to `limit`: its exit code (128+signal if killed) and
+/// usage, as the [`start_reaper`] thread reaped it.
+pub fn wait_child_for(pid: i32, limit: Duration) -> io::Result<(i32, Usage)> {
+    let until = std::time::Instant::now() + limit;
+    let mut map = REAPED.lock().expect("reaper lock");
     loop {
-        let mut status = 0;
-        // SAFETY: `status` and `ru` are valid writable locations for the duration of the call.
-        let (rc, ru) = unsafe {
-            let mut ru: libc::rusage = std::mem::zeroed();
-            let rc = libc::wait4(pid, &mut status, 0, &mut ru);
-            (rc, ru)
+        let Some(m) = map.as_mut() else {
+            return Err(io::Error::other("the reaper thread is not running"));
         };
-        if rc == -1 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+        if let Some(r) = m.remove(&pid) {
+            return Ok(r);
         }
-        let code = if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            128 + libc::WTERMSIG(status)
-        };
-        return Ok((code, usage_of(&ru)));
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("child {pid} did not exit"),
+            ));
+        }
+        map = REAPED_CHANGED
+            .wait_timeout(map, left)
+            .expect("reaper lock")
+            .0;
     }
+}
+
+/// [`wait_child_for`] with no practical limit.
+pub fn wait_child(pid: i32) -> io::Result<(i32, Usage)> {
+    wait_child_for(pid, Duration::from_secs(3600))
 }
 
 /// Plain `kill(2)`, for the kernel-floor contender only (see `contenders::floor` for why it is

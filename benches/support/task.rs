@@ -238,7 +238,7 @@ impl Task {
         };
         let mut rest = String::new();
         let _ = io::Read::read_to_string(&mut self.out, &mut rest);
-        let _ = sys::wait_child(self.main);
+        let _ = sys::wait_child_for(self.main, Duration::from_secs(10));
         sys::reap_all_nohang();
         Ok((survivors, rest))
     }
