@@ -634,7 +634,33 @@ impl Cgroup {
                 break;
             }
         }
-        match fs::rmdir(&self.path) {
+        self.remove_self()
+    }
+
+    /// Removes this (empty) cgroup from its parent, by descriptor: only if the name there
+    /// still is this directory (a cgroup removed and made afresh under the same name meanwhile,
+    /// by a new `run`, say, stays).
+    fn remove_self(&self) -> Result<()> {
+        let name = self.path.file_name().filter(|_| !self.is_root());
+        let Some(name) = name else {
+            return Err(Error::Input(format!(
+                "refusing to remove '{}': not a cgroup below the root",
+                self.path.display()
+            )));
+        };
+        let parent = match fs::openat(&self.fd, "..", DIR_FLAGS, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NODEV) => return Ok(()),
+            Err(e) => return Err(Error::os("open the parent of", &self.path, e)),
+        };
+        let me = fs::fstat(&self.fd).map_err(|e| Error::os("stat", &self.path, e))?;
+        match fs::statat(&parent, name, fs::AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if st.st_ino == me.st_ino && st.st_dev == me.st_dev => {}
+            // Gone, or another cgroup by that name now: ours is removed already.
+            Ok(_) | Err(Errno::NOENT | Errno::NODEV) => return Ok(()),
+            Err(e) => return Err(Error::os("stat", &self.path, e)),
+        }
+        match fs::unlinkat(&parent, name, fs::AtFlags::REMOVEDIR) {
             Ok(()) | Err(Errno::NOENT | Errno::NODEV) => Ok(()),
             Err(e) => Err(Error::os("remove cgroup", &self.path, e)),
         }

@@ -7,10 +7,27 @@ use crate::procinfo;
 
 /// The caller and its ancestors, up to pid 1: `(pid, comm, cgroup path in our namespace)`.
 /// Two small reads per process (`stat` and `cgroup`), none of which touches its memory.
+///
+/// The calling thread comes first (`thread-self`: in a threaded cgroup it may live apart from
+/// its process), then the process (`self`, as the mounted `/proc` numbers it), then its
+/// ancestors by their parent pids.
 fn lineage() -> Vec<(i32, String, Vec<u8>)> {
     let mut out = Vec::new();
-    let mut pid = rustix::process::getpid().as_raw_nonzero().get();
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    let Some(stat) = procinfo::stat_of("self") else {
+        return out;
+    };
+    if let Some(cg) = proc_cgroup("thread-self") {
+        out.push((me, stat.comm.clone(), cg));
+    }
+    if let Some(cg) = proc_cgroup("self") {
+        out.push((me, stat.comm, cg));
+    }
+    let mut pid = stat.ppid;
     for _ in 0..4096 {
+        if pid <= 0 {
+            break;
+        }
         let Some(stat) = procinfo::stat_of(&pid.to_string()) else {
             break;
         };

@@ -172,7 +172,15 @@ pub async fn stop_task(cg: &Cgroup, given: Option<Policy>, opts: &StopOptions) -
     warnings.append(&mut outcome.warnings);
     outcome.warnings = warnings;
     if run_gone && !outcome.cgroup_removed && cg.events().is_ok_and(|e| !e.populated) {
-        match task::remove_cgroup(cg) {
+        // Up to a second of system calls: off this thread, so that other stops on the same
+        // runtime keep their deadlines meanwhile.
+        let removed = match cg.try_clone() {
+            Ok(c) => tokio::task::spawn_blocking(move || task::remove_cgroup(&c))
+                .await
+                .unwrap_or_else(|e| Err(Error::Input(format!("cgroup removal failed: {e}")))),
+            Err(e) => Err(e),
+        };
+        match removed {
             Ok(()) => outcome.cgroup_removed = true,
             Err(e) => {
                 let w = format!("the task's run is gone and its cgroup stays: {e}");
@@ -592,7 +600,7 @@ impl Engine<'_> {
             match wake {
                 Wake::Empty => return Ok(GraceEnd::Empty),
                 Wake::Deadline if list_at.take().is_some() => {
-                    self.list_before_kill(deadline);
+                    self.list_before_kill(deadline, signal);
                     continue;
                 }
                 Wake::Deadline | Wake::Frozen => return Ok(GraceEnd::Deadline),
@@ -1100,15 +1108,86 @@ impl Engine<'_> {
     }
 
     /// Lists the subtree for the final kill's report, until `deadline` (see
-    /// [`PRE_KILL_LEAD`]). Members the stop holds a pidfd for are counted at the kill by their
-    /// pidfd, alive or not; the others are counted from this list.
-    fn list_before_kill(&mut self, deadline: Instant) {
+    /// [`PRE_KILL_LEAD`]), so that the kill counts exactly who was alive when it came: each
+    /// member the stop holds no pidfd for yet is opened, proven and tracked (and in
+    /// control-group mode given the step's signal, which it missed: a latecomer), so that
+    /// the kill counts it by its pidfd, alive or not. Only members past the descriptor budget,
+    /// and processes known only by their threads, are counted from this list.
+    fn list_before_kill(&mut self, deadline: Instant, signal: Signal) {
+        let cg = self.cg;
         let _ = self.w.refresh();
+        let extra = self.extra_signals(signal);
+        let latecomers = self.policy.kill_mode == KillMode::ControlGroup;
         let mut listed = Vec::new();
-        let complete = self.list_members(&mut listed, deadline);
-        listed.retain(|&pid| self.w.held(pid).is_none());
+        let mut errors = Vec::new();
+        let (mut cut, mut first, mut seen, mut late) = (false, true, 0usize, 0usize);
+        let _ = cg.walk(Some(deadline.into_std()), |c| {
+            // The task's own cgroup is always listed; the deadline bounds the rest.
+            if !std::mem::take(&mut first) && Instant::now() >= deadline {
+                cut = true;
+                return ControlFlow::Break(());
+            }
+            let (c, m) = match c.and_then(|c| Ok((c, c.members()?))) {
+                Ok(cm) => cm,
+                Err(e) => {
+                    errors.push(e);
+                    return ControlFlow::Continue(());
+                }
+            };
+            if m.threaded {
+                listed.extend(m.ids.iter().filter_map(|t| self.thread_tgid.get(t)));
+                return ControlFlow::Continue(());
+            }
+            let threads: std::collections::HashSet<i32> = m.threads.iter().copied().collect();
+            for &pid in &m.ids {
+                seen += 1;
+                if self.w.held(pid).is_some() {
+                    continue;
+                }
+                if seen.is_multiple_of(CLOCK_EVERY) && Instant::now() >= deadline {
+                    listed.push(pid);
+                    continue;
+                }
+                let r = if latecomers {
+                    self.signal_member(c, pid, false, &threads, signal, extra)
+                        .map(|sent| late += usize::from(sent))
+                } else {
+                    self.track_member(c, pid)
+                };
+                if let Err(e) = r {
+                    errors.push(e);
+                }
+                if self.w.held(pid).is_none() {
+                    listed.push(pid);
+                }
+            }
+            ControlFlow::Continue(())
+        });
+        for e in errors {
+            self.problems.add(e);
+        }
+        if late > 0 {
+            tracing::debug!(cgroup = %self.cg.rel(), signal = %signal, late, "signalled latecomers");
+            if let Some(step) = self.steps.last_mut() {
+                step.signalled += late;
+            }
+            self.describe_pending(Some(deadline));
+        }
+        let complete = !cut && Instant::now() < deadline;
         tracing::debug!(cgroup = %self.cg.rel(), untracked = listed.len(), complete, "listed the subtree for the final kill");
         self.pre_kill = Some((listed, complete));
+    }
+
+    /// Opens `pid`, proves it a member of `c` and tracks it, without a signal (within the
+    /// descriptor budget).
+    fn track_member(&mut self, c: &Cgroup, pid: i32) -> Result<()> {
+        if self.w.tracked_count() >= self.budget {
+            return Ok(());
+        }
+        match self.open_proven(c, pid, false)? {
+            Some(p) => self.w.track(p),
+            None => Ok(()),
+        }
     }
 
     /// Adds the pids listed in the subtree to `out`, until `budget_end`. Returns whether the

@@ -148,7 +148,7 @@ pub fn create_task_cgroup(mount: &Mount, parent: &str, name: &str) -> Result<Cgr
             // A kept or abandoned task of ours, empty: remove it and claim the name afresh.
             match crate::task::remove_cgroup(&old) {
                 Ok(()) => {}
-                Err(e) if e.kind() == crate::ErrorKind::Busy => {
+                Err(_) if old.events()?.populated => {
                     return Err(in_use("has running processes"));
                 }
                 Err(e) => return Err(e),

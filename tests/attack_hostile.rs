@@ -1545,3 +1545,21 @@ fn a_deep_and_wide_leftover_subtree_cannot_make_stop_slow_or_big() {
         assert!(warned, "{v} {err}");
     }
 }
+
+/// Removing a task's cgroup never removes another one made under the same name meanwhile (a
+/// new `gracekill run` of that name): the top is removed through its parent's descriptor only
+/// if the name there is still the directory that was opened.
+#[test]
+fn removing_a_cgroup_spares_a_new_one_of_the_same_name() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("rm-same-name");
+    let old_path = tc.child("job");
+    std::fs::create_dir(old_path.join("below")).unwrap();
+    let mount = gracekill::Mount::discover().unwrap();
+    let old = mount.open_cgroup(&format!("{}/job", tc.rel)).unwrap();
+    std::fs::remove_dir(old_path.join("below")).unwrap();
+    std::fs::remove_dir(&old_path).unwrap();
+    tc.child("job");
+    old.remove_tree(None).unwrap();
+    assert!(old_path.exists(), "the new cgroup of the same name was removed");
+}

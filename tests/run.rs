@@ -956,3 +956,47 @@ fn at_a_terminal_ctrl_c_is_one_stop_request_and_ctrl_z_stops_the_job() {
         assert_eq!(v["stopped"], mode == "ctrl-z", "{mode}: {v}");
     }
 }
+
+/// The final kill counts exactly who it killed in mixed mode too, where only the main process
+/// gets the stop signal: it tells its 8 workers to quit and lingers; the kill takes it and the
+/// 20 others (which the stop never signalled, and tracks before the deadline), and counts them.
+#[test]
+fn a_mixed_mode_final_kill_counts_exactly_those_still_there() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("run-mixedcount");
+    let script = format!(
+        r#"trap '' TERM
+           for i in $(seq 20); do sleep 1000 & done
+           trap - TERM
+           workers=
+           for i in 1 2 3 4 5 6 7 8; do sleep 1000 & workers="$workers $!"; done
+           trap 'kill $workers' TERM
+           echo ready > {dir}/ready; while :; do wait; done"#,
+        dir = cg.scratch.display()
+    );
+    let run = run_bg(
+        &cg,
+        &[
+            "--name",
+            "m",
+            "--kill-mode",
+            "mixed",
+            "--grace",
+            "1s",
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ],
+    );
+    assert!(wait_until(common::slow(Duration::from_secs(10)), || cg
+        .file("ready")
+        .exists()));
+    let out = output(gk(&cg).args(["stop", "--json", "m"]));
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(3), "{v}");
+    assert_eq!(v["steps"][0]["signalled"], 1, "{v}");
+    assert_eq!(v["killed_total"], 21, "{v}");
+    assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
+    let _ = finish(run);
+}
