@@ -1561,5 +1561,8 @@ fn removing_a_cgroup_spares_a_new_one_of_the_same_name() {
     std::fs::remove_dir(&old_path).unwrap();
     tc.child("job");
     old.remove_tree(None).unwrap();
-    assert!(old_path.exists(), "the new cgroup of the same name was removed");
+    assert!(
+        old_path.exists(),
+        "the new cgroup of the same name was removed"
+    );
 }
