@@ -611,29 +611,7 @@ impl Cgroup {
     /// `EBUSY` (still populated) and other OS errors, naming the directory; [`Error::Busy`]
     /// when `until` came first (what was removed stays removed). Already gone is fine.
     pub fn remove_tree(&self, until: Option<Instant>) -> Result<()> {
-        let mut remover = Remover {
-            top: &self.path,
-            cur: fs::openat(&self.fd, ".", DIR_FLAGS, Mode::empty())
-                .map_err(|e| Error::os("open", &self.path, e))?,
-            names: Vec::new(),
-            depth: 0,
-            removed: 0,
-        };
-        let mut step = 0usize;
-        loop {
-            step += 1;
-            if step.is_multiple_of(16) && until.is_some_and(|u| Instant::now() >= u) {
-                return Err(Error::Busy(format!(
-                    "gave up removing '{}' after removing {} cgroups: more cgroups below it \
-                     remain (remove them deepest first with rmdir)",
-                    self.path.display(),
-                    remover.removed
-                )));
-            }
-            if remover.step()? == RemoveStep::Done {
-                break;
-            }
-        }
+        remove_below(self.fd.as_fd(), &self.path, until)?;
         self.remove_self()
     }
 
@@ -1077,6 +1055,34 @@ impl Remover<'_> {
     }
 }
 
+/// Removes every directory below `dir` (whose path, for messages, is `top`), deepest first, as
+/// [`Cgroup::remove_tree`] describes; returns how many it removed. Works on any directory (the
+/// unit tests use a temporary one), although only cgroups are removed this way in use.
+fn remove_below(dir: BorrowedFd<'_>, top: &Path, until: Option<Instant>) -> Result<usize> {
+    let mut remover = Remover {
+        top,
+        cur: fs::openat(dir, ".", DIR_FLAGS, Mode::empty())
+            .map_err(|e| Error::os("open", top, e))?,
+        names: Vec::new(),
+        depth: 0,
+        removed: 0,
+    };
+    loop {
+        // A step is at most one listing and 64 removals: the clock (vDSO) costs nothing beside.
+        if until.is_some_and(|u| Instant::now() >= u) {
+            return Err(Error::Busy(format!(
+                "gave up removing '{}' after removing {} cgroups: more cgroups below it \
+                 remain (remove them deepest first with rmdir)",
+                top.display(),
+                remover.removed
+            )));
+        }
+        if remover.step()? == RemoveStep::Done {
+            return Ok(remover.removed);
+        }
+    }
+}
+
 /// The names of the first `max` child directories of `dir`, in the order the kernel lists them.
 fn first_children(dir: &OwnedFd, max: usize) -> std::result::Result<Vec<OsString>, Errno> {
     let mut out = Vec::new();
@@ -1137,6 +1143,77 @@ pub(crate) fn errno_of(e: &std::io::Error) -> Errno {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fresh empty directory for one test, removed (what is left of it) at the end.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            let p = std::env::temp_dir().join(format!("gk-unit-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir(&p).unwrap();
+            TempDir(p)
+        }
+        fn fd(&self) -> OwnedFd {
+            fs::open(&self.0, DIR_FLAGS, Mode::empty()).unwrap()
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Makes `depth` nested directories `d` below `dir`, relative to descriptors (the path
+    /// outgrows PATH_MAX).
+    fn chain(dir: &Path, depth: usize) {
+        let mut cur = fs::open(dir, DIR_FLAGS, Mode::empty()).unwrap();
+        for _ in 0..depth {
+            fs::mkdirat(&cur, "d", Mode::from_raw_mode(0o755)).unwrap();
+            cur = fs::openat(&cur, "d", DIR_FLAGS, Mode::empty()).unwrap();
+        }
+    }
+
+    fn open_fds() -> usize {
+        std::fs::read_dir("/proc/self/fd").unwrap().count()
+    }
+
+    #[test]
+    fn removal_takes_deep_and_wide_trees_with_few_descriptors() {
+        let t = TempDir::new("rm-shape");
+        for i in 0..300 {
+            std::fs::create_dir(t.0.join(format!("w{i}"))).unwrap();
+        }
+        std::fs::create_dir_all(t.0.join("w7/x/y")).unwrap();
+        // Deeper than the names kept: the deepest levels are found again by inode number.
+        chain(&t.0, REMOVE_NAMED_LEVELS + 300);
+        let fd = t.fd();
+        let before = open_fds();
+        let removed = remove_below(fd.as_fd(), &t.0, None).unwrap();
+        assert_eq!(removed, 300 + 2 + REMOVE_NAMED_LEVELS + 300);
+        assert_eq!(open_fds(), before, "every descriptor is closed again");
+        assert_eq!(std::fs::read_dir(&t.0).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn removal_gives_up_at_its_deadline_and_on_what_it_cannot_remove() {
+        let t = TempDir::new("rm-limits");
+        for i in 0..200 {
+            std::fs::create_dir(t.0.join(format!("w{i}"))).unwrap();
+        }
+        let fd = t.fd();
+        let e = remove_below(fd.as_fd(), &t.0, Some(Instant::now())).unwrap_err();
+        assert_eq!(e.kind(), crate::ErrorKind::Busy, "{e}");
+        assert!(e.to_string().contains("gave up removing"), "{e}");
+        // A directory that cannot be emptied (here a file in it; in cgroupfs, a process)
+        // ends the walk with its error instead of looping.
+        std::fs::create_dir_all(t.0.join("w3/held")).unwrap();
+        std::fs::write(t.0.join("w3/held/file"), "x").unwrap();
+        let e = remove_below(fd.as_fd(), &t.0, None).unwrap_err();
+        assert_eq!(e.errno(), Some(Errno::NOTEMPTY.raw_os_error()), "{e}");
+        assert!(t.0.join("w3/held/file").exists());
+    }
 
     #[test]
     fn finds_cgroup2_in_hybrid_and_pure_mountinfo() {

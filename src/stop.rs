@@ -1564,3 +1564,40 @@ fn fd_budget() -> usize {
         .saturating_sub(64)
         .min(1 << 16)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn survivor(state: &str, wchan: &str, threads: &[&str]) -> Survivor {
+        Survivor {
+            pid: 1234,
+            comm: "app".into(),
+            state: state.into(),
+            wchan: wchan.into(),
+            memory_released: false,
+            mrelease_error: None,
+            threads: threads
+                .iter()
+                .enumerate()
+                .map(|(i, s)| crate::procinfo::ThreadInfo {
+                    tid: 2000 + i32::try_from(i).unwrap(),
+                    state: (*s).into(),
+                    wchan: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A survivor is stuck only in uninterruptible sleep outside its own exit, every thread
+    /// too: a SIGKILLed process still tearing down is not reported as a survivor early.
+    #[test]
+    fn stuck_means_uninterruptible_outside_exit_in_every_thread() {
+        assert!(is_stuck(&survivor("D", "fuse_wait_answer", &[])));
+        assert!(is_stuck(&survivor("D", "fuse_wait_answer", &["D", "D"])));
+        assert!(!is_stuck(&survivor("D", "do_exit", &[])));
+        assert!(!is_stuck(&survivor("D", "fuse_wait_answer", &["D", "R"])));
+        assert!(!is_stuck(&survivor("R", "", &[])));
+        assert!(!is_stuck(&survivor("Z", "", &["D"])));
+    }
+}

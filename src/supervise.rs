@@ -407,11 +407,7 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
         ..MainExit::default()
     });
     let timed_out = stop_reason == Some(StopReason::Timeout);
-    let exit_code = match (&outcome, timed_out) {
-        (Some(o), true) if matches!(o.outcome, Verdict::Killed | Verdict::Survivors) => 137,
-        (Some(_), true) => 124,
-        _ => main.status(),
-    };
+    let exit_code = exit_code(outcome.as_ref().map(|o| o.outcome), timed_out, &main);
     let populated = cg.events().map(|e| e.populated).unwrap_or(false);
     let removed = !spec.keep
         && !populated
@@ -562,6 +558,17 @@ fn main_stopped(main_pid: i32) -> bool {
     )
 }
 
+/// `run`'s exit status, as coreutils' `timeout` has it: when `--timeout` expired, 124 if the
+/// task then ended within its grace, 137 if the final kill was needed; otherwise the main
+/// process's own status (128 + signal when a signal ended it).
+fn exit_code(stop: Option<Verdict>, timed_out: bool, main: &MainExit) -> i32 {
+    match (stop, timed_out) {
+        (Some(Verdict::Killed | Verdict::Survivors), true) => 137,
+        (Some(_), true) => 124,
+        _ => main.status(),
+    }
+}
+
 /// Spawns `argv` so that it joins `cg` before `exec` (and, with `job`, becomes the terminal's
 /// foreground job). Returns its pid.
 fn spawn_into(cg: &Cgroup, argv: &[OsString], job: bool) -> Result<i32> {
@@ -592,4 +599,38 @@ fn spawn_into(cg: &Cgroup, argv: &[OsString], job: bool) -> Result<i32> {
     // `Child` neither waits nor kills.
     drop(child);
     Ok(pid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_follows_timeout_then_the_main_process() {
+        let exited = |code| MainExit {
+            exit_code: Some(code),
+            ..MainExit::default()
+        };
+        let signalled = MainExit {
+            signal: Some(15),
+            ..MainExit::default()
+        };
+        for (stop, timed_out, main, want) in [
+            (Some(Verdict::Killed), true, exited(0), 137),
+            (Some(Verdict::Survivors), true, exited(0), 137),
+            (Some(Verdict::Graceful), true, signalled, 124),
+            (Some(Verdict::Empty), true, exited(3), 124),
+            // A stop for another reason (a signal to run, leftovers): the main process's status.
+            (Some(Verdict::Killed), false, signalled, 143),
+            (Some(Verdict::Graceful), false, exited(7), 7),
+            (None, false, exited(0), 0),
+            (None, false, MainExit::default(), 1),
+        ] {
+            assert_eq!(
+                exit_code(stop, timed_out, &main),
+                want,
+                "{stop:?} {timed_out} {main:?}"
+            );
+        }
+    }
 }
