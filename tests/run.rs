@@ -974,6 +974,8 @@ fn a_mixed_mode_final_kill_counts_exactly_those_still_there() {
            echo ready > {dir}/ready; while :; do wait; done"#,
         dir = cg.scratch.display()
     );
+    // Long enough, on an emulated machine too, for the 8 to be gone well before the end.
+    let grace = format!("{}ms", common::slow(Duration::from_secs(1)).as_millis());
     let run = run_bg(
         &cg,
         &[
@@ -982,7 +984,7 @@ fn a_mixed_mode_final_kill_counts_exactly_those_still_there() {
             "--kill-mode",
             "mixed",
             "--grace",
-            "1s",
+            &grace,
             "--",
             "bash",
             "-c",

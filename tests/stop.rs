@@ -134,7 +134,9 @@ fn the_final_kill_counts_exactly_those_still_there() {
            echo ready; wait"#,
     );
     p.wait_line("ready");
-    let out = gracekill(&["stop", "--json", "--grace", "1s", &cg.rel]);
+    // Long enough, on an emulated machine too, for the 8 to be gone well before the end.
+    let grace = format!("{}ms", common::slow(Duration::from_secs(1)).as_millis());
+    let out = gracekill(&["stop", "--json", "--grace", &grace, &cg.rel]);
     let v = json(&out);
     assert_eq!(out.status.code(), Some(3), "{v}");
     assert_eq!(v["outcome"], "killed", "{v}");
