@@ -1175,12 +1175,8 @@ mod tests {
         }
     }
 
-    fn open_fds() -> usize {
-        std::fs::read_dir("/proc/self/fd").unwrap().count()
-    }
-
     #[test]
-    fn removal_takes_deep_and_wide_trees_with_few_descriptors() {
+    fn removal_takes_deep_and_wide_trees() {
         let t = TempDir::new("rm-shape");
         for i in 0..300 {
             std::fs::create_dir(t.0.join(format!("w{i}"))).unwrap();
@@ -1189,10 +1185,10 @@ mod tests {
         // Deeper than the names kept: the deepest levels are found again by inode number.
         chain(&t.0, REMOVE_NAMED_LEVELS + 300);
         let fd = t.fd();
-        let before = open_fds();
+        // (How many descriptors the walk holds is checked by the root test that runs it under
+        // a 64-descriptor limit: other unit tests open files in parallel with this one.)
         let removed = remove_below(fd.as_fd(), &t.0, None).unwrap();
         assert_eq!(removed, 300 + 2 + REMOVE_NAMED_LEVELS + 300);
-        assert_eq!(open_fds(), before, "every descriptor is closed again");
         assert_eq!(std::fs::read_dir(&t.0).unwrap().count(), 0);
     }
 

@@ -1120,11 +1120,10 @@ impl Engine<'_> {
         let latecomers = self.policy.kill_mode == KillMode::ControlGroup;
         let mut listed = Vec::new();
         let mut errors = Vec::new();
-        let (mut cut, mut first, mut seen, mut late) = (false, true, 0usize, 0usize);
-        let _ = cg.walk(Some(deadline.into_std()), |c| {
+        let (mut first, mut seen, mut late, mut past) = (true, 0usize, 0usize, false);
+        let walked = cg.walk(Some(deadline.into_std()), |c| {
             // The task's own cgroup is always listed; the deadline bounds the rest.
             if !std::mem::take(&mut first) && Instant::now() >= deadline {
-                cut = true;
                 return ControlFlow::Break(());
             }
             let (c, m) = match c.and_then(|c| Ok((c, c.members()?))) {
@@ -1144,7 +1143,10 @@ impl Engine<'_> {
                 if self.w.held(pid).is_some() {
                     continue;
                 }
-                if seen.is_multiple_of(CLOCK_EVERY) && Instant::now() >= deadline {
+                // Past the deadline, the rest are only listed (counted), never opened: a
+                // fork storm lists thousands, and each costs system calls.
+                past = past || (seen.is_multiple_of(CLOCK_EVERY) && Instant::now() >= deadline);
+                if past {
                     listed.push(pid);
                     continue;
                 }
@@ -1173,7 +1175,9 @@ impl Engine<'_> {
             }
             self.describe_pending(Some(deadline));
         }
-        let complete = !cut && Instant::now() < deadline;
+        // Complete when the walk was not cut short, even if it ended past the deadline (on a
+        // slow machine): every member was listed.
+        let complete = walked.is_continue();
         tracing::debug!(cgroup = %self.cg.rel(), untracked = listed.len(), complete, "listed the subtree for the final kill");
         self.pre_kill = Some((listed, complete));
     }
@@ -1194,13 +1198,11 @@ impl Engine<'_> {
     /// whole subtree was listed.
     fn list_members(&mut self, out: &mut Vec<i32>, budget_end: Instant) -> bool {
         let mut errors = Vec::new();
-        let mut cut = false;
         let mut first = true;
         let thread_tgid = &self.thread_tgid;
-        let _ = self.cg.walk(Some(budget_end.into_std()), |c| {
+        let walked = self.cg.walk(Some(budget_end.into_std()), |c| {
             // The task's own cgroup is always listed; the budget bounds the rest.
             if !std::mem::take(&mut first) && Instant::now() >= budget_end {
-                cut = true;
                 return ControlFlow::Break(());
             }
             match c.and_then(Cgroup::members) {
@@ -1214,7 +1216,8 @@ impl Engine<'_> {
         for e in errors {
             self.problems.add(e);
         }
-        !cut && Instant::now() < budget_end
+        // Whole when the walk was not cut short, even if it ended past the budget.
+        walked.is_continue()
     }
 
     fn describe_killed(&self, alive: &[i32]) -> Vec<Killed> {
