@@ -1288,11 +1288,14 @@ os.execvp("bash",["bash","-c",sys.argv[2]])' '{}' "N=deep; $LOG" {}"#,
         let out = gracekill_env(&["stop", "--grace", "1s", "--json", &plain_rel], &env);
         assert_eq!(json(&out)["outcome"], "empty", "{what}");
         assert!(plain.exists());
+        // Scaled: under emulation the first pass over these 23 cgroups (5,000-byte paths) can
+        // take most of 3 s, and one cut short by the deadline misses the deep process.
+        let grace = format!("{}ms", slow(Duration::from_secs(3)).as_millis());
         let out = gracekill_env(
             &[
                 "stop",
                 "--grace",
-                "3s",
+                &grace,
                 "--kill-timeout",
                 "1s",
                 "--json",
