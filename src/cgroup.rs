@@ -796,19 +796,7 @@ impl Cgroup {
 
     /// The names of the child cgroups (one level), as the kernel spells them.
     fn child_names(&self) -> Result<Vec<OsString>> {
-        let dir = fs::Dir::read_from(&self.fd).map_err(|e| Error::os("list", &self.path, e))?;
-        let mut out = Vec::new();
-        for entry in dir {
-            let entry = entry.map_err(|e| Error::os("list", &self.path, e))?;
-            if entry.file_type() != fs::FileType::Directory {
-                continue;
-            }
-            let name = entry.file_name().to_bytes();
-            if name != b"." && name != b".." {
-                out.push(OsStr::from_bytes(name).to_os_string());
-            }
-        }
-        Ok(out)
+        first_children(&self.fd, usize::MAX).map_err(|e| Error::os("list", &self.path, e))
     }
 
     /// Opens the descendant at `sub` (relative to this cgroup), never following symlinks.

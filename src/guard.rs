@@ -17,7 +17,11 @@ fn lineage() -> Vec<(i32, String, Vec<u8>)> {
     let Some(stat) = procinfo::stat_of("self") else {
         return out;
     };
-    if let Some(cg) = proc_cgroup("thread-self") {
+    // A thread other than the leader may sit in another (threaded) cgroup than its process;
+    // the leader's own thread-self is its process's cgroup.
+    if rustix::thread::gettid() != rustix::process::getpid()
+        && let Some(cg) = proc_cgroup("thread-self")
+    {
         out.push((me, stat.comm.clone(), cg));
     }
     if let Some(cg) = proc_cgroup("self") {

@@ -55,21 +55,7 @@ pub struct ThreadInfo {
 
 /// `(comm, state)` from `/proc/<path>/stat`, where `path` is `<pid>` or `<pid>/task/<tid>`.
 fn stat(path: &str) -> Option<(String, String)> {
-    let mut buf = [0u8; 1024];
-    let n = std::fs::File::open(format!("/proc/{path}/stat"))
-        .and_then(|mut f| f.read(&mut buf))
-        .ok()?;
-    let text = String::from_utf8_lossy(&buf[..n]);
-    // `pid (comm) S ...`: comm may hold spaces and parentheses, so take the last ')'.
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_string();
-    let state = text
-        .get(close + 1..)?
-        .split_whitespace()
-        .next()?
-        .to_string();
-    Some((comm, state))
+    stat_of(path).map(|s| (s.comm, s.state))
 }
 
 /// What the guard and the task records need from `/proc/<pid>/stat`: one read of a file that
@@ -78,16 +64,19 @@ fn stat(path: &str) -> Option<(String, String)> {
 pub struct Stat {
     /// The command name.
     pub comm: String,
+    /// The one-letter state (`R`, `S`, `D`, `Z`...).
+    pub state: String,
     /// The parent's pid (0 for pid 1).
     pub ppid: i32,
     /// The start time, in clock ticks after boot: with the pid, it names one process for good.
     pub starttime: u64,
 }
 
-/// `/proc/<pid>/stat` parsed (`pid` may be `self`); `None` if the process is gone.
-pub fn stat_of(pid: &str) -> Option<Stat> {
+/// `/proc/<path>/stat` parsed (`path`: `<pid>`, `self` or `<pid>/task/<tid>`); `None` if the
+/// process is gone.
+pub fn stat_of(path: &str) -> Option<Stat> {
     let mut buf = [0u8; 1024];
-    let n = std::fs::File::open(format!("/proc/{pid}/stat"))
+    let n = std::fs::File::open(format!("/proc/{path}/stat"))
         .and_then(|mut f| f.read(&mut buf))
         .ok()?;
     parse_stat(&buf[..n])
@@ -101,10 +90,12 @@ fn parse_stat(raw: &[u8]) -> Option<Stat> {
     let close = text.rfind(')')?;
     let comm = text.get(open + 1..close)?.to_string();
     let mut rest = text.get(close + 1..)?.split_whitespace();
-    let ppid = rest.nth(1)?.parse().ok()?;
+    let state = rest.next()?.to_string();
+    let ppid = rest.next()?.parse().ok()?;
     let starttime = rest.nth(17)?.parse().ok()?;
     Some(Stat {
         comm,
+        state,
         ppid,
         starttime,
     })
@@ -316,6 +307,7 @@ mod tests {
             b"4242 (a) b (c) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 0 0";
         let s = parse_stat(line).unwrap();
         assert_eq!(s.comm, "a) b (c");
+        assert_eq!(s.state, "S");
         assert_eq!(s.ppid, 17);
         assert_eq!(s.starttime, 987_654);
         assert_eq!(parse_stat(b"4242 (x) S"), None);
