@@ -32,6 +32,10 @@ pub enum Contender {
     /// `poll(POLLPRI)` on `cgroup.events` until `populated 0`; `cgroup.kill` at the deadline. No
     /// pidfds, no membership proof, no second enumeration, no bookkeeping.
     Floor,
+    /// The same floor as a program of its own, in C (`benches/support/floor.c`): what the CLI,
+    /// also a whole process (fork, exec, exit, reaped by its parent), is compared with. Not in
+    /// [`Contender::ALL`]: only the detection and deadline scenarios run it.
+    FloorProc,
     /// `gracekill::stop_blocking` in the bench process.
     Lib,
     /// `gracekill stop --json` as a whole process (fork, exec, runtime, JSON, exit).
@@ -67,6 +71,7 @@ impl Contender {
     pub fn name(self) -> &'static str {
         match self {
             Contender::Floor => "kernel floor",
+            Contender::FloorProc => "kernel floor (C process)",
             Contender::Lib => "gracekill (lib)",
             Contender::Cli => "gracekill (CLI)",
             Contender::Runc => "runc-style",
@@ -79,6 +84,7 @@ impl Contender {
     pub fn tag(self) -> &'static str {
         match self {
             Contender::Floor => "floor",
+            Contender::FloorProc => "floor-proc",
             Contender::Lib => "lib",
             Contender::Cli => "cli",
             Contender::Runc => "runc",
@@ -154,6 +160,27 @@ pub struct Ctx {
     pub mount: Mount,
     /// The `gracekill` binary.
     pub cli: PathBuf,
+    /// The C floor, built by [`build_floor`].
+    pub floor: PathBuf,
+}
+
+/// Compiles `benches/support/floor.c` into `dir` with the system's `cc -O2`.
+pub fn build_floor(dir: &Path) -> Result<PathBuf> {
+    let src = dir.join("floor.c");
+    std::fs::write(&src, include_str!("floor.c"))?;
+    let out = dir.join("gkbench-floor");
+    let child = Command::new("cc")
+        .args(["-O2", "-Wall", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .spawn()
+        .context("run cc to build the C floor (install gcc)")?;
+    // The bench's reaper thread reaps every child: wait through it.
+    let (code, _) = sys::wait_child(child.id().cast_signed())?;
+    if code != 0 {
+        bail!("cc failed to build the C floor (exit {code})");
+    }
+    Ok(out)
 }
 
 /// Stops `t` with contender `c`, giving it `grace` before the final kill.
@@ -166,6 +193,7 @@ pub fn run(c: Contender, ctx: &Ctx, t: &Target<'_>, grace: Duration) -> Result<R
     let start = Instant::now();
     let (late_ms, exit_code) = match c {
         Contender::Floor => (floor(t, grace)?, None),
+        Contender::FloorProc => (floor_proc(ctx, t, grace)?, None),
         Contender::Lib => {
             let mut policy = Policy::default();
             policy.steps[0].grace = grace;
@@ -224,6 +252,28 @@ fn floor(t: &Target<'_>, grace: Duration) -> Result<Option<f64>> {
     t.kill_all()?;
     wait_empty(&ev, kill_at + Duration::from_secs(10))?;
     Ok(Some(late(signal_at, kill_at, grace)))
+}
+
+/// The C floor as a whole process; the clock stops when it has been reaped, as for the CLI.
+fn floor_proc(ctx: &Ctx, t: &Target<'_>, grace: Duration) -> Result<Option<f64>> {
+    let child = Command::new(&ctx.floor)
+        .arg(t.path)
+        .arg(grace.as_millis().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("run {}", ctx.floor.display()))?;
+    let pid = child.id().cast_signed();
+    let out = std::io::read_to_string(child.stdout.expect("piped stdout"))?;
+    let (code, _) = sys::wait_child(pid)?;
+    if code != 0 {
+        bail!("the C floor exited {code}: {out}");
+    }
+    match out.trim().strip_prefix("late_ms ") {
+        Some("-") => Ok(None),
+        Some(v) => Ok(Some(v.parse().context("the C floor's late_ms")?)),
+        None => bail!("the C floor printed {out:?}"),
+    }
 }
 
 /// `gracekill stop` as a user runs it.

@@ -158,6 +158,7 @@ fn idle(tag: &str, rel: &str, main: i32, grace: Duration) -> Result<serde_json::
     let ctx = Ctx {
         mount: Mount::discover()?,
         cli: Path::new("/nonexistent").into(),
+        floor: Path::new("/nonexistent").into(),
     };
     let path = ctx.mount.mountpoint().join(&rel[1..]);
     let main_fd = rustix::process::pidfd_open(

@@ -270,8 +270,15 @@ pub fn proc_stat(pid: i32) -> Option<(u8, i32)> {
 ///   exit, the successor calling setsid (a daemon escaping its process group, forever).
 /// - `many N PARENT`: the helper stays in its cgroup (`PARENT/t0`) and forks N-1 children,
 ///   moving child i into `PARENT/ti`.
+///
+/// Arguments after `--pad` are ignored: they only make the command line long (every process
+/// forked by the helper shares it, as `/proc/<pid>/cmdline` shows).
 pub fn helper_main(args: &[String]) -> ! {
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .take_while(|a| *a != "--pad")
+        .collect();
     let ready = || {
         let mut o = io::stdout().lock();
         let _ = o.write_all(b"ready\n");
