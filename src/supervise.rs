@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 
 use crate::cgroup::{Cgroup, Mount};
 use crate::error::{Error, Result};
-use crate::policy::Policy;
+use crate::policy::{KillMode, Policy};
 use crate::report::{Outcome, Verdict};
 use crate::stop::{KillMethod, StopOptions, stop};
 use crate::task::{TaskMeta, validate_name};
@@ -193,6 +193,178 @@ const REPARENT_WINDOW: Duration = Duration::from_millis(50);
 /// A boxed stop in progress.
 type StopFuture<'a> = Pin<Box<dyn Future<Output = Result<Outcome>> + 'a>>;
 
+/// A wait for another process's stop of the task (`gracekill stop NAME`): it ends with `Empty`
+/// (that stop emptied the cgroup), `TrackedGone` (its stopper died mid-stop) or `Deadline` (it
+/// overran this task's policy).
+type OtherStop<'a> = Pin<Box<dyn Future<Output = Result<Wake>> + 'a>>;
+
+/// `--timeout`: its length, for the message, and its timer. The timer starts when first polled.
+struct Timeout {
+    after: Duration,
+    timer: Pin<Box<dyn Future<Output = ()>>>,
+}
+
+/// Where `run` is in stopping its task. A stop's future, its reason and its outcome exist
+/// together or not at all, and what each phase waits on lives in it: the `--timeout` timer only
+/// in `Running` (leaving it disarms the timeout), our stop only in `Stopping`.
+///
+/// ```text
+///          a signal, --timeout; main exited, others left
+/// Running ────────────────────────────────────────────────▶ Stopping ── returns ──▶ Stopped
+///    │                                                         ▲    ◀─── a signal ───┘
+///    │ main exited, another's stop recorded                    │
+///    ▼                                                         │
+/// StoppedByOther ──── a signal; others left, its stopper gone ─┘
+/// any phase ── the other stop we await overran our policy ──▶ Stopping (for the leftovers)
+/// ```
+/// A signal in `Stopping` escalates the stop instead. The run ends, the main process reaped,
+/// in `Running`, `Stopped` or `StoppedByOther` (see [`Phase::over`]).
+///
+/// The wait for another process's stop is not a phase: it runs alongside one (`supervise`'s
+/// `other`), as a signal then still starts or escalates a stop of our own.
+enum Phase<'a> {
+    /// Nothing has started a stop: `--timeout`, if given, is armed; a signal starts the graceful
+    /// stop.
+    Running { timeout: Option<Timeout> },
+    /// Our stop runs: a signal skips the rest of its grace.
+    Stopping {
+        reason: StopReason,
+        stop: StopFuture<'a>,
+    },
+    /// Our stop returned. The main process may not be reaped yet (`populated 0` comes a moment
+    /// before its exit is final; or it survived the final kill): a signal then starts another
+    /// stop.
+    Stopped {
+        reason: StopReason,
+        outcome: Box<Outcome>,
+    },
+    /// Another process stopped the task, as its records said when the main process exited:
+    /// that stop's outcome is that process's report.
+    StoppedByOther,
+}
+
+/// Starts our stop of the task for a reason (`supervise` logs it and calls the engine).
+type StartStop<'s, 'a> = &'s dyn Fn(StopReason) -> StopFuture<'a>;
+
+impl<'a> Phase<'a> {
+    /// The first phase: `--timeout` (if given) is armed; its timer starts on the first wait.
+    fn running(timeout: Option<Duration>) -> Phase<'a> {
+        Phase::Running {
+            timeout: timeout.map(|after| Timeout {
+                after,
+                timer: Box::pin(async move { tokio::time::sleep(after).await }),
+            }),
+        }
+    }
+
+    fn stopping(reason: StopReason, start: StartStop<'_, 'a>) -> Phase<'a> {
+        Phase::Stopping {
+            reason,
+            stop: start(reason),
+        }
+    }
+
+    /// Why a stop ran, for the report; `None` while nothing has stopped the task.
+    fn reason(&self) -> Option<StopReason> {
+        match self {
+            Phase::Running { .. } => None,
+            Phase::Stopping { reason, .. } | Phase::Stopped { reason, .. } => Some(*reason),
+            Phase::StoppedByOther => Some(StopReason::External),
+        }
+    }
+
+    /// Whether a stop of ours is running (until it returns, the run cannot end).
+    fn stopping_now(&self) -> bool {
+        matches!(self, Phase::Stopping { .. })
+    }
+
+    /// Once the main process has exited, no stop of ours runs and none of another process is
+    /// awaited: whether the run is over. It is when the task is empty, when our stop has
+    /// returned (its outcome reports what it left), and with `kill-mode=process`, which leaves
+    /// the main process's helpers running by design. Otherwise the leftovers are stopped.
+    fn over(&self, populated: bool, kill_mode: KillMode) -> bool {
+        !populated || matches!(self, Phase::Stopped { .. }) || kill_mode == KillMode::Process
+    }
+
+    /// A stop request from a signal: the first starts the graceful stop, the next skips to the
+    /// final kill.
+    fn signal(
+        &mut self,
+        sig: &str,
+        escalate: &Notify,
+        start: StartStop<'_, 'a>,
+        on_event: &dyn Fn(&str),
+    ) {
+        if self.stopping_now() {
+            on_event(&format!(
+                "{sig} again: skipping the rest of the grace period"
+            ));
+            escalate.notify_one();
+        } else {
+            on_event(&format!(
+                "{sig}: stopping the task gracefully (again to kill at once)"
+            ));
+            *self = Phase::stopping(StopReason::Signal, start);
+        }
+    }
+
+    /// Waits for this phase's own event and takes it: `Running`'s `--timeout` expiring starts
+    /// the stop; `Stopping`'s stop returning records its outcome. Other phases (and `Running`
+    /// without a timeout) wait on nothing of their own: this never returns there.
+    ///
+    /// # Errors
+    /// The stop's error.
+    async fn advance(&mut self, start: StartStop<'_, 'a>, on_event: &dyn Fn(&str)) -> Result<()> {
+        match self {
+            Phase::Running {
+                timeout: Some(Timeout { after, timer }),
+            } => {
+                let after = *after;
+                timer.await;
+                on_event(&format!(
+                    "timeout after {}: stopping the task",
+                    crate::policy::format_duration(after)
+                ));
+                *self = Phase::stopping(StopReason::Timeout, start);
+            }
+            Phase::Stopping { reason, stop } => {
+                let reason = *reason;
+                let outcome = stop.await?;
+                *self = Phase::Stopped {
+                    reason,
+                    outcome: Box::new(outcome),
+                };
+            }
+            Phase::Running { timeout: None } | Phase::Stopped { .. } | Phase::StoppedByOther => {
+                std::future::pending::<()>().await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The awaited stop of another process ended. `Empty`: it emptied the task. `TrackedGone`:
+    /// its stopper died mid-stop; the main-exit check then starts our own. `Deadline`: it
+    /// overran this task's policy, so we stop the leftovers ourselves, from the first step,
+    /// in place of whatever this phase was (a signal's stop of ours included).
+    fn other_ended(&mut self, wake: Wake, start: StartStop<'_, 'a>, on_event: &dyn Fn(&str)) {
+        if wake == Wake::Deadline {
+            on_event("the other stop overran this task's policy; stopping the task");
+            *self = Phase::stopping(StopReason::Leftovers, start);
+        }
+    }
+
+    /// The report's stop reason and our stop's outcome.
+    fn end(self) -> (Option<StopReason>, Option<Outcome>) {
+        let reason = self.reason();
+        match self {
+            Phase::Stopped { outcome, .. } => (reason, Some(*outcome)),
+            Phase::Running { .. } | Phase::Stopping { .. } | Phase::StoppedByOther => {
+                (reason, None)
+            }
+        }
+    }
+}
+
 /// Runs `spec` in the foreground until the task ends; returns what happened. Must run on a
 /// tokio runtime with signal support; installs handlers for SIGINT, SIGTERM, SIGHUP, SIGCHLD
 /// and makes this process a child subreaper.
@@ -269,26 +441,16 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
         progress: None,
         escalate: Some(escalate.clone()),
     };
-    let timeout = async {
-        match spec.timeout {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(timeout);
-
-    let mut main: Option<MainExit> = None;
-    let mut stop_fut: Option<StopFuture<'_>> = None;
-    let mut stop_reason: Option<StopReason> = None;
-    let mut outcome: Option<Outcome> = None;
     let start_stop = |reason: StopReason| -> StopFuture<'_> {
         tracing::debug!(cgroup = %cg.rel(), ?reason, "stopping task");
         Box::pin(stop(cg, &spec.policy, &opts))
     };
 
+    let mut main: Option<MainExit> = None;
+    let mut phase = Phase::running(spec.timeout);
     // A stop started by another process (`gracekill stop NAME`) while our main process exits:
     // wait for it (or for its stopper to die) instead of starting a second stop.
-    let mut external: Option<Pin<Box<dyn Future<Output = Result<Wake>> + '_>>> = None;
+    let mut other: Option<OtherStop<'_>> = None;
     let mut stopped_by = None;
     loop {
         if let Some(j) = job.as_mut()
@@ -303,26 +465,23 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
         {
             j.take_back();
         }
-        if stop_fut.is_none()
-            && external.is_none()
+        if other.is_none()
+            && !phase.stopping_now()
             && let Some(m) = &main
         {
-            if stop_reason.is_none() {
+            if let Phase::Running { .. } = phase {
                 // A stop in progress, or one that finished before we noticed the exit.
                 let by = crate::task::stopper(cg)
                     .map(|p| p.pid())
                     .or_else(|| crate::task::last_stopper_pid(cg))
                     .filter(|&pid| u32::try_from(pid).ok() != Some(std::process::id()));
                 if let Some(pid) = by {
-                    stop_reason = Some(StopReason::External);
+                    phase = Phase::StoppedByOther;
                     stopped_by = Some(pid);
                 }
             }
             let populated = cg.events()?.populated;
-            if !populated
-                || outcome.is_some()
-                || spec.policy.kill_mode == crate::policy::KillMode::Process
-            {
+            if phase.over(populated, spec.policy.kill_mode) {
                 break;
             }
             if let Some(stopper) = crate::task::stopper(cg) {
@@ -334,7 +493,7 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
                 let bound = spec.policy.steps.iter().map(|s| s.grace).sum::<Duration>()
                     + spec.policy.kill_timeout
                     + Duration::from_secs(5);
-                external = Some(Box::pin(async move {
+                other = Some(Box::pin(async move {
                     w.wait_empty(deadline_after(bound), true, |_| {}).await
                 }));
                 continue;
@@ -344,36 +503,20 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
                 m.pid,
                 m.status()
             ));
-            stop_reason = Some(StopReason::Leftovers);
-            stop_fut = Some(start_stop(StopReason::Leftovers));
+            phase = Phase::stopping(StopReason::Leftovers, &start_stop);
         }
-        let stopping = stop_fut.is_some();
-        let waiting = external.is_some();
-        let timed_out_already = stop_reason.is_some();
         tokio::select! {
             _ = sigchld.recv() => {}
-            _ = recv(&mut sigint) => request(&mut stop_fut, &mut stop_reason, &escalate, &start_stop, on_event, "SIGINT"),
-            _ = recv(&mut sigterm) => request(&mut stop_fut, &mut stop_reason, &escalate, &start_stop, on_event, "SIGTERM"),
-            _ = recv(&mut sighup) => request(&mut stop_fut, &mut stop_reason, &escalate, &start_stop, on_event, "SIGHUP"),
-            () = &mut timeout, if !timed_out_already => {
-                on_event(&format!("timeout after {}: stopping the task", crate::policy::format_duration(spec.timeout.unwrap_or_default())));
-                stop_reason = Some(StopReason::Timeout);
-                stop_fut = Some(start_stop(StopReason::Timeout));
-            }
-            r = async { stop_fut.as_mut().expect("guarded").await }, if stopping => {
-                stop_fut = None;
-                outcome = Some(r?);
-            }
-            r = async { external.as_mut().expect("guarded").await }, if waiting => {
-                // Empty: the other stop finished. TrackedGone: its stopper died mid-stop;
-                // Deadline: it overran our policy. The top of the loop starts our own stop.
+            _ = recv(&mut sigint) => phase.signal("SIGINT", &escalate, &start_stop, on_event),
+            _ = recv(&mut sigterm) => phase.signal("SIGTERM", &escalate, &start_stop, on_event),
+            _ = recv(&mut sighup) => phase.signal("SIGHUP", &escalate, &start_stop, on_event),
+            r = phase.advance(&start_stop, on_event) => r?,
+            r = other_stop_ends(&mut other) => {
                 let wake = r?;
-                external = None;
-                if wake == Wake::Deadline {
-                    on_event("the other stop overran this task's policy; stopping the task");
-                    stop_reason = Some(StopReason::Leftovers);
-                    stop_fut = Some(start_stop(StopReason::Leftovers));
-                }
+                other = None;
+                // After `Empty` or `TrackedGone`, the top of the loop decides (and may start our
+                // own stop); after `Deadline`, our own stop has started.
+                phase.other_ended(wake, &start_stop, on_event);
             }
         }
     }
@@ -406,6 +549,7 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
         pid: main_pid,
         ..MainExit::default()
     });
+    let (stop_reason, outcome) = phase.end();
     let timed_out = stop_reason == Some(StopReason::Timeout);
     let exit_code = exit_code(outcome.as_ref().map(|o| o.outcome), timed_out, &main);
     let populated = cg.events().map(|e| e.populated).unwrap_or(false);
@@ -427,27 +571,11 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
     })
 }
 
-/// A stop request from a signal: the first starts the graceful stop, the next skips to the
-/// final kill.
-fn request<'a>(
-    stop_fut: &mut Option<StopFuture<'a>>,
-    reason: &mut Option<StopReason>,
-    escalate: &Notify,
-    start: &dyn Fn(StopReason) -> StopFuture<'a>,
-    on_event: &dyn Fn(&str),
-    sig: &str,
-) {
-    if stop_fut.is_some() {
-        on_event(&format!(
-            "{sig} again: skipping the rest of the grace period"
-        ));
-        escalate.notify_one();
-    } else {
-        on_event(&format!(
-            "{sig}: stopping the task gracefully (again to kill at once)"
-        ));
-        *reason = Some(StopReason::Signal);
-        *stop_fut = Some(start(StopReason::Signal));
+/// Waits for the awaited stop of another process to end, or forever if none is awaited.
+async fn other_stop_ends(other: &mut Option<OtherStop<'_>>) -> Result<Wake> {
+    match other {
+        Some(w) => w.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -603,7 +731,250 @@ fn spawn_into(cg: &Cgroup, argv: &[OsString], job: bool) -> Result<i32> {
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+
     use super::*;
+
+    /// Runs `f` to its end, or for 50 ms if it waits on something that does not come. A phase's
+    /// waits are tokio's (timers), so this runs a current-thread runtime with time enabled.
+    fn within_50ms<F: Future>(f: F) -> Option<F::Output> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .expect("a current-thread runtime");
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_millis(50), f)
+                .await
+                .ok()
+        })
+    }
+
+    fn outcome(verdict: Verdict) -> Outcome {
+        Outcome {
+            cgroup: "/t".into(),
+            outcome: verdict,
+            elapsed_ms: 0.0,
+            empty_at_ms: None,
+            thawed: false,
+            steps: Vec::new(),
+            killed: Vec::new(),
+            killed_total: 0,
+            exits: Vec::new(),
+            survivors: Vec::new(),
+            survivors_total: 0,
+            policy: String::new(),
+            policy_source: crate::task::PolicySource::Default,
+            warnings: Vec::new(),
+            errors: crate::report::Problems::default(),
+            membership_proof: "",
+            cgroup_removed: false,
+        }
+    }
+
+    /// What the transitions did: the stops they started, by reason, and the events they said.
+    /// Each started stop returns `verdict`, or never returns if there is none.
+    struct Seen {
+        verdict: Option<Verdict>,
+        started: RefCell<Vec<StopReason>>,
+        events: RefCell<Vec<String>>,
+    }
+
+    impl Seen {
+        fn new(verdict: Option<Verdict>) -> Seen {
+            Seen {
+                verdict,
+                started: RefCell::new(Vec::new()),
+                events: RefCell::new(Vec::new()),
+            }
+        }
+
+        fn start(&self, reason: StopReason) -> StopFuture<'static> {
+            self.started.borrow_mut().push(reason);
+            match self.verdict {
+                Some(v) => Box::pin(async move { Ok(outcome(v)) }),
+                None => Box::pin(std::future::pending()),
+            }
+        }
+
+        fn event(&self, e: &str) {
+            self.events.borrow_mut().push(e.to_string());
+        }
+
+        fn events(&self) -> Vec<String> {
+            self.events.borrow().clone()
+        }
+
+        fn started(&self) -> Vec<StopReason> {
+            self.started.borrow().clone()
+        }
+    }
+
+    #[test]
+    fn a_first_signal_starts_the_graceful_stop_and_the_next_escalates_it() {
+        let seen = Seen::new(None);
+        let start = |r| seen.start(r);
+        let on_event = |e: &str| seen.event(e);
+        let escalate = Notify::new();
+        let mut phase = Phase::running(None);
+        phase.signal("SIGINT", &escalate, &start, &on_event);
+        assert_eq!(phase.reason(), Some(StopReason::Signal));
+        assert!(phase.stopping_now());
+        assert_eq!(seen.started(), [StopReason::Signal]);
+        assert!(
+            within_50ms(escalate.notified()).is_none(),
+            "escalated too early"
+        );
+        phase.signal("SIGTERM", &escalate, &start, &on_event);
+        assert_eq!(
+            seen.started(),
+            [StopReason::Signal],
+            "a second stop was started"
+        );
+        assert!(within_50ms(escalate.notified()).is_some(), "not escalated");
+        assert_eq!(
+            seen.events(),
+            [
+                "SIGINT: stopping the task gracefully (again to kill at once)",
+                "SIGTERM again: skipping the rest of the grace period",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_signal_after_a_stop_ended_starts_a_new_one() {
+        let seen = Seen::new(None);
+        let start = |r| seen.start(r);
+        let on_event = |e: &str| seen.event(e);
+        let escalate = Notify::new();
+        for mut phase in [
+            Phase::Stopped {
+                reason: StopReason::Leftovers,
+                outcome: Box::new(outcome(Verdict::Survivors)),
+            },
+            Phase::StoppedByOther,
+        ] {
+            phase.signal("SIGHUP", &escalate, &start, &on_event);
+            assert_eq!(phase.reason(), Some(StopReason::Signal));
+            assert!(phase.stopping_now());
+        }
+        assert_eq!(seen.started(), [StopReason::Signal, StopReason::Signal]);
+        assert!(within_50ms(escalate.notified()).is_none(), "escalated");
+    }
+
+    #[test]
+    fn the_timeout_starts_the_stop_whose_outcome_decides_124_or_137() {
+        for (verdict, want) in [(Verdict::Graceful, 124), (Verdict::Killed, 137)] {
+            let seen = Seen::new(Some(verdict));
+            let start = |r| seen.start(r);
+            let on_event = |e: &str| seen.event(e);
+            let mut phase = Phase::running(Some(Duration::ZERO));
+            let r = within_50ms(phase.advance(&start, &on_event));
+            assert!(matches!(r, Some(Ok(()))), "the timeout did not fire");
+            assert_eq!(seen.events(), ["timeout after 0s: stopping the task"]);
+            assert_eq!(seen.started(), [StopReason::Timeout]);
+            let r = within_50ms(phase.advance(&start, &on_event));
+            assert!(matches!(r, Some(Ok(()))), "the stop did not return");
+            assert!(matches!(phase, Phase::Stopped { .. }));
+            assert!(phase.over(true, KillMode::ControlGroup));
+            let (reason, stop) = phase.end();
+            assert_eq!(reason, Some(StopReason::Timeout));
+            let main = MainExit {
+                signal: Some(15),
+                ..MainExit::default()
+            };
+            let timed_out = reason == Some(StopReason::Timeout);
+            assert_eq!(exit_code(stop.map(|o| o.outcome), timed_out, &main), want);
+        }
+    }
+
+    #[test]
+    fn leaving_running_disarms_the_timeout_and_nothing_arms_it_later() {
+        let seen = Seen::new(None);
+        let start = |r| seen.start(r);
+        let on_event = |e: &str| seen.event(e);
+        // No `--timeout`: `Running` waits on nothing of its own.
+        let mut phase = Phase::running(None);
+        assert!(within_50ms(phase.advance(&start, &on_event)).is_none());
+        assert_eq!(phase.reason(), None);
+        // An expired timeout does not fire once a signal's stop has begun, nor after it.
+        let mut phase = Phase::running(Some(Duration::ZERO));
+        phase.signal("SIGTERM", &Notify::new(), &start, &on_event);
+        assert!(within_50ms(phase.advance(&start, &on_event)).is_none());
+        let mut phase = Phase::StoppedByOther;
+        assert!(within_50ms(phase.advance(&start, &on_event)).is_none());
+        assert_eq!(seen.started(), [StopReason::Signal]);
+        assert_eq!(seen.events().len(), 1, "{:?}", seen.events());
+    }
+
+    #[test]
+    fn a_failed_stop_is_an_error_and_no_outcome() {
+        let seen = Seen::new(None);
+        let start = |r| seen.start(r);
+        let on_event = |e: &str| seen.event(e);
+        let mut phase = Phase::Stopping {
+            reason: StopReason::Leftovers,
+            stop: Box::pin(async { Err(Error::Input("no".into())) }),
+        };
+        let r = within_50ms(phase.advance(&start, &on_event));
+        assert!(matches!(r, Some(Err(Error::Input(_)))));
+        assert_eq!(phase.end().1, None);
+    }
+
+    #[test]
+    fn only_an_overrun_of_the_other_stop_starts_ours() {
+        let seen = Seen::new(None);
+        let start = |r| seen.start(r);
+        let on_event = |e: &str| seen.event(e);
+        let mut phase = Phase::StoppedByOther;
+        for wake in [Wake::Empty, Wake::TrackedGone] {
+            phase.other_ended(wake, &start, &on_event);
+            assert_eq!(phase.reason(), Some(StopReason::External), "{wake:?}");
+        }
+        assert!(seen.started().is_empty());
+        phase.other_ended(Wake::Deadline, &start, &on_event);
+        assert_eq!(phase.reason(), Some(StopReason::Leftovers));
+        assert!(phase.stopping_now());
+        assert_eq!(seen.started(), [StopReason::Leftovers]);
+        assert_eq!(
+            seen.events(),
+            ["the other stop overran this task's policy; stopping the task"]
+        );
+    }
+
+    #[test]
+    fn after_the_main_exit_leftovers_keep_the_run_going_unless_stopped_or_process_mode() {
+        let stopped = || Phase::Stopped {
+            reason: StopReason::Signal,
+            outcome: Box::new(outcome(Verdict::Survivors)),
+        };
+        let cases = [
+            (Phase::running(None), false, KillMode::ControlGroup, true),
+            (Phase::running(None), true, KillMode::ControlGroup, false),
+            (Phase::running(None), true, KillMode::Mixed, false),
+            (Phase::running(None), true, KillMode::Process, true),
+            (Phase::StoppedByOther, false, KillMode::ControlGroup, true),
+            (Phase::StoppedByOther, true, KillMode::ControlGroup, false),
+            (stopped(), true, KillMode::ControlGroup, true),
+            (stopped(), false, KillMode::Mixed, true),
+        ];
+        for (phase, populated, mode, want) in cases {
+            let reason = phase.reason();
+            assert_eq!(
+                phase.over(populated, mode),
+                want,
+                "{reason:?} populated={populated} {mode:?}"
+            );
+        }
+        assert_eq!(Phase::running(None).end().0, None);
+        assert_eq!(
+            Phase::StoppedByOther.end(),
+            (Some(StopReason::External), None)
+        );
+        assert_eq!(
+            stopped().end(),
+            (Some(StopReason::Signal), Some(outcome(Verdict::Survivors)))
+        );
+    }
 
     #[test]
     fn exit_status_follows_timeout_then_the_main_process() {
