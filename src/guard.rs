@@ -1,33 +1,90 @@
 //! What the engine refuses to stop, whoever asks: the root cgroup, and any cgroup that holds the
 //! caller or one of its ancestors (stopping those would kill the stopper, its shell, or init).
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use crate::cgroup::{Cgroup, is_within_bytes, proc_cgroup};
 use crate::error::{Error, Result};
 use crate::procinfo;
 
-/// The caller and its ancestors, up to pid 1: `(pid, comm, cgroup path in our namespace)`.
-/// Two small reads per process (`stat` and `cgroup`), none of which touches its memory.
+/// One process of the caller's lineage: `(pid, comm, cgroup path in our namespace)`.
+type Entry = (i32, String, Vec<u8>);
+
+/// How long the caller's ancestors, once read, serve later stops from the same process.
+///
+/// A thousand stops started at once by one embedding process would otherwise each read `stat`
+/// and `cgroup` of every ancestor up to pid 1 (the largest single cost of such a stop in the
+/// bench's profile). The caller's own cgroup is read afresh by every stop, so a caller that has
+/// just moved itself is always seen where it is now. What the reuse can miss is an *ancestor*
+/// moved into the target in the last 10 ms: the check cannot close that race anyway, since an
+/// ancestor can move just after it; it exists to refuse mistakes (a stop of one's own session's
+/// cgroup), which do not come and go within milliseconds.
+const ANCESTORS_TTL: Duration = Duration::from_millis(10);
+
+/// The ancestors last read: for which process (pid, parent pid), when, and what they were.
+struct Ancestors {
+    pid: i32,
+    ppid: i32,
+    at: Instant,
+    list: Arc<Vec<Entry>>,
+}
+
+static ANCESTORS: Mutex<Option<Ancestors>> = Mutex::new(None);
+
+/// The caller and its ancestors, up to pid 1. Two small reads per process (`stat` and
+/// `cgroup`), none of which touches its memory; the ancestors' are reused for
+/// [`ANCESTORS_TTL`].
 ///
 /// The calling thread comes first (`thread-self`: in a threaded cgroup it may live apart from
 /// its process), then the process (`self`, as the mounted `/proc` numbers it), then its
 /// ancestors by their parent pids.
-fn lineage() -> Vec<(i32, String, Vec<u8>)> {
-    let mut out = Vec::new();
+fn lineage() -> (Vec<Entry>, Arc<Vec<Entry>>) {
+    let mut own = Vec::new();
     let me = rustix::process::getpid().as_raw_nonzero().get();
     let Some(stat) = procinfo::stat_of("self") else {
-        return out;
+        return (own, Arc::default());
     };
     // A thread other than the leader may sit in another (threaded) cgroup than its process;
     // the leader's own thread-self is its process's cgroup.
     if rustix::thread::gettid() != rustix::process::getpid()
         && let Some(cg) = proc_cgroup("thread-self")
     {
-        out.push((me, stat.comm.clone(), cg));
+        own.push((me, stat.comm.clone(), cg));
     }
     if let Some(cg) = proc_cgroup("self") {
-        out.push((me, stat.comm, cg));
+        own.push((me, stat.comm, cg));
     }
-    let mut pid = stat.ppid;
+    (own, ancestors(me, stat.ppid))
+}
+
+/// The ancestors of process `pid` (whose parent is `ppid`), reused if read for the same
+/// process and parent less than [`ANCESTORS_TTL`] ago.
+fn ancestors(pid: i32, ppid: i32) -> Arc<Vec<Entry>> {
+    let mut cache = ANCESTORS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(a) = cache.as_ref()
+        && a.pid == pid
+        && a.ppid == ppid
+        && a.at.elapsed() < ANCESTORS_TTL
+    {
+        return a.list.clone();
+    }
+    let at = Instant::now();
+    let list = Arc::new(read_ancestors(ppid));
+    *cache = Some(Ancestors {
+        pid,
+        ppid,
+        at,
+        list: list.clone(),
+    });
+    list
+}
+
+/// Reads the lineage from `pid` up, by parent pids.
+fn read_ancestors(mut pid: i32) -> Vec<Entry> {
+    let mut out = Vec::new();
     for _ in 0..4096 {
         if pid <= 0 {
             break;
@@ -57,22 +114,54 @@ pub fn check_stoppable(cg: &Cgroup) -> Result<()> {
             cg.path().display()
         )));
     }
-    for (pid, comm, path) in lineage() {
-        if is_within_bytes(&path, cg.ns_path_bytes()) {
+    let (own, ancestors) = lineage();
+    for (pid, comm, path) in own.iter().chain(ancestors.iter()) {
+        let pid = *pid;
+        if is_within_bytes(path, cg.ns_path_bytes()) {
             let who = if pid == rustix::process::getpid().as_raw_nonzero().get() {
                 "gracekill itself".to_string()
             } else {
                 format!(
                     "its ancestor {} (pid {pid})",
-                    crate::report::printable(&comm)
+                    crate::report::printable(comm)
                 )
             };
             return Err(Error::Input(format!(
                 "refusing to stop '{}': it contains {who}, which is in '{}'",
                 cg.path().display(),
-                String::from_utf8_lossy(&path)
+                String::from_utf8_lossy(path)
             )));
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestors_are_reused_only_briefly_and_only_for_the_same_parent() {
+        let me = rustix::process::getpid().as_raw_nonzero().get();
+        let ppid = procinfo::stat_of("self").expect("own stat").ppid;
+        let a = ancestors(me, ppid);
+        assert!(
+            a.iter().any(|e| e.0 == ppid),
+            "the parent is among the ancestors: {a:?}"
+        );
+        // Read again for another parent (reparenting), and for another process (a fork).
+        let b = ancestors(me, 1);
+        assert!(!Arc::ptr_eq(&a, &b));
+        let t = Instant::now();
+        let c = ancestors(me + 1, 1);
+        assert!(!Arc::ptr_eq(&b, &c));
+        let d = ancestors(me + 1, 1);
+        // (Unless this thread was descheduled for the whole TTL in between.)
+        if t.elapsed() < ANCESTORS_TTL {
+            assert!(Arc::ptr_eq(&c, &d), "reused within {ANCESTORS_TTL:?}");
+        }
+        std::thread::sleep(ANCESTORS_TTL + Duration::from_millis(5));
+        let e = ancestors(me + 1, 1);
+        assert!(!Arc::ptr_eq(&d, &e), "read again after {ANCESTORS_TTL:?}");
+    }
 }
