@@ -921,7 +921,9 @@ impl EventsFile {
 /// `"web "` is never taken for `"web"`.
 pub fn proc_cgroup(proc_path: &str) -> Option<Vec<u8>> {
     // Read in chunks: `std::fs::read` would first `statx` a file whose size procfs reports as 0.
-    let mut raw = Vec::new();
+    // Room for the usual file at once (a hybrid host's has a dozen lines): `read_to_end` into
+    // an empty vector starts with a 32-byte probe and doubles, five reads for 300 bytes.
+    let mut raw = Vec::with_capacity(4096);
     std::io::Read::read_to_end(
         &mut std::io::Read::take(
             std::fs::File::open(format!("/proc/{proc_path}/cgroup")).ok()?,
