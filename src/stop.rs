@@ -116,6 +116,10 @@ const PRE_KILL_LIST_BUDGET: Duration = Duration::from_millis(5);
 
 /// How long before the last grace ends the subtree is listed for the final kill's report, so
 /// that nothing but the kill itself happens at the deadline. The listing may use all of it.
+/// A subtree whose lists took longer to read in the last pass (the kernel needs about 1.2 us per
+/// process to produce `cgroup.procs`, as much again for `cgroup.threads`: 25 ms for 10,000
+/// processes) is listed twice that long before the deadline, never so late that its reading
+/// would delay the kill; see [`Engine::list_cost`].
 const PRE_KILL_LEAD: Duration = Duration::from_millis(50);
 
 /// How much longer than the kill timeout SIGKILLed processes that are not stuck (not in state D)
@@ -246,6 +250,7 @@ pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Ou
         thread_tgid: HashMap::new(),
         own_threads: HashMap::new(),
         pre_kill: None,
+        list_cost: Duration::ZERO,
     };
     if !engine.w.state()?.populated {
         tracing::debug!(cgroup = %cg.rel(), "already empty");
@@ -414,6 +419,10 @@ struct Engine<'a> {
     /// The members listed shortly before the final kill's deadline that the stop holds no
     /// pidfd for (see [`PRE_KILL_LEAD`]), and whether the listing was complete.
     pre_kill: Option<(Vec<i32>, bool)>,
+    /// How long the last pass spent reading the subtree's member lists: what listing it again
+    /// will cost. The task decides it (its process count), so the listing before the final
+    /// kill is scheduled by it and skipped where it would make the kill late.
+    list_cost: Duration,
     /// Threads seen in a domain cgroup's `cgroup.threads` and found to belong to a process
     /// listed in the same cgroup's `cgroup.procs` (tid -> tgid), so they are looked up once.
     own_threads: HashMap<i32, i32>,
@@ -520,9 +529,10 @@ impl Engine<'_> {
                 .unwrap_or_else(|| deadline_after(step.grace));
             let signalled = self.signal_step(step.signal, deadline, i == 0)?;
             // Before the last grace ends, note who the final kill will take.
+            let lead = PRE_KILL_LEAD.max(self.list_cost * 2);
             let list_at = (i + 1 == self.policy.steps.len()
                 && self.policy.kill_mode != KillMode::Process)
-                .then(|| deadline.checked_sub(PRE_KILL_LEAD).unwrap_or(at).max(at))
+                .then(|| deadline.checked_sub(lead).unwrap_or(at).max(at))
                 .filter(|&t| t < deadline);
             tracing::debug!(cgroup = %self.cg.rel(), signal = %step.signal, signalled, "sent stop signal");
             self.steps.push(StepReport {
@@ -600,7 +610,13 @@ impl Engine<'_> {
             match wake {
                 Wake::Empty => return Ok(GraceEnd::Empty),
                 Wake::Deadline if list_at.take().is_some() => {
-                    self.list_before_kill(deadline, signal);
+                    // Too late to read the lists again (the step's pass ran long): the final
+                    // kill comes on time and counts the processes it holds pidfds for.
+                    if Instant::now() + self.list_cost < deadline {
+                        self.list_before_kill(deadline, signal);
+                    } else {
+                        tracing::debug!(cgroup = %self.cg.rel(), cost = ?self.list_cost, "no time left to list the subtree before the final kill");
+                    }
                     continue;
                 }
                 Wake::Deadline | Wake::Frozen => return Ok(GraceEnd::Deadline),
@@ -798,6 +814,7 @@ impl Engine<'_> {
         let mut seen = 0usize;
         let mut errors = Vec::new();
         let mut fatal = None;
+        let mut list_cost = Duration::ZERO;
         let _ = cg.walk(deadline.map(Instant::into_std), |c| {
             let c = match c {
                 Ok(c) => c,
@@ -809,7 +826,10 @@ impl Engine<'_> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return ControlFlow::Break(());
             }
-            let members = match c.members() {
+            let read_at = Instant::now();
+            let members = c.members();
+            list_cost += read_at.elapsed();
+            let members = match members {
                 Ok(m) => m,
                 Err(e) => {
                     errors.push(e);
@@ -873,6 +893,10 @@ impl Engine<'_> {
         });
         for e in errors {
             self.problems.add(e);
+        }
+        // A pass cut short by its deadline before its first read says nothing new.
+        if !list_cost.is_zero() {
+            self.list_cost = list_cost;
         }
         if sig != Signal::KILL {
             self.describe_pending(deadline);
@@ -1060,8 +1084,13 @@ impl Engine<'_> {
                 alive.extend(listed);
                 complete
             }
-            // The grace was cut short (a second Ctrl-C): list now, briefly.
-            None => self.list_members(&mut alive, at + PRE_KILL_LIST_BUDGET),
+            // The grace was cut short (a second Ctrl-C), or there was no time to list it
+            // before the deadline: list now, briefly, unless even the task's own cgroup takes
+            // longer to read than that (the kill is not held up for a count).
+            None if self.list_cost <= PRE_KILL_LIST_BUDGET => {
+                self.list_members(&mut alive, at + PRE_KILL_LIST_BUDGET)
+            }
+            None => false,
         };
         if !complete {
             // Says what happened, not why: on a slow (emulated) machine two processes can take
