@@ -255,6 +255,30 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The outcome of a stop of `cgroup` under `policy` (its summary) that did nothing yet: no
+    /// step, no exit, no error. What a stop that finds nothing to do reports, filled in further.
+    pub(crate) fn nothing(cgroup: String, outcome: Verdict, policy: String) -> Outcome {
+        Outcome {
+            cgroup,
+            outcome,
+            elapsed_ms: 0.0,
+            empty_at_ms: None,
+            thawed: false,
+            steps: Vec::new(),
+            killed: Vec::new(),
+            killed_total: 0,
+            exits: Vec::new(),
+            survivors: Vec::new(),
+            survivors_total: 0,
+            policy,
+            policy_source: crate::task::PolicySource::Given,
+            warnings: Vec::new(),
+            errors: Problems::default(),
+            membership_proof: "",
+            cgroup_removed: false,
+        }
+    }
+
     /// The JSON object, one line.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("an Outcome always serializes")

@@ -291,23 +291,10 @@ fn membership_name() -> &'static str {
 /// An outcome for a stop that had nothing to do.
 fn bare_outcome(cg: &Cgroup, policy: &Policy, verdict: Verdict, empty_at: Option<f64>) -> Outcome {
     Outcome {
-        cgroup: cg.rel().to_string(),
-        outcome: verdict,
-        elapsed_ms: 0.0,
         empty_at_ms: empty_at,
-        thawed: false,
-        steps: Vec::new(),
-        killed: Vec::new(),
-        killed_total: 0,
-        exits: Vec::new(),
-        survivors: Vec::new(),
-        survivors_total: 0,
-        policy: policy.summary(),
-        policy_source: PolicySource::Given,
-        warnings: Vec::new(),
-        errors: Problems::default(),
         membership_proof: membership_name(),
         cgroup_removed: cg.is_removed(),
+        ..Outcome::nothing(cg.rel().to_string(), verdict, policy.summary())
     }
 }
 

@@ -751,23 +751,8 @@ mod tests {
 
     fn outcome(verdict: Verdict) -> Outcome {
         Outcome {
-            cgroup: "/t".into(),
-            outcome: verdict,
-            elapsed_ms: 0.0,
-            empty_at_ms: None,
-            thawed: false,
-            steps: Vec::new(),
-            killed: Vec::new(),
-            killed_total: 0,
-            exits: Vec::new(),
-            survivors: Vec::new(),
-            survivors_total: 0,
-            policy: String::new(),
             policy_source: crate::task::PolicySource::Default,
-            warnings: Vec::new(),
-            errors: crate::report::Problems::default(),
-            membership_proof: "",
-            cgroup_removed: false,
+            ..Outcome::nothing("/t".into(), verdict, String::new())
         }
     }
 
