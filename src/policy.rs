@@ -571,6 +571,68 @@ pub fn apply_property(
     Ok(())
 }
 
+/// Policy settings given one by one, as the CLI's flags give them (`--signal`, `--grace`,
+/// `--then`, `--sighup`, `--kill-timeout`, `--kill-mode`): each one set replaces its part of a
+/// policy, the rest stays.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PolicyFlags {
+    /// The stop signal (the first step's).
+    pub signal: Option<Signal>,
+    /// The first step's grace.
+    pub grace: Option<Duration>,
+    /// Further steps: when not empty, they replace every step after the first.
+    pub then: Vec<Step>,
+    /// Send SIGHUP after each signal (set only: `false` leaves the base policy's choice).
+    pub sighup: bool,
+    /// The kill timeout.
+    pub kill_timeout: Option<Duration>,
+    /// Who gets the stop signals.
+    pub kill_mode: Option<KillMode>,
+}
+
+impl PolicyFlags {
+    /// Whether any setting is given.
+    pub fn any(&self) -> bool {
+        self.signal.is_some()
+            || self.grace.is_some()
+            || !self.then.is_empty()
+            || self.sighup
+            || self.kill_timeout.is_some()
+            || self.kill_mode.is_some()
+    }
+
+    /// `base` with every given setting applied on top (not validated).
+    pub fn apply(&self, mut base: Policy) -> Policy {
+        if let Some(sig) = self.signal {
+            base.steps[0].signal = sig;
+        }
+        if let Some(g) = self.grace {
+            base.steps[0].grace = g;
+        }
+        if !self.then.is_empty() {
+            base.steps.truncate(1);
+            base.steps.extend(self.then.iter().copied());
+        }
+        if self.sighup {
+            base.sighup = true;
+        }
+        if let Some(k) = self.kill_timeout {
+            base.kill_timeout = k;
+        }
+        if let Some(m) = self.kill_mode {
+            base.kill_mode = m;
+        }
+        base
+    }
+
+    /// The policy a stop is given: the settings on top of [`Policy::default`], or `None` when
+    /// none is given (the task's own policy then applies; see [`crate::task::StopPlan`]). A
+    /// single setting thus replaces a stored policy as a whole, never merges into it.
+    pub fn given(&self) -> Option<Policy> {
+        self.any().then(|| self.apply(Policy::default()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -766,5 +828,64 @@ mod tests {
             let e = apply_property(&mut p, &mut t, bad).unwrap_err().to_string();
             assert!(e.contains("property"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn no_flag_means_no_given_policy() {
+        assert_eq!(PolicyFlags::default().given(), None);
+        assert!(!PolicyFlags::default().any());
+    }
+
+    #[test]
+    fn one_flag_gives_a_whole_policy_on_the_defaults() {
+        // `stop --grace 5s` on a task whose record says SIGINT: the given policy is SIGTERM 5s,
+        // not the record's signal with a new grace.
+        let flags = PolicyFlags {
+            grace: Some(Duration::from_secs(5)),
+            ..PolicyFlags::default()
+        };
+        let mut want = Policy::default();
+        want.steps[0].grace = Duration::from_secs(5);
+        assert_eq!(flags.given(), Some(want));
+        let sighup = PolicyFlags {
+            sighup: true,
+            ..PolicyFlags::default()
+        };
+        assert!(sighup.given().is_some_and(|p| p.sighup));
+    }
+
+    #[test]
+    fn flags_replace_their_part_of_the_base_and_then_replaces_further_steps() {
+        let base = Policy {
+            steps: vec![
+                "INT:1s".parse().unwrap(),
+                "HUP:2s".parse().unwrap(),
+                "QUIT:3s".parse().unwrap(),
+            ],
+            sighup: true,
+            kill_timeout: Duration::from_secs(7),
+            kill_mode: KillMode::Mixed,
+        };
+        let flags = PolicyFlags {
+            signal: Some(Signal::TERM),
+            then: vec!["USR1:4s".parse().unwrap()],
+            kill_mode: Some(KillMode::Process),
+            ..PolicyFlags::default()
+        };
+        let p = flags.apply(base);
+        assert_eq!(
+            p.steps,
+            vec![
+                Step {
+                    signal: Signal::TERM,
+                    grace: Duration::from_secs(1)
+                },
+                "USR1:4s".parse().unwrap()
+            ]
+        );
+        // `sighup: false` is "not given": the base keeps its SIGHUP.
+        assert!(p.sighup);
+        assert_eq!(p.kill_timeout, Duration::from_secs(7));
+        assert_eq!(p.kill_mode, KillMode::Process);
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
-use gracekill::policy::{KillMode, Policy, Signal, Step, parse_duration};
+use gracekill::policy::{KillMode, Policy, PolicyFlags, Signal, Step, parse_duration};
 use gracekill::stop::{KillMethod, Progress, StopOptions};
 use gracekill::supervise::{RunSpec, run};
 use gracekill::task::TaskMeta;
@@ -348,41 +348,16 @@ fn parse_step(s: &str) -> Result<Step, String> {
     s.parse().map_err(|e: Error| e.to_string())
 }
 
-impl PolicyArgs {
-    /// Applies the flags given on top of `base`.
-    fn apply(&self, mut base: Policy) -> Policy {
-        if let Some(sig) = self.signal {
-            base.steps[0].signal = sig;
+impl From<PolicyArgs> for PolicyFlags {
+    fn from(a: PolicyArgs) -> PolicyFlags {
+        PolicyFlags {
+            signal: a.signal,
+            grace: a.grace,
+            then: a.then,
+            sighup: a.sighup,
+            kill_timeout: a.kill_timeout,
+            kill_mode: a.kill_mode,
         }
-        if let Some(g) = self.grace {
-            base.steps[0].grace = g;
-        }
-        if !self.then.is_empty() {
-            base.steps.truncate(1);
-            base.steps.extend(self.then.iter().copied());
-        }
-        if self.sighup {
-            base.sighup = true;
-        }
-        if let Some(k) = self.kill_timeout {
-            base.kill_timeout = k;
-        }
-        if let Some(m) = self.kill_mode {
-            base.kill_mode = m;
-        }
-        base
-    }
-
-    /// The policy the flags describe (on top of the defaults), or `None` when no policy flag
-    /// was given: then the task's own policy applies, else the defaults.
-    fn given(&self) -> Option<Policy> {
-        let any = self.signal.is_some()
-            || self.grace.is_some()
-            || !self.then.is_empty()
-            || self.sighup
-            || self.kill_timeout.is_some()
-            || self.kill_mode.is_some();
-        any.then(|| self.apply(Policy::default()))
     }
 }
 
@@ -592,7 +567,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
     // Validate the flags before touching anything.
-    let given = args.policy.given();
+    let given = PolicyFlags::from(args.policy).given();
     if let Some(p) = &given {
         p.validate()?;
     }
@@ -629,7 +604,7 @@ fn cmd_run(args: RunArgs, quiet: bool) -> anyhow::Result<u8> {
     for prop in &args.properties {
         gracekill::policy::apply_property(&mut policy, &mut timeout, prop)?;
     }
-    let policy = args.policy.apply(policy);
+    let policy = PolicyFlags::from(args.policy).apply(policy);
     policy.validate()?;
     let timeout = args.timeout.or(timeout);
     if let Some(name) = &args.name {
