@@ -39,9 +39,7 @@ fn stop(task: &str, grace: Option<&str>) -> gracekill::Result<u8> {
     // Find the cgroup2 mount in /proc/self/mountinfo and resolve TASK exactly as the CLI does:
     // a path under the mount, a path relative to it, or a name under gracekill's root.
     let mount = Mount::discover()?;
-    let root = gracekill::task::default_root(&mount)?;
-    let rel = gracekill::task::resolve(&mount, task, &root)?;
-    let cg = mount.open_cgroup(&rel)?;
+    let cg = gracekill::task::open(&mount, task)?;
     // Blocks until the cgroup is empty or the policy is exhausted. The root cgroup and any
     // cgroup holding this process are refused before anything is signalled.
     let outcome = stop_blocking(&cg, &policy, &StopOptions::default())?;

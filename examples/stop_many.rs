@@ -51,9 +51,7 @@ async fn stop_all(tasks: Vec<String>, policy: Policy) -> Vec<u8> {
     // Open every cgroup first, then start every stop: each is a task on this thread's runtime.
     let mut running = Vec::new();
     for task in tasks {
-        let cg = gracekill::task::default_root(&mount)
-            .and_then(|root| gracekill::task::resolve(&mount, &task, &root))
-            .and_then(|rel| mount.open_cgroup(&rel));
+        let cg = gracekill::task::open(&mount, &task);
         let policy = policy.clone();
         running.push(tokio::task::spawn_local(async move {
             let cg = cg?;

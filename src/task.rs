@@ -17,15 +17,24 @@ pub const DEFAULT_ROOT: &str = "/gracekill";
 /// # Errors
 /// [`Error::Input`] when `$GRACEKILL_ROOT` is malformed or outside the mount.
 pub fn default_root(mount: &Mount) -> Result<String> {
-    match std::env::var("GRACEKILL_ROOT") {
-        Ok(v) if !v.is_empty() => {
+    root_from(
+        mount.mountpoint(),
+        std::env::var("GRACEKILL_ROOT").ok().as_deref(),
+    )
+}
+
+/// [`default_root`] for a mount point and the value of `$GRACEKILL_ROOT` (unset or empty: the
+/// default).
+fn root_from(mountpoint: &Path, var: Option<&str>) -> Result<String> {
+    match var {
+        Some(v) if !v.is_empty() => {
             if !v.starts_with('/') {
                 return Err(Error::Input(format!(
                     "GRACEKILL_ROOT='{}' must be an absolute path",
                     v.escape_debug()
                 )));
             }
-            absolute_to_rel(mount, &v).map_err(|e| Error::Input(format!("GRACEKILL_ROOT: {e}")))
+            absolute_to_rel(mountpoint, v).map_err(|e| Error::Input(format!("GRACEKILL_ROOT: {e}")))
         }
         _ => Ok(DEFAULT_ROOT.to_string()),
     }
@@ -40,6 +49,22 @@ pub fn default_root(mount: &Mount) -> Result<String> {
 /// [`Error::Input`] for an empty spec, `.`/`..` components, or an existing path outside the
 /// cgroup2 mount (another filesystem, a cgroup v1 hierarchy, a symlink).
 pub fn resolve(mount: &Mount, spec: &str, root: &str) -> Result<String> {
+    resolve_at(mount.mountpoint(), spec, root)
+}
+
+/// Resolves a `TASK` argument (a name or a cgroup path) to a path relative to the mount, as
+/// everything that names a task does (`stop`, `status`, `run --parent`, `list --parent`, the C
+/// ABI): [`resolve`] relative to [`default_root`].
+///
+/// # Errors
+/// As [`default_root`] and [`resolve`].
+pub fn locate(mount: &Mount, spec: &str) -> Result<String> {
+    let root = default_root(mount)?;
+    resolve(mount, spec, &root)
+}
+
+/// [`resolve`] for a mount point.
+fn resolve_at(mountpoint: &Path, spec: &str, root: &str) -> Result<String> {
     if spec.trim().is_empty() {
         return Err(Error::Input("empty task name or cgroup path".into()));
     }
@@ -50,19 +75,19 @@ pub fn resolve(mount: &Mount, spec: &str, root: &str) -> Result<String> {
         )));
     }
     if spec.starts_with('/') {
-        absolute_to_rel(mount, spec)
+        absolute_to_rel(mountpoint, spec)
     } else {
         normalize(&format!("{root}/{spec}"))
     }
 }
 
-fn absolute_to_rel(mount: &Mount, spec: &str) -> Result<String> {
+fn absolute_to_rel(mountpoint: &Path, spec: &str) -> Result<String> {
     if spec.bytes().all(|b| b == b'/') {
         // `/` is the mount's root cgroup (which the engine then refuses to stop).
         return Ok("/".into());
     }
     let p = Path::new(spec);
-    if let Ok(rest) = p.strip_prefix(mount.mountpoint()) {
+    if let Ok(rest) = p.strip_prefix(mountpoint) {
         let rest = rest
             .to_str()
             .ok_or_else(|| Error::Input(format!("'{}' is not valid UTF-8", spec.escape_debug())))?;
@@ -71,7 +96,7 @@ fn absolute_to_rel(mount: &Mount, spec: &str) -> Result<String> {
     if std::fs::symlink_metadata(p).is_ok() {
         return Err(Error::Input(format!(
             "'{spec}' is outside the cgroup2 mount at '{}'; give a path under it, or one relative to it",
-            mount.mountpoint().display()
+            mountpoint.display()
         )));
     }
     normalize(spec)
@@ -484,6 +509,17 @@ pub enum PolicySource {
     Default,
 }
 
+impl PolicySource {
+    /// Its name in reports: `given`, `stored` or `default` (as in the JSON outcome).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicySource::Given => "given",
+            PolicySource::Stored => "stored",
+            PolicySource::Default => "default",
+        }
+    }
+}
+
 /// A stop of a task as decided from the caller's request and the task's trusted records.
 #[derive(Clone, Debug)]
 pub struct StopPlan {
@@ -521,14 +557,18 @@ impl StopPlan {
     }
 }
 
-/// Opens the task named by a `TASK` argument (see [`resolve`]), relative to gracekill's root.
+/// Opens the task named by a `TASK` argument (see [`locate`]): the one way a task is found by
+/// its name or path.
 ///
 /// # Errors
-/// As [`resolve`] and [`Mount::open_cgroup`].
+/// As [`locate`] and [`Mount::open_cgroup`].
 pub fn open(mount: &Mount, spec: &str) -> Result<Cgroup> {
-    let root = default_root(mount)?;
-    let rel = resolve(mount, spec, &root)?;
-    mount.open_cgroup(&rel)
+    mount.open_cgroup(&locate(mount, spec)?)
+}
+
+/// The name of the task in `cg`: the last component of its path (empty for the root cgroup).
+pub fn name_of(cg: &Cgroup) -> &str {
+    cg.rel().rsplit('/').next().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -551,6 +591,82 @@ mod tests {
             &"x".repeat(129),
         ] {
             assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    const MNT: &str = "/nonexistent-gracekill-test-mount";
+
+    #[test]
+    fn a_task_argument_resolves_to_a_path_under_the_mount() {
+        let at = |spec: &str, root: &str| resolve_at(Path::new(MNT), spec, root);
+        // A bare name or a relative path: under the root.
+        assert_eq!(at("web", "/gracekill").unwrap(), "/gracekill/web");
+        assert_eq!(at("team/web", "/jobs/").unwrap(), "/jobs/team/web");
+        assert_eq!(at("web", "/").unwrap(), "/web");
+        // Under the mount point: relative to it, whatever the root.
+        assert_eq!(
+            at(&format!("{MNT}/jobs/web"), "/gracekill").unwrap(),
+            "/jobs/web"
+        );
+        assert_eq!(at(MNT, "/gracekill").unwrap(), "/");
+        // A path that names nothing outside the mount: mount-relative.
+        assert_eq!(
+            at("/no-such-dir-gk/web", "/gracekill").unwrap(),
+            "/no-such-dir-gk/web"
+        );
+        assert_eq!(at("//", "/gracekill").unwrap(), "/");
+    }
+
+    #[test]
+    fn bad_task_arguments_are_refused_with_the_reason() {
+        let err = |spec: &str| {
+            resolve_at(Path::new(MNT), spec, "/gracekill")
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(err(" "), "empty task name or cgroup path");
+        assert!(err("../etc").contains("'.' and '..' are not allowed"));
+        assert!(err("a/./b").contains("'.' and '..' are not allowed"));
+        // An existing path on another filesystem.
+        assert!(
+            err("/proc").contains("outside the cgroup2 mount"),
+            "{}",
+            err("/proc")
+        );
+    }
+
+    #[test]
+    fn gracekill_root_comes_from_the_environment_value() {
+        let root = |v: Option<&str>| root_from(Path::new(MNT), v);
+        assert_eq!(root(None).unwrap(), DEFAULT_ROOT);
+        assert_eq!(root(Some("")).unwrap(), DEFAULT_ROOT);
+        assert_eq!(root(Some("/jobs")).unwrap(), "/jobs");
+        assert_eq!(root(Some(&format!("{MNT}/jobs/"))).unwrap(), "/jobs");
+        assert!(
+            root(Some("jobs"))
+                .unwrap_err()
+                .to_string()
+                .contains("must be an absolute path")
+        );
+        assert!(
+            root(Some("/proc"))
+                .unwrap_err()
+                .to_string()
+                .starts_with("GRACEKILL_ROOT: ")
+        );
+    }
+
+    #[test]
+    fn policy_source_names_match_the_json() {
+        for s in [
+            PolicySource::Given,
+            PolicySource::Stored,
+            PolicySource::Default,
+        ] {
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::Value::from(s.as_str())
+            );
         }
     }
 }

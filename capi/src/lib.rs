@@ -36,7 +36,6 @@ use gracekill::error::{Error, ErrorKind};
 use gracekill::policy::{KillMode, MAX_STEPS, Policy, Signal, Step};
 use gracekill::report::{Outcome, Verdict};
 use gracekill::stop::{KillMethod, StopOptions};
-use gracekill::task::PolicySource;
 
 /// `sizeof(T)` for a `struct_size` field: the ABI's structs are a few hundred bytes.
 fn struct_size<T>() -> u32 {
@@ -773,11 +772,7 @@ impl OwnedOutcome {
                 .examples
                 .first()
                 .map_or(std::ptr::null(), |e| keep(e)),
-            policy_source: keep(match o.policy_source {
-                PolicySource::Given => "given",
-                PolicySource::Stored => "stored",
-                PolicySource::Default => "default",
-            }),
+            policy_source: keep(o.policy_source.as_str()),
             exits: exits.as_ptr(),
             exits_len: exits.len(),
         };
@@ -943,7 +938,7 @@ mod tests {
             survivors: vec![],
             survivors_total: 0,
             policy: "SIGTERM 1s".into(),
-            policy_source: PolicySource::Stored,
+            policy_source: gracekill::task::PolicySource::Stored,
             warnings: vec![],
             errors: gracekill::report::Problems {
                 count: 2,

@@ -314,8 +314,7 @@ fn task_names() -> Vec<CompletionCandidate> {
     };
     children
         .iter()
-        .filter_map(|c| c.rel().rsplit('/').next().map(str::to_owned))
-        .map(CompletionCandidate::new)
+        .map(|c| CompletionCandidate::new(gracekill::task::name_of(c)))
         .collect()
 }
 
@@ -611,10 +610,9 @@ fn cmd_run(args: RunArgs, quiet: bool) -> anyhow::Result<u8> {
         gracekill::task::validate_name(name)?;
     }
     let mount = Mount::discover()?;
-    let root = gracekill::task::default_root(&mount)?;
     let parent = match &args.parent {
-        Some(p) => gracekill::task::resolve(&mount, p, &root)?,
-        None => root,
+        Some(p) => gracekill::task::locate(&mount, p)?,
+        None => gracekill::task::default_root(&mount)?,
     };
     let name = match args.name {
         Some(n) => n,
@@ -758,7 +756,7 @@ fn view(cg: &gracekill::Cgroup, with_procs: bool) -> anyhow::Result<TaskView> {
         (false, true) => "leftover",
     };
     Ok(TaskView {
-        name: cg.rel().rsplit('/').next().unwrap_or_default().to_string(),
+        name: gracekill::task::name_of(cg).to_string(),
         cgroup: cg.rel().to_string(),
         path: cg.path().display().to_string(),
         populated,
@@ -830,10 +828,9 @@ fn describe_state(v: &TaskView) -> String {
 
 fn cmd_list(args: ListArgs) -> anyhow::Result<u8> {
     let mount = Mount::discover()?;
-    let root = gracekill::task::default_root(&mount)?;
     let parent = match &args.parent {
-        Some(p) => gracekill::task::resolve(&mount, p, &root)?,
-        None => root,
+        Some(p) => gracekill::task::locate(&mount, p)?,
+        None => gracekill::task::default_root(&mount)?,
     };
     let tasks = match mount.open_cgroup(&parent) {
         Ok(cg) => cg
