@@ -50,9 +50,11 @@
 //!
 //! # Embedding
 //! - Rust: [`stop_blocking`] from any thread, or [`stop()`] on a tokio runtime; many stops can
-//!   run concurrently (each waits on events, not threads). `examples/` has runnable programs
-//!   for stopping an existing cgroup (`stop_cgroup`), running a command under a policy
-//!   (`run_under_policy`) and stopping many cgroups at once (`stop_many`).
+//!   run concurrently (each waits on events, not threads). [`stop_named`] stops a task as
+//!   `gracekill stop TASK` does: found by name or path, under the policy given, else its own.
+//!   `examples/` has runnable programs for stopping an existing cgroup (`stop_cgroup`), running
+//!   a command under a policy (`run_under_policy`) and stopping many cgroups at once
+//!   (`stop_many`).
 //! - C and C++: the `gracekill-capi` crate (`capi/`) is the C ABI (`include/gracekill.h`,
 //!   `libgracekill.a`/`.so`, `gracekill.pc`); `examples/cpp/stop_on_worker.cpp` stops tasks from worker threads, as a
 //!   Mesos module must.
@@ -79,5 +81,6 @@ pub use error::{Error, ErrorKind, Result};
 pub use policy::{KillMode, Policy, Signal, Step};
 pub use report::{Outcome, Verdict};
 pub use stop::{
-    KillMethod, Progress, StopOptions, stop, stop_blocking, stop_task, stop_task_blocking,
+    KillMethod, Progress, StopOptions, stop, stop_blocking, stop_named, stop_named_blocking,
+    stop_task, stop_task_blocking,
 };

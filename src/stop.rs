@@ -30,7 +30,7 @@ use rustix::io::Errno;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::cgroup::{Cgroup, is_gone};
+use crate::cgroup::{Cgroup, Mount, is_gone};
 use crate::error::{Error, Result};
 use crate::guard;
 use crate::pidfd::{Membership, PidFd, membership_method};
@@ -54,12 +54,20 @@ pub enum KillMethod {
 }
 
 impl KillMethod {
-    /// `Fallback` when `GRACEKILL_FORCE_FALLBACK=1` is set or `forced`, else `Auto`.
-    pub fn from_env(forced: bool) -> KillMethod {
-        if forced || std::env::var_os("GRACEKILL_FORCE_FALLBACK").is_some_and(|v| v == "1") {
+    /// The method a task operation ([`stop_task`], [`stop_named`], [`crate::supervise::run`])
+    /// uses when asked for `self`: the fallback when asked for it, or when the environment says
+    /// `GRACEKILL_FORCE_FALLBACK=1` (for rehearsing the pre-5.14 path on any kernel), else
+    /// `self`. [`stop`] itself uses exactly what it is given.
+    pub(crate) fn for_task(self) -> KillMethod {
+        self.or_forced(std::env::var_os("GRACEKILL_FORCE_FALLBACK").as_deref())
+    }
+
+    /// [`KillMethod::for_task`] for a value of `GRACEKILL_FORCE_FALLBACK`.
+    fn or_forced(self, force_fallback: Option<&std::ffi::OsStr>) -> KillMethod {
+        if force_fallback.is_some_and(|v| v == "1") {
             KillMethod::Fallback
         } else {
-            KillMethod::Auto
+            self
         }
     }
 }
@@ -83,7 +91,8 @@ pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 /// Options beyond the policy.
 #[derive(Clone, Default)]
 pub struct StopOptions {
-    /// How to deliver the final kill.
+    /// How to deliver the final kill. [`stop_task`] and [`stop_named`] take the fallback also
+    /// when `GRACEKILL_FORCE_FALLBACK=1` is in the environment; [`stop`] uses exactly this.
     pub kill_method: KillMethod,
     /// The task's main process, for [`KillMode::Mixed`] and [`KillMode::Process`].
     pub main_pid: Option<i32>,
@@ -162,6 +171,7 @@ pub async fn stop_task(cg: &Cgroup, given: Option<Policy>, opts: &StopOptions) -
     let plan = StopPlan::for_task(cg, given, opts.main_pid);
     let opts = StopOptions {
         main_pid: plan.main_pid,
+        kill_method: opts.kill_method.for_task(),
         ..opts.clone()
     };
     // A task of a `gracekill run` that is gone (SIGKILLed, say): nobody else will remove its
@@ -206,6 +216,41 @@ pub fn stop_task_blocking(
     opts: &StopOptions,
 ) -> Result<Outcome> {
     runtime(cg)?.block_on(stop_task(cg, given, opts))
+}
+
+/// Stops the task a `TASK` argument names (a name under gracekill's root or a cgroup path; see
+/// [`task::locate`]) as [`stop_task`] does: checks `given` before touching anything, finds the
+/// cgroup2 mount, opens the task, stops it. This is `gracekill stop TASK` and
+/// `gracekill_stop()`.
+///
+/// # Errors
+/// [`Error::Input`] for an invalid `given` policy (before anything else is looked at); as
+/// [`Mount::discover`], [`task::open`] and [`stop_task`].
+pub async fn stop_named(task: &str, given: Option<Policy>, opts: &StopOptions) -> Result<Outcome> {
+    let cg = open_named(task, given.as_ref())?;
+    stop_task(&cg, given, opts).await
+}
+
+/// [`stop_named`] on a private single-threaded tokio runtime.
+///
+/// # Errors
+/// As [`stop_named`], plus failing to build the runtime.
+pub fn stop_named_blocking(
+    task: &str,
+    given: Option<Policy>,
+    opts: &StopOptions,
+) -> Result<Outcome> {
+    let cg = open_named(task, given.as_ref())?;
+    stop_task_blocking(&cg, given, opts)
+}
+
+/// The task of a [`stop_named`], once the policy it is given is known to be valid.
+fn open_named(task: &str, given: Option<&Policy>) -> Result<Cgroup> {
+    if let Some(p) = given {
+        p.validate()?;
+    }
+    let mount = Mount::discover()?;
+    task::open(&mount, task)
 }
 
 /// Stops the task in `cg` by exactly `policy` (no stored record is consulted).
@@ -1618,5 +1663,25 @@ mod tests {
         assert!(!is_stuck(&survivor("D", "fuse_wait_answer", &["D", "R"])));
         assert!(!is_stuck(&survivor("R", "", &[])));
         assert!(!is_stuck(&survivor("Z", "", &["D"])));
+    }
+
+    /// `GRACEKILL_FORCE_FALLBACK=1` forces the fallback; nothing in the environment takes a
+    /// fallback that was asked for away.
+    #[test]
+    fn the_environment_can_force_the_fallback_but_not_undo_it() {
+        use std::ffi::OsStr;
+        let one = Some(OsStr::new("1"));
+        assert_eq!(KillMethod::Auto.or_forced(None), KillMethod::Auto);
+        assert_eq!(KillMethod::Auto.or_forced(one), KillMethod::Fallback);
+        for other in ["0", "", "yes", "true"] {
+            assert_eq!(
+                KillMethod::Auto.or_forced(Some(OsStr::new(other))),
+                KillMethod::Auto,
+                "{other}"
+            );
+        }
+        for env in [None, one, Some(OsStr::new("0"))] {
+            assert_eq!(KillMethod::Fallback.or_forced(env), KillMethod::Fallback);
+        }
     }
 }

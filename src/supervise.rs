@@ -44,7 +44,8 @@ pub struct RunSpec {
     pub keep: bool,
     /// The command and its arguments.
     pub argv: Vec<OsString>,
-    /// How to deliver final kills.
+    /// How to deliver final kills (`GRACEKILL_FORCE_FALLBACK=1` in the environment also forces
+    /// the fallback).
     pub kill_method: KillMethod,
 }
 
@@ -436,7 +437,7 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
 
     let escalate = Arc::new(Notify::new());
     let opts = StopOptions {
-        kill_method: spec.kill_method,
+        kill_method: spec.kill_method.for_task(),
         main_pid: Some(main_pid),
         progress: None,
         escalate: Some(escalate.clone()),

@@ -31,11 +31,10 @@ use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
-use gracekill::cgroup::Mount;
 use gracekill::error::{Error, ErrorKind};
 use gracekill::policy::{KillMode, MAX_STEPS, Policy, Signal, Step};
 use gracekill::report::{Outcome, Verdict};
-use gracekill::stop::{KillMethod, StopOptions};
+use gracekill::stop::{KillMethod, StopOptions, stop_named_blocking};
 
 /// `sizeof(T)` for a `struct_size` field: the ABI's structs are a few hundred bytes.
 fn struct_size<T>() -> u32 {
@@ -508,7 +507,12 @@ pub unsafe extern "C" fn gracekill_stop(
             Err(rc) => return rc,
         };
         let opts = StopOptions {
-            kill_method: KillMethod::from_env(options.force_fallback),
+            // GRACEKILL_FORCE_FALLBACK=1 also forces it: the library decides (stop_named).
+            kill_method: if options.force_fallback {
+                KillMethod::Fallback
+            } else {
+                KillMethod::Auto
+            },
             main_pid: (options.main_pid > 0).then_some(options.main_pid),
             ..StopOptions::default()
         };
@@ -520,10 +524,10 @@ pub unsafe extern "C" fn gracekill_stop(
                     max: options.log_level,
                 };
                 tracing::subscriber::with_default(sink.subscriber(), || {
-                    stop_task(task, policy, &opts)
+                    stop_named_blocking(task, policy, &opts)
                 })
             }
-            None => stop_task(task, policy, &opts),
+            None => stop_named_blocking(task, policy, &opts),
         };
         match result {
             Ok(o) => {
@@ -560,15 +564,6 @@ pub unsafe extern "C" fn gracekill_outcome_free(outcome: *mut gracekill_outcome)
 }
 
 // -- conversions ---------------------------------------------------------------------------------
-
-fn stop_task(task: &str, policy: Option<Policy>, opts: &StopOptions) -> gracekill::Result<Outcome> {
-    if let Some(p) = &policy {
-        p.validate()?;
-    }
-    let mount = Mount::discover()?;
-    let cg = gracekill::task::open(&mount, task)?;
-    gracekill::stop::stop_task_blocking(&cg, policy, opts)
-}
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

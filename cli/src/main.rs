@@ -565,17 +565,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
-    // Validate the flags before touching anything.
     let given = PolicyFlags::from(args.policy).given();
-    if let Some(p) = &given {
-        p.validate()?;
-    }
-    let mount = Mount::discover()?;
-    let cg = gracekill::task::open(&mount, &args.task)?;
-    let mut opts = StopOptions {
-        kill_method: KillMethod::from_env(false),
-        ..StopOptions::default()
-    };
+    let mut opts = StopOptions::default();
     let live = (!args.json && !quiet && std::io::stderr().is_terminal()).then(LiveLine::new);
     if let Some(l) = &live {
         opts.progress = Some(l.callback());
@@ -583,7 +574,7 @@ fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
     let rt = runtime()?;
     let outcome = rt.block_on(async {
         let ticker = live.as_ref().map(|l| tokio::spawn(l.clone().tick()));
-        let r = gracekill::stop_task(&cg, given, &opts).await;
+        let r = gracekill::stop_named(&args.task, given, &opts).await;
         if let Some(t) = ticker {
             t.abort();
         }
@@ -634,7 +625,8 @@ fn cmd_run(args: RunArgs, quiet: bool) -> anyhow::Result<u8> {
         timeout,
         keep: args.keep,
         argv: args.command,
-        kill_method: KillMethod::from_env(false),
+        // `run` itself takes the fallback when GRACEKILL_FORCE_FALLBACK=1 says so.
+        kill_method: KillMethod::Auto,
     };
     let report = runtime()?.block_on(run(&mount, &spec, |msg| {
         if !quiet {
