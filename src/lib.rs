@@ -66,6 +66,7 @@
 pub mod cgroup;
 pub mod error;
 pub mod guard;
+pub mod inspect;
 pub mod pidfd;
 pub mod policy;
 pub mod procinfo;

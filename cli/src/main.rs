@@ -12,7 +12,6 @@ use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 use gracekill::policy::{KillMode, Policy, PolicyFlags, Signal, Step, parse_duration};
 use gracekill::stop::{KillMethod, Progress, StopOptions};
 use gracekill::supervise::{RunSpec, run};
-use gracekill::task::TaskMeta;
 use gracekill::{Error, ErrorKind, Mount, Outcome};
 
 const EXIT_CODES: &str = "\
@@ -303,18 +302,11 @@ struct ListArgs {
 
 /// Completion candidates: the tasks under gracekill's root (nothing if it cannot be read).
 fn task_names() -> Vec<CompletionCandidate> {
-    let Ok(mount) = Mount::discover() else {
-        return Vec::new();
-    };
-    let Ok(root) = gracekill::task::default_root(&mount) else {
-        return Vec::new();
-    };
-    let Ok(children) = mount.open_cgroup(&root).and_then(|cg| cg.children()) else {
-        return Vec::new();
-    };
-    children
-        .iter()
-        .map(|c| CompletionCandidate::new(gracekill::task::name_of(c)))
+    Mount::discover()
+        .and_then(|mount| gracekill::inspect::names(&mount))
+        .unwrap_or_default()
+        .into_iter()
+        .map(CompletionCandidate::new)
         .collect()
 }
 
@@ -644,147 +636,16 @@ fn cmd_run(args: RunArgs, quiet: bool) -> anyhow::Result<u8> {
     Ok(exit_status(report.exit_code))
 }
 
-fn open_task(task: &str) -> anyhow::Result<(Mount, gracekill::Cgroup)> {
-    let mount = Mount::discover()?;
-    let cg = gracekill::task::open(&mount, task)?;
-    Ok((mount, cg))
-}
-
-/// One task as `status` and `list` show it.
-#[derive(serde::Serialize)]
-struct TaskView {
-    name: String,
-    cgroup: String,
-    path: String,
-    populated: bool,
-    /// `running`, `empty`, `orphaned` (running, but the `run` that supervised it is gone) or
-    /// `leftover` (empty, and its `run` is gone: `gracekill stop` removes it).
-    state: &'static str,
-    process_count: usize,
-    main_pid: Option<i32>,
-    /// The `run` process supervising the task, while it lives.
-    supervisor_pid: Option<i32>,
-    policy: Option<PolicyView>,
-    /// The policy in words, as `status` prints it.
-    policy_summary: Option<String>,
-    policy_error: Option<String>,
-    age_s: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    processes: Option<Vec<ProcView>>,
-}
-
-/// A stored policy, structured for machines.
-#[derive(serde::Serialize)]
-struct PolicyView {
-    steps: Vec<StepView>,
-    sighup: bool,
-    kill_timeout_ms: u128,
-    kill_mode: String,
-}
-
-#[derive(serde::Serialize)]
-struct StepView {
-    signal: String,
-    grace_ms: u128,
-}
-
-impl From<&Policy> for PolicyView {
-    fn from(p: &Policy) -> PolicyView {
-        PolicyView {
-            steps: p
-                .steps
-                .iter()
-                .map(|s| StepView {
-                    signal: s.signal.to_string(),
-                    grace_ms: s.grace.as_millis(),
-                })
-                .collect(),
-            sighup: p.sighup,
-            kill_timeout_ms: p.kill_timeout.as_millis(),
-            kill_mode: p.kill_mode.to_string(),
-        }
-    }
-}
-
-#[derive(serde::Serialize)]
-struct ProcView {
-    pid: i32,
-    comm: String,
-    state: String,
-}
-
-fn view(cg: &gracekill::Cgroup, with_procs: bool) -> anyhow::Result<TaskView> {
-    let mut pids = Vec::new();
-    let mut walk_error = None;
-    let _ = cg.walk(None, |c| {
-        match c.and_then(gracekill::Cgroup::members) {
-            Ok(m) if !m.threaded => pids.extend(m.ids),
-            Ok(_) => {}
-            Err(e) => walk_error = Some(e),
-        }
-        std::ops::ControlFlow::Continue(())
-    });
-    if let Some(e) = walk_error {
-        return Err(e.into());
-    }
-    let (meta, warnings) = TaskMeta::read(cg);
-    let policy_error = (!warnings.is_empty()).then(|| warnings.join("; "));
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    // The root cgroup has no cgroup.events: its processes say whether it is populated.
-    let populated = cg.events()?.populated || !pids.is_empty();
-    let supervisor = gracekill::task::supervisor(cg);
-    let supervisor_pid = match &supervisor {
-        gracekill::task::Supervisor::Live(p) => Some(p.pid()),
-        _ => None,
-    };
-    let gone = matches!(supervisor, gracekill::task::Supervisor::Gone);
-    let state = match (populated, gone) {
-        (true, false) => "running",
-        (true, true) => "orphaned",
-        (false, false) => "empty",
-        (false, true) => "leftover",
-    };
-    Ok(TaskView {
-        name: gracekill::task::name_of(cg).to_string(),
-        cgroup: cg.rel().to_string(),
-        path: cg.path().display().to_string(),
-        populated,
-        state,
-        process_count: pids.len(),
-        main_pid: meta.main_pid,
-        supervisor_pid,
-        policy: meta.policy.as_ref().map(PolicyView::from),
-        policy_summary: meta.policy.map(|p| p.summary()),
-        policy_error,
-        age_s: meta.created.map(|c| now.saturating_sub(c)),
-        processes: with_procs.then(|| {
-            pids.iter()
-                .map(|&pid| {
-                    let i = gracekill::procinfo::describe(pid);
-                    ProcView {
-                        pid,
-                        comm: i.comm,
-                        state: i.state,
-                    }
-                })
-                .collect()
-        }),
-    })
-}
-
 fn cmd_status(args: StatusArgs) -> anyhow::Result<u8> {
-    let (_mount, cg) = open_task(&args.task)?;
-    let v = view(&cg, true)?;
+    let cg = gracekill::task::open(&Mount::discover()?, &args.task)?;
+    let v = gracekill::inspect::inspect(&cg, true)?;
     if args.json {
         println!("{}", serde_json::to_string(&v)?);
         return Ok(0);
     }
     println!("task:     {}", v.name);
     println!("cgroup:   {} ({})", v.cgroup, v.path);
-    println!("state:    {}", describe_state(&v));
+    println!("state:    {}", v.state_text());
     match (&v.policy_summary, &v.policy_error) {
         (Some(p), _) => println!("policy:   {p}"),
         (None, Some(e)) => println!("policy:   INVALID: {e}"),
@@ -809,31 +670,8 @@ fn cmd_status(args: StatusArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn describe_state(v: &TaskView) -> String {
-    match (v.state, v.supervisor_pid) {
-        ("running", Some(pid)) => format!("running (supervised by gracekill run, pid {pid})"),
-        ("orphaned", _) => "running; its gracekill run is gone (stop it by name)".into(),
-        ("leftover", _) => "empty; its gracekill run is gone (`gracekill stop` removes it)".into(),
-        (s, _) => s.into(),
-    }
-}
-
 fn cmd_list(args: ListArgs) -> anyhow::Result<u8> {
-    let mount = Mount::discover()?;
-    let parent = match &args.parent {
-        Some(p) => gracekill::task::locate(&mount, p)?,
-        None => gracekill::task::default_root(&mount)?,
-    };
-    let tasks = match mount.open_cgroup(&parent) {
-        Ok(cg) => cg
-            .children()?
-            .iter()
-            .map(|c| view(c, false))
-            .collect::<anyhow::Result<Vec<_>>>()?,
-        // No tasks were ever run under the default root: nothing to list.
-        Err(e) if e.kind() == ErrorKind::NotFound && args.parent.is_none() => Vec::new(),
-        Err(e) => return Err(e.into()),
-    };
+    let tasks = gracekill::inspect::list(&Mount::discover()?, args.parent.as_deref())?;
     if args.json {
         println!("{}", serde_json::to_string(&tasks)?);
         return Ok(0);
@@ -851,7 +689,7 @@ fn cmd_list(args: ListArgs) -> anyhow::Result<u8> {
             "{:<20} {:<28} {:<9} {:>5} {:>8} {:>8}  {}",
             t.name,
             t.cgroup,
-            t.state,
+            t.state.as_str(),
             t.process_count,
             t.main_pid
                 .map(|p| p.to_string())
