@@ -6,18 +6,17 @@
 //! cargo build --examples
 //! sudo target/debug/examples/run_under_policy --grace 5s --timeout 30s -- ./server --port 8080
 //! ```
-//! Options: `--name NAME` (default `example-<pid>`), `--parent CGROUP` (default gracekill's
-//! root, `/gracekill`), `--grace DUR`, `--timeout DUR`. Prints the run report as JSON and exits
-//! with the command's status (124 when the timeout stopped it gracefully, 137 when it had to be
-//! killed, as `timeout(1)` does).
+//! Options: `--name NAME` (default `example-<pid>`), `--parent CGROUP` (a cgroup path or a name
+//! under gracekill's root, as for `gracekill run`; default the root, `/gracekill`), `--grace
+//! DUR`, `--timeout DUR`. Prints the run report as JSON and exits with the command's status (124
+//! when the timeout stopped it gracefully, 137 when it had to be killed, as `timeout(1)` does).
 
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use gracekill::policy::parse_duration;
-use gracekill::stop::KillMethod;
-use gracekill::supervise::{RunSpec, run};
-use gracekill::{Mount, Policy};
+use gracekill::policy::{PolicyFlags, parse_duration};
+use gracekill::runplan::RunRequest;
+use gracekill::supervise::run;
 
 fn usage() -> ExitCode {
     eprintln!(
@@ -30,7 +29,7 @@ fn main() -> ExitCode {
     let mut args = std::env::args_os().skip(1);
     let mut name = format!("example-{}", std::process::id());
     let mut parent = None;
-    let mut policy = Policy::default();
+    let mut policy = PolicyFlags::default();
     let mut timeout = None;
     let mut argv: Vec<OsString> = Vec::new();
     while let Some(a) = args.next() {
@@ -54,7 +53,7 @@ fn main() -> ExitCode {
             "--name" => name = value.clone(),
             "--parent" => parent = Some(value.clone()),
             "--grace" => match duration() {
-                Ok(d) => policy.steps[0].grace = d,
+                Ok(d) => policy.grace = Some(d),
                 Err(code) => return code,
             },
             "--timeout" => match duration() {
@@ -79,24 +78,22 @@ fn main() -> ExitCode {
 fn run_task(
     name: String,
     parent: Option<String>,
-    policy: Policy,
+    policy: PolicyFlags,
     timeout: Option<std::time::Duration>,
     argv: Vec<OsString>,
 ) -> gracekill::Result<u8> {
-    let mount = Mount::discover()?;
-    let parent = match parent {
-        Some(p) => p,
-        None => gracekill::task::default_root(&mount)?,
-    };
-    let spec = RunSpec {
-        name,
+    // The library decides what `gracekill run` decides: the policy (the defaults with the flags
+    // on top, validated), the name checked, the parent resolved as a task argument (a path
+    // under the cgroup2 mount, one relative to it, or a name under gracekill's root).
+    let plan = RunRequest {
+        name: Some(name),
         parent,
-        policy,
+        flags: policy,
         timeout,
-        keep: false,
         argv,
-        kill_method: KillMethod::Auto,
-    };
+        ..RunRequest::default()
+    }
+    .plan()?;
     // `run` supervises in the foreground on a tokio runtime with signal handling: it waits for
     // the command, forwards SIGTERM/SIGINT/SIGHUP as a graceful stop of the whole cgroup, and
     // removes the cgroup at the end.
@@ -104,7 +101,7 @@ fn run_task(
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let report = rt.block_on(run(&mount, &spec, |event| {
+    let report = rt.block_on(run(&plan.mount, &plan.spec, |event| {
         eprintln!("run_under_policy: {event}")
     }))?;
     println!(

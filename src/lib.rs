@@ -71,6 +71,7 @@ pub mod pidfd;
 pub mod policy;
 pub mod procinfo;
 pub mod report;
+pub mod runplan;
 pub mod stop;
 pub mod supervise;
 pub mod sys;

@@ -10,8 +10,9 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use clap_complete::engine::{ArgValueCandidates, CompletionCandidate};
 use gracekill::policy::{KillMode, Policy, PolicyFlags, Signal, Step, parse_duration};
-use gracekill::stop::{KillMethod, Progress, StopOptions};
-use gracekill::supervise::{RunSpec, run};
+use gracekill::runplan::RunRequest;
+use gracekill::stop::{Progress, StopOptions};
+use gracekill::supervise::run;
 use gracekill::{Error, ErrorKind, Mount, Outcome};
 
 const EXIT_CODES: &str = "\
@@ -581,46 +582,24 @@ fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
 }
 
 fn cmd_run(args: RunArgs, quiet: bool) -> anyhow::Result<u8> {
-    let mut policy = Policy::default();
-    let mut timeout = None;
-    for prop in &args.properties {
-        gracekill::policy::apply_property(&mut policy, &mut timeout, prop)?;
-    }
-    let policy = PolicyFlags::from(args.policy).apply(policy);
-    policy.validate()?;
-    let timeout = args.timeout.or(timeout);
-    if let Some(name) = &args.name {
-        gracekill::task::validate_name(name)?;
-    }
-    let mount = Mount::discover()?;
-    let parent = match &args.parent {
-        Some(p) => gracekill::task::locate(&mount, p)?,
-        None => gracekill::task::default_root(&mount)?,
-    };
-    let name = match args.name {
-        Some(n) => n,
-        None => {
-            let n = format!("run-{}", std::process::id());
-            if !quiet {
-                eprintln!(
-                    "gracekill: task name {n} (cgroup {}/{n})",
-                    parent.trim_end_matches('/')
-                );
-            }
-            n
-        }
-    };
-    let spec = RunSpec {
-        name,
-        parent,
-        policy,
-        timeout,
+    let plan = RunRequest {
+        name: args.name,
+        parent: args.parent,
+        properties: args.properties,
+        flags: args.policy.into(),
+        timeout: args.timeout,
         keep: args.keep,
         argv: args.command,
-        // `run` itself takes the fallback when GRACEKILL_FORCE_FALLBACK=1 says so.
-        kill_method: KillMethod::Auto,
-    };
-    let report = runtime()?.block_on(run(&mount, &spec, |msg| {
+    }
+    .plan()?;
+    if plan.name_generated && !quiet {
+        eprintln!(
+            "gracekill: task name {} (cgroup {})",
+            plan.spec.name,
+            plan.cgroup()
+        );
+    }
+    let report = runtime()?.block_on(run(&plan.mount, &plan.spec, |msg| {
         if !quiet {
             eprintln!("gracekill: {msg}");
         }
