@@ -11,56 +11,63 @@ use crate::procinfo;
 /// One process of the caller's lineage: `(pid, comm, cgroup path in our namespace)`.
 type Entry = (i32, String, Vec<u8>);
 
-/// How long the caller's ancestors, once read, serve later stops from the same process.
+/// How long the chain of the caller's ancestors (their pids and names), once read, serves later
+/// stops from the same process.
 ///
 /// A thousand stops started at once by one embedding process would otherwise each read `stat`
-/// and `cgroup` of every ancestor up to pid 1 (the largest single cost of such a stop in the
-/// bench's profile). The caller's own cgroup is read afresh by every stop, so a caller that has
-/// just moved itself is always seen where it is now. What the reuse can miss is an *ancestor*
-/// moved into the target in the last 10 ms: the check cannot close that race anyway, since an
-/// ancestor can move just after it; it exists to refuse mistakes (a stop of one's own session's
-/// cgroup), which do not come and go within milliseconds.
+/// of every ancestor up to pid 1 (with their `cgroup`, the largest single cost of such a stop in
+/// the bench's profile). Only the chain is reused: which process is whose parent changes when
+/// one exits, not when it moves. Every cgroup is read afresh by every check, the caller's and
+/// each ancestor's, so a process that moved itself into the target just before asking for its
+/// stop is seen there. Within the 10 ms, an ancestor that exits is skipped (its `cgroup` is
+/// gone) and a pid reused meanwhile can at worst cause a refusal, never a stop.
 const ANCESTORS_TTL: Duration = Duration::from_millis(10);
 
-/// The ancestors last read: for which process (pid, parent pid), when, and what they were.
+/// The chain last read: for which process (pid, parent pid), when, and the `(pid, comm)` of
+/// each ancestor from the parent up.
 struct Ancestors {
     pid: i32,
     ppid: i32,
     at: Instant,
-    list: Arc<Vec<Entry>>,
+    chain: Arc<Vec<(i32, String)>>,
 }
 
 static ANCESTORS: Mutex<Option<Ancestors>> = Mutex::new(None);
 
-/// The caller and its ancestors, up to pid 1. Two small reads per process (`stat` and
-/// `cgroup`), none of which touches its memory; the ancestors' are reused for
-/// [`ANCESTORS_TTL`].
+/// The caller and its ancestors, up to pid 1, each with its cgroup as read now: two small
+/// reads per process (`stat`, reused for [`ANCESTORS_TTL`], and `cgroup`), none of which
+/// touches its memory.
 ///
 /// The calling thread comes first (`thread-self`: in a threaded cgroup it may live apart from
 /// its process), then the process (`self`, as the mounted `/proc` numbers it), then its
 /// ancestors by their parent pids.
-fn lineage() -> (Vec<Entry>, Arc<Vec<Entry>>) {
-    let mut own = Vec::new();
+fn lineage() -> Vec<Entry> {
+    let mut out = Vec::new();
     let me = rustix::process::getpid().as_raw_nonzero().get();
     let Some(stat) = procinfo::stat_of("self") else {
-        return (own, Arc::default());
+        return out;
     };
     // A thread other than the leader may sit in another (threaded) cgroup than its process;
     // the leader's own thread-self is its process's cgroup.
     if rustix::thread::gettid() != rustix::process::getpid()
         && let Some(cg) = proc_cgroup("thread-self")
     {
-        own.push((me, stat.comm.clone(), cg));
+        out.push((me, stat.comm.clone(), cg));
     }
     if let Some(cg) = proc_cgroup("self") {
-        own.push((me, stat.comm, cg));
+        out.push((me, stat.comm, cg));
     }
-    (own, ancestors(me, stat.ppid))
+    for (pid, comm) in ancestors(me, stat.ppid).iter() {
+        if let Some(cg) = proc_cgroup(&pid.to_string()) {
+            out.push((*pid, comm.clone(), cg));
+        }
+    }
+    out
 }
 
-/// The ancestors of process `pid` (whose parent is `ppid`), reused if read for the same
-/// process and parent less than [`ANCESTORS_TTL`] ago.
-fn ancestors(pid: i32, ppid: i32) -> Arc<Vec<Entry>> {
+/// The chain of ancestors of process `pid` (whose parent is `ppid`), reused if read for the
+/// same process and parent less than [`ANCESTORS_TTL`] ago.
+fn ancestors(pid: i32, ppid: i32) -> Arc<Vec<(i32, String)>> {
     let mut cache = ANCESTORS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -69,21 +76,21 @@ fn ancestors(pid: i32, ppid: i32) -> Arc<Vec<Entry>> {
         && a.ppid == ppid
         && a.at.elapsed() < ANCESTORS_TTL
     {
-        return a.list.clone();
+        return a.chain.clone();
     }
     let at = Instant::now();
-    let list = Arc::new(read_ancestors(ppid));
+    let chain = Arc::new(read_chain(ppid));
     *cache = Some(Ancestors {
         pid,
         ppid,
         at,
-        list: list.clone(),
+        chain: chain.clone(),
     });
-    list
+    chain
 }
 
-/// Reads the lineage from `pid` up, by parent pids.
-fn read_ancestors(mut pid: i32) -> Vec<Entry> {
+/// Reads the chain from `pid` up, by parent pids.
+fn read_chain(mut pid: i32) -> Vec<(i32, String)> {
     let mut out = Vec::new();
     for _ in 0..4096 {
         if pid <= 0 {
@@ -92,9 +99,7 @@ fn read_ancestors(mut pid: i32) -> Vec<Entry> {
         let Some(stat) = procinfo::stat_of(&pid.to_string()) else {
             break;
         };
-        if let Some(cg) = proc_cgroup(&pid.to_string()) {
-            out.push((pid, stat.comm, cg));
-        }
+        out.push((pid, stat.comm));
         match stat.ppid {
             ppid if ppid > 0 && ppid != pid => pid = ppid,
             _ => break,
@@ -114,8 +119,7 @@ pub fn check_stoppable(cg: &Cgroup) -> Result<()> {
             cg.path().display()
         )));
     }
-    let (own, ancestors) = lineage();
-    for (pid, comm, path) in own.iter().chain(ancestors.iter()) {
+    for (pid, comm, path) in &lineage() {
         let pid = *pid;
         if is_within_bytes(path, cg.ns_path_bytes()) {
             let who = if pid == rustix::process::getpid().as_raw_nonzero().get() {
@@ -145,9 +149,10 @@ mod tests {
         let me = rustix::process::getpid().as_raw_nonzero().get();
         let ppid = procinfo::stat_of("self").expect("own stat").ppid;
         let a = ancestors(me, ppid);
-        assert!(
-            a.iter().any(|e| e.0 == ppid),
-            "the parent is among the ancestors: {a:?}"
+        assert_eq!(
+            a.first().map(|e| e.0),
+            Some(ppid),
+            "the chain starts at the parent"
         );
         // Read again for another parent (reparenting), and for another process (a fork).
         let b = ancestors(me, 1);
