@@ -603,11 +603,17 @@ impl PolicyFlags {
 
     /// `base` with every given setting applied on top (not validated).
     pub fn apply(&self, mut base: Policy) -> Policy {
-        if let Some(sig) = self.signal {
-            base.steps[0].signal = sig;
+        // A base without steps (not a valid policy) gets the default first step to change.
+        if base.steps.is_empty() && (self.signal.is_some() || self.grace.is_some()) {
+            base.steps.push(Policy::default().steps[0]);
         }
-        if let Some(g) = self.grace {
-            base.steps[0].grace = g;
+        if let Some(first) = base.steps.first_mut() {
+            if let Some(sig) = self.signal {
+                first.signal = sig;
+            }
+            if let Some(g) = self.grace {
+                first.grace = g;
+            }
         }
         if !self.then.is_empty() {
             base.steps.truncate(1);
@@ -852,6 +858,23 @@ mod tests {
             ..PolicyFlags::default()
         };
         assert!(sighup.given().is_some_and(|p| p.sighup));
+    }
+
+    #[test]
+    fn flags_on_a_base_without_steps_give_it_a_first_step_instead_of_panicking() {
+        let empty = Policy {
+            steps: Vec::new(),
+            ..Policy::default()
+        };
+        let flags = PolicyFlags {
+            grace: Some(Duration::from_secs(3)),
+            ..PolicyFlags::default()
+        };
+        let p = flags.apply(empty.clone());
+        assert_eq!(p.steps.len(), 1);
+        assert_eq!(p.steps[0].grace, Duration::from_secs(3));
+        assert_eq!(p.steps[0].signal, Policy::default().steps[0].signal);
+        assert!(PolicyFlags::default().apply(empty).steps.is_empty());
     }
 
     #[test]
