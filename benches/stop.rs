@@ -586,7 +586,7 @@ fn hostile_memory(b: &mut Bench) -> Result<()> {
         let partial = v["warnings"].as_array().is_some_and(|w| {
             w.iter().any(|w| {
                 w.as_str()
-                    .is_some_and(|w| w.contains("not listed completely"))
+                    .is_some_and(|w| w.contains("killed_total counts only"))
             })
         });
         let counted = v["killed_total"].as_u64().unwrap_or(0);

@@ -125,11 +125,20 @@ const PRE_KILL_LIST_BUDGET: Duration = Duration::from_millis(5);
 
 /// How long before the last grace ends the subtree is listed for the final kill's report, so
 /// that nothing but the kill itself happens at the deadline. The listing may use all of it.
-/// A subtree whose lists took longer to read in the last pass (the kernel needs about 1.2 us per
-/// process to produce `cgroup.procs`, as much again for `cgroup.threads`: 25 ms for 10,000
-/// processes) is listed twice that long before the deadline, never so late that its reading
-/// would delay the kill; see [`Engine::list_cost`].
+/// A subtree whose lists took longer to read in the last pass or listing (the kernel needs about
+/// 1.2 us per process to produce `cgroup.procs`, as much again for `cgroup.threads`: 25 ms for
+/// 10,000 processes) is listed twice that long before the deadline (at most
+/// [`PRE_KILL_LEAD_MAX`]); a costly listing is skipped when it could not finish in time, and
+/// every listing stops reading at the deadline (or [`PRE_KILL_LIST_BUDGET`] after it started,
+/// if it started late), since the task may have grown since it was last listed: the kill is
+/// not held up by it. See [`Engine::list_cost`].
 const PRE_KILL_LEAD: Duration = Duration::from_millis(50);
+
+/// The earliest the listing before the final kill starts, however costly the lists were: a
+/// process forked after the listing is killed but not counted, so it should not come long
+/// before the kill. A listing that would need longer stops reading at the deadline and says
+/// its count is partial.
+const PRE_KILL_LEAD_MAX: Duration = Duration::from_millis(250);
 
 /// How much longer than the kill timeout SIGKILLed processes that are not stuck (not in state D)
 /// are given to finish exiting, while their number keeps falling, before what is left is
@@ -296,6 +305,7 @@ pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Ou
         own_threads: HashMap::new(),
         pre_kill: None,
         list_cost: Duration::ZERO,
+        list_skipped: false,
     };
     if !engine.w.state()?.populated {
         tracing::debug!(cgroup = %cg.rel(), "already empty");
@@ -455,6 +465,9 @@ struct Engine<'a> {
     /// will cost. The task decides it (its process count), so the listing before the final
     /// kill is scheduled by it and skipped where it would make the kill late.
     list_cost: Duration,
+    /// The listing before the final kill was skipped for lack of time: the kill then lists
+    /// nothing either.
+    list_skipped: bool,
     /// Threads seen in a domain cgroup's `cgroup.threads` and found to belong to a process
     /// listed in the same cgroup's `cgroup.procs` (tid -> tgid), so they are looked up once.
     own_threads: HashMap<i32, i32>,
@@ -561,7 +574,7 @@ impl Engine<'_> {
                 .unwrap_or_else(|| deadline_after(step.grace));
             let signalled = self.signal_step(step.signal, deadline, i == 0)?;
             // Before the last grace ends, note who the final kill will take.
-            let lead = PRE_KILL_LEAD.max(self.list_cost * 2);
+            let lead = PRE_KILL_LEAD.max((self.list_cost * 2).min(PRE_KILL_LEAD_MAX));
             let list_at = (i + 1 == self.policy.steps.len()
                 && self.policy.kill_mode != KillMode::Process)
                 .then(|| deadline.checked_sub(lead).unwrap_or(at).max(at))
@@ -642,11 +655,16 @@ impl Engine<'_> {
             match wake {
                 Wake::Empty => return Ok(GraceEnd::Empty),
                 Wake::Deadline if list_at.take().is_some() => {
-                    // Too late to read the lists again (the step's pass ran long): the final
-                    // kill comes on time and counts the processes it holds pidfds for.
-                    if Instant::now() + self.list_cost < deadline {
+                    // Too late to read costly lists again (the step's pass ran long): the
+                    // final kill comes on time and counts the processes it holds pidfds for.
+                    // Cheap lists are read even past the deadline: that costs the kill less
+                    // than a millisecond and the count stays exact.
+                    if Instant::now() + self.list_cost < deadline
+                        || self.list_cost <= PRE_KILL_LIST_BUDGET
+                    {
                         self.list_before_kill(deadline, signal);
                     } else {
+                        self.list_skipped = true;
                         tracing::debug!(cgroup = %self.cg.rel(), cost = ?self.list_cost, "no time left to list the subtree before the final kill");
                     }
                     continue;
@@ -1116,13 +1134,21 @@ impl Engine<'_> {
                 alive.extend(listed);
                 complete
             }
-            // The grace was cut short (a second Ctrl-C), or there was no time to list it
-            // before the deadline: list now, briefly, unless even the task's own cgroup takes
-            // longer to read than that (the kill is not held up for a count).
-            None if self.list_cost <= PRE_KILL_LIST_BUDGET => {
+            // The grace was cut short (a second Ctrl-C): list now, for a few milliseconds
+            // at most (the reads stop then), unless the lists were found to cost more than that.
+            None if !self.list_skipped && self.list_cost <= PRE_KILL_LIST_BUDGET => {
                 self.list_members(&mut alive, at + PRE_KILL_LIST_BUDGET)
             }
-            None => false,
+            // There was no time to list it before the deadline: the kill is not held up for a
+            // count.
+            None => {
+                self.warnings.push(
+                    "the subtree was not listed before the final kill (no time left): \
+                     killed_total counts only the processes the stop held pidfds for"
+                        .to_string(),
+                );
+                true
+            }
         };
         if !complete {
             // Says what happened, not why: on a slow (emulated) machine two processes can take
@@ -1182,13 +1208,26 @@ impl Engine<'_> {
         let mut listed = Vec::new();
         let mut errors = Vec::new();
         let (mut first, mut seen, mut late, mut past) = (true, 0usize, 0usize, false);
+        let (mut cost, mut whole) = (Duration::ZERO, true);
+        // Lists are read until the deadline, or for a few milliseconds if it is (nearly) past
+        // (a listing that starts late is one found cheap, see `wait_grace`).
+        let read_until = deadline
+            .max(Instant::now() + PRE_KILL_LIST_BUDGET)
+            .into_std();
         let walked = cg.walk(Some(deadline.into_std()), |c| {
-            // The task's own cgroup is always listed; the deadline bounds the rest.
+            // The task's own cgroup is always listed, as far as its lists can be read in time;
+            // the deadline bounds the rest.
             if !std::mem::take(&mut first) && Instant::now() >= deadline {
                 return ControlFlow::Break(());
             }
-            let (c, m) = match c.and_then(|c| Ok((c, c.members()?))) {
-                Ok(cm) => cm,
+            let read_at = Instant::now();
+            let read = c.and_then(|c| Ok((c, c.members_until(Some(read_until))?)));
+            cost += read_at.elapsed();
+            let (c, m) = match read {
+                Ok((c, (m, all))) => {
+                    whole &= all;
+                    (c, m)
+                }
                 Err(e) => {
                     errors.push(e);
                     return ControlFlow::Continue(());
@@ -1236,9 +1275,10 @@ impl Engine<'_> {
             }
             self.describe_pending(Some(deadline));
         }
-        // Complete when the walk was not cut short, even if it ended past the deadline (on a
-        // slow machine): every member was listed.
-        let complete = walked.is_continue();
+        // Complete when neither the walk nor a read was cut short, even if it ended past the
+        // deadline (on a slow machine): every member was listed.
+        let complete = walked.is_continue() && whole;
+        self.list_cost = self.list_cost.max(cost);
         tracing::debug!(cgroup = %self.cg.rel(), untracked = listed.len(), complete, "listed the subtree for the final kill");
         self.pre_kill = Some((listed, complete));
     }
@@ -1260,16 +1300,27 @@ impl Engine<'_> {
     fn list_members(&mut self, out: &mut Vec<i32>, budget_end: Instant) -> bool {
         let mut errors = Vec::new();
         let mut first = true;
+        let (mut cost, mut whole) = (Duration::ZERO, true);
         let thread_tgid = &self.thread_tgid;
         let walked = self.cg.walk(Some(budget_end.into_std()), |c| {
-            // The task's own cgroup is always listed; the budget bounds the rest.
+            // The task's own cgroup is always listed, as far as the budget lets its lists be
+            // read; the budget bounds the rest.
             if !std::mem::take(&mut first) && Instant::now() >= budget_end {
                 return ControlFlow::Break(());
             }
-            match c.and_then(Cgroup::members) {
-                Ok(m) if !m.threaded => out.extend(m.ids),
-                // Threads: their processes, as far as the signal passes learnt them.
-                Ok(m) => out.extend(m.ids.iter().filter_map(|t| thread_tgid.get(t))),
+            let read_at = Instant::now();
+            let read = c.and_then(|c| c.members_until(Some(budget_end.into_std())));
+            cost += read_at.elapsed();
+            match read {
+                Ok((m, all)) => {
+                    whole &= all;
+                    if m.threaded {
+                        // Threads: their processes, as far as the signal passes learnt them.
+                        out.extend(m.ids.iter().filter_map(|t| thread_tgid.get(t)));
+                    } else {
+                        out.extend(m.ids);
+                    }
+                }
                 Err(e) => errors.push(e),
             }
             ControlFlow::Continue(())
@@ -1277,8 +1328,11 @@ impl Engine<'_> {
         for e in errors {
             self.problems.add(e);
         }
-        // Whole when the walk was not cut short, even if it ended past the budget.
-        walked.is_continue()
+        // Mixed mode lists here rather than in passes: what the lists cost is learnt here too.
+        self.list_cost = self.list_cost.max(cost);
+        // Whole when neither the walk nor a read was cut short, even if it ended past the
+        // budget.
+        walked.is_continue() && whole
     }
 
     fn describe_killed(&self, alive: &[i32]) -> Vec<Killed> {
