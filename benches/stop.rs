@@ -620,7 +620,7 @@ fn hostile_memory(b: &mut Bench) -> Result<()> {
     ] {
         t.row(vec![name.into(), num(pct(v, 50.0)), num(pct(v, 100.0))]);
     }
-    t.note("Peak RSS from wait4(2) of the `gracekill stop --json` process. The processes ignore SIGTERM and are forked from one helper whose command line is 1 MiB (8 arguments of 131,000 bytes), so each one's /proc/<pid>/cmdline is 1 MiB. Before the hostile-task fixes, 301 processes with 1.8 MB command lines took the stopper to 1.05 GB and a 548 MB JSON line, and the kill came 1.08 s after a 200 ms grace. With a 200 ms grace, 10,000 processes take most of it to signal through pidfds (~175 ms); the final kill then comes on time without the pre-kill listing and counts the processes the stopper holds pidfds for (the report says so).");
+    t.note("Peak RSS from wait4(2) of the `gracekill stop --json` process. The processes ignore SIGTERM and are forked from one helper whose command line is 1 MiB (8 arguments of 131,000 bytes), so each one's /proc/<pid>/cmdline is 1 MiB. Before the hostile-task fixes, 301 processes with 1.8 MB command lines took the stopper to 1.05 GB and a 548 MB JSON line, and the kill came 1.08 s after a 200 ms grace. With a 200 ms grace, 10,000 processes take most of it to signal through pidfds (~175 ms); the listing before the kill then reads for 5 ms at most and the report says its count is partial.");
     b.tables.push(t);
     let max_rss = pct(&rss, 100.0);
     b.target(

@@ -128,10 +128,10 @@ const PRE_KILL_LIST_BUDGET: Duration = Duration::from_millis(5);
 /// A subtree whose lists took longer to read in the last pass or listing (the kernel needs about
 /// 1.2 us per process to produce `cgroup.procs`, as much again for `cgroup.threads`: 25 ms for
 /// 10,000 processes) is listed twice that long before the deadline (at most
-/// [`PRE_KILL_LEAD_MAX`]); a costly listing is skipped when it could not finish in time, and
-/// every listing stops reading at the deadline (or [`PRE_KILL_LIST_BUDGET`] after it started,
-/// if it started late), since the task may have grown since it was last listed: the kill is
-/// not held up by it. See [`Engine::list_cost`].
+/// [`PRE_KILL_LEAD_MAX`]), and every listing stops reading at the deadline (or
+/// [`PRE_KILL_LIST_BUDGET`] after it started, if it started late: the step's pass used the
+/// grace up), since the task may have grown since it was last listed: the kill is not held up
+/// by it, and a count it could not finish says so. See [`Engine::list_cost`].
 const PRE_KILL_LEAD: Duration = Duration::from_millis(50);
 
 /// The earliest the listing before the final kill starts, however costly the lists were: a
@@ -305,7 +305,6 @@ pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Ou
         own_threads: HashMap::new(),
         pre_kill: None,
         list_cost: Duration::ZERO,
-        list_skipped: false,
     };
     if !engine.w.state()?.populated {
         tracing::debug!(cgroup = %cg.rel(), "already empty");
@@ -461,13 +460,10 @@ struct Engine<'a> {
     /// The members listed shortly before the final kill's deadline that the stop holds no
     /// pidfd for (see [`PRE_KILL_LEAD`]), and whether the listing was complete.
     pre_kill: Option<(Vec<i32>, bool)>,
-    /// How long the last pass spent reading the subtree's member lists: what listing it again
-    /// will cost. The task decides it (its process count), so the listing before the final
-    /// kill is scheduled by it and skipped where it would make the kill late.
+    /// How long the last pass or listing spent reading the subtree's member lists: what
+    /// listing it again will cost. The task decides it (its process count), so the listing
+    /// before the final kill is scheduled by it.
     list_cost: Duration,
-    /// The listing before the final kill was skipped for lack of time: the kill then lists
-    /// nothing either.
-    list_skipped: bool,
     /// Threads seen in a domain cgroup's `cgroup.threads` and found to belong to a process
     /// listed in the same cgroup's `cgroup.procs` (tid -> tgid), so they are looked up once.
     own_threads: HashMap<i32, i32>,
@@ -655,18 +651,9 @@ impl Engine<'_> {
             match wake {
                 Wake::Empty => return Ok(GraceEnd::Empty),
                 Wake::Deadline if list_at.take().is_some() => {
-                    // Too late to read costly lists again (the step's pass ran long): the
-                    // final kill comes on time and counts the processes it holds pidfds for.
-                    // Cheap lists are read even past the deadline: that costs the kill less
-                    // than a millisecond and the count stays exact.
-                    if Instant::now() + self.list_cost < deadline
-                        || self.list_cost <= PRE_KILL_LIST_BUDGET
-                    {
-                        self.list_before_kill(deadline, signal);
-                    } else {
-                        self.list_skipped = true;
-                        tracing::debug!(cgroup = %self.cg.rel(), cost = ?self.list_cost, "no time left to list the subtree before the final kill");
-                    }
+                    // Even when the step's pass ran long and the deadline is (nearly) here: the
+                    // listing's reads stop a few milliseconds after it starts.
+                    self.list_before_kill(deadline, signal);
                     continue;
                 }
                 Wake::Deadline | Wake::Frozen => return Ok(GraceEnd::Deadline),
@@ -1134,21 +1121,9 @@ impl Engine<'_> {
                 alive.extend(listed);
                 complete
             }
-            // The grace was cut short (a second Ctrl-C): list now, for a few milliseconds
-            // at most (the reads stop then), unless the lists were found to cost more than that.
-            None if !self.list_skipped && self.list_cost <= PRE_KILL_LIST_BUDGET => {
-                self.list_members(&mut alive, at + PRE_KILL_LIST_BUDGET)
-            }
-            // There was no time to list it before the deadline: the kill is not held up for a
-            // count.
-            None => {
-                self.warnings.push(
-                    "the subtree was not listed before the final kill (no time left): \
-                     killed_total counts only the processes the stop held pidfds for"
-                        .to_string(),
-                );
-                true
-            }
+            // The grace was cut short (a second Ctrl-C): list now, for a few milliseconds at
+            // most (the reads stop then).
+            None => self.list_members(&mut alive, at + PRE_KILL_LIST_BUDGET),
         };
         if !complete {
             // Says what happened, not why: on a slow (emulated) machine two processes can take
