@@ -124,21 +124,13 @@ const CLOCK_EVERY: usize = 8;
 const PRE_KILL_LIST_BUDGET: Duration = Duration::from_millis(5);
 
 /// How long before the last grace ends the subtree is listed for the final kill's report, so
-/// that nothing but the kill itself happens at the deadline. The listing may use all of it.
-/// A subtree whose lists took longer to read in the last pass or listing (the kernel needs about
-/// 1.2 us per process to produce `cgroup.procs`, as much again for `cgroup.threads`: 25 ms for
-/// 10,000 processes) is listed twice that long before the deadline (at most
-/// [`PRE_KILL_LEAD_MAX`]), and every listing stops reading at the deadline (or
-/// [`PRE_KILL_LIST_BUDGET`] after it started, if it started late: the step's pass used the
-/// grace up), since the task may have grown since it was last listed: the kill is not held up
-/// by it, and a count it could not finish says so. See [`Engine::list_cost`].
+/// that nothing but the kill itself happens at the deadline. The listing may use all of it, and
+/// stops reading there (or [`PRE_KILL_LIST_BUDGET`] after it started, if it started late: the
+/// step's pass used the grace up): the kernel needs about 1.2 us per process to produce
+/// `cgroup.procs`, as much again for `cgroup.threads` (25 ms for 10,000 processes), and a task
+/// may have grown since its last pass. The kill is not held up by it; a count it could not
+/// finish says so.
 const PRE_KILL_LEAD: Duration = Duration::from_millis(50);
-
-/// The earliest the listing before the final kill starts, however costly the lists were: a
-/// process forked after the listing is killed but not counted, so it should not come long
-/// before the kill. A listing that would need longer stops reading at the deadline and says
-/// its count is partial.
-const PRE_KILL_LEAD_MAX: Duration = Duration::from_millis(250);
 
 /// How much longer than the kill timeout SIGKILLed processes that are not stuck (not in state D)
 /// are given to finish exiting, while their number keeps falling, before what is left is
@@ -304,7 +296,6 @@ pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Ou
         thread_tgid: HashMap::new(),
         own_threads: HashMap::new(),
         pre_kill: None,
-        list_cost: Duration::ZERO,
     };
     if !engine.w.state()?.populated {
         tracing::debug!(cgroup = %cg.rel(), "already empty");
@@ -460,10 +451,6 @@ struct Engine<'a> {
     /// The members listed shortly before the final kill's deadline that the stop holds no
     /// pidfd for (see [`PRE_KILL_LEAD`]), and whether the listing was complete.
     pre_kill: Option<(Vec<i32>, bool)>,
-    /// How long the last pass or listing spent reading the subtree's member lists: what
-    /// listing it again will cost. The task decides it (its process count), so the listing
-    /// before the final kill is scheduled by it.
-    list_cost: Duration,
     /// Threads seen in a domain cgroup's `cgroup.threads` and found to belong to a process
     /// listed in the same cgroup's `cgroup.procs` (tid -> tgid), so they are looked up once.
     own_threads: HashMap<i32, i32>,
@@ -570,10 +557,9 @@ impl Engine<'_> {
                 .unwrap_or_else(|| deadline_after(step.grace));
             let signalled = self.signal_step(step.signal, deadline, i == 0)?;
             // Before the last grace ends, note who the final kill will take.
-            let lead = PRE_KILL_LEAD.max((self.list_cost * 2).min(PRE_KILL_LEAD_MAX));
             let list_at = (i + 1 == self.policy.steps.len()
                 && self.policy.kill_mode != KillMode::Process)
-                .then(|| deadline.checked_sub(lead).unwrap_or(at).max(at))
+                .then(|| deadline.checked_sub(PRE_KILL_LEAD).unwrap_or(at).max(at))
                 .filter(|&t| t < deadline);
             tracing::debug!(cgroup = %self.cg.rel(), signal = %step.signal, signalled, "sent stop signal");
             self.steps.push(StepReport {
@@ -851,7 +837,6 @@ impl Engine<'_> {
         let mut seen = 0usize;
         let mut errors = Vec::new();
         let mut fatal = None;
-        let mut list_cost = Duration::ZERO;
         let _ = cg.walk(deadline.map(Instant::into_std), |c| {
             let c = match c {
                 Ok(c) => c,
@@ -863,10 +848,7 @@ impl Engine<'_> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return ControlFlow::Break(());
             }
-            let read_at = Instant::now();
-            let members = c.members();
-            list_cost += read_at.elapsed();
-            let members = match members {
+            let members = match c.members() {
                 Ok(m) => m,
                 Err(e) => {
                     errors.push(e);
@@ -930,10 +912,6 @@ impl Engine<'_> {
         });
         for e in errors {
             self.problems.add(e);
-        }
-        // A pass cut short by its deadline before its first read says nothing new.
-        if !list_cost.is_zero() {
-            self.list_cost = list_cost;
         }
         if sig != Signal::KILL {
             self.describe_pending(deadline);
@@ -1183,9 +1161,9 @@ impl Engine<'_> {
         let mut listed = Vec::new();
         let mut errors = Vec::new();
         let (mut first, mut seen, mut late, mut past) = (true, 0usize, 0usize, false);
-        let (mut cost, mut whole) = (Duration::ZERO, true);
+        let mut whole = true;
         // Lists are read until the deadline, or for a few milliseconds if it is (nearly) past
-        // (a listing that starts late is one found cheap, see `wait_grace`).
+        // (it starts late when the step's pass used the grace up).
         let read_until = deadline
             .max(Instant::now() + PRE_KILL_LIST_BUDGET)
             .into_std();
@@ -1195,9 +1173,7 @@ impl Engine<'_> {
             if !std::mem::take(&mut first) && Instant::now() >= deadline {
                 return ControlFlow::Break(());
             }
-            let read_at = Instant::now();
             let read = c.and_then(|c| Ok((c, c.members_until(Some(read_until))?)));
-            cost += read_at.elapsed();
             let (c, m) = match read {
                 Ok((c, (m, all))) => {
                     whole &= all;
@@ -1253,7 +1229,6 @@ impl Engine<'_> {
         // Complete when neither the walk nor a read was cut short, even if it ended past the
         // deadline (on a slow machine): every member was listed.
         let complete = walked.is_continue() && whole;
-        self.list_cost = self.list_cost.max(cost);
         tracing::debug!(cgroup = %self.cg.rel(), untracked = listed.len(), complete, "listed the subtree for the final kill");
         self.pre_kill = Some((listed, complete));
     }
@@ -1275,7 +1250,7 @@ impl Engine<'_> {
     fn list_members(&mut self, out: &mut Vec<i32>, budget_end: Instant) -> bool {
         let mut errors = Vec::new();
         let mut first = true;
-        let (mut cost, mut whole) = (Duration::ZERO, true);
+        let mut whole = true;
         let thread_tgid = &self.thread_tgid;
         let walked = self.cg.walk(Some(budget_end.into_std()), |c| {
             // The task's own cgroup is always listed, as far as the budget lets its lists be
@@ -1283,9 +1258,7 @@ impl Engine<'_> {
             if !std::mem::take(&mut first) && Instant::now() >= budget_end {
                 return ControlFlow::Break(());
             }
-            let read_at = Instant::now();
             let read = c.and_then(|c| c.members_until(Some(budget_end.into_std())));
-            cost += read_at.elapsed();
             match read {
                 Ok((m, all)) => {
                     whole &= all;
@@ -1303,8 +1276,6 @@ impl Engine<'_> {
         for e in errors {
             self.problems.add(e);
         }
-        // Mixed mode lists here rather than in passes: what the lists cost is learnt here too.
-        self.list_cost = self.list_cost.max(cost);
         // Whole when neither the walk nor a read was cut short, even if it ended past the
         // budget.
         walked.is_continue() && whole
