@@ -57,7 +57,7 @@ fn lineage() -> Vec<Entry> {
     if let Some(cg) = proc_cgroup("self") {
         out.push((me, stat.comm, cg));
     }
-    for (pid, comm) in ancestors(me, stat.ppid).iter() {
+    for (pid, comm) in ancestors(me, stat.ppid, Instant::now()).iter() {
         if let Some(cg) = proc_cgroup(&pid.to_string()) {
             out.push((*pid, comm.clone(), cg));
         }
@@ -67,18 +67,18 @@ fn lineage() -> Vec<Entry> {
 
 /// The chain of ancestors of process `pid` (whose parent is `ppid`), reused if read for the
 /// same process and parent less than [`ANCESTORS_TTL`] ago.
-fn ancestors(pid: i32, ppid: i32) -> Arc<Vec<(i32, String)>> {
+fn ancestors(pid: i32, ppid: i32, now: Instant) -> Arc<Vec<(i32, String)>> {
     let mut cache = ANCESTORS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(a) = cache.as_ref()
         && a.pid == pid
         && a.ppid == ppid
-        && a.at.elapsed() < ANCESTORS_TTL
+        && now.saturating_duration_since(a.at) < ANCESTORS_TTL
     {
         return a.chain.clone();
     }
-    let at = Instant::now();
+    let at = now;
     let chain = Arc::new(read_chain(ppid));
     *cache = Some(Ancestors {
         pid,
@@ -148,7 +148,9 @@ mod tests {
     fn ancestors_are_reused_only_briefly_and_only_for_the_same_parent() {
         let me = rustix::process::getpid().as_raw_nonzero().get();
         let ppid = procinfo::stat_of("self").expect("own stat").ppid;
-        let a = ancestors(me, ppid);
+        // The clock is passed in: each call says when it is, no waiting.
+        let t0 = Instant::now();
+        let a = ancestors(me, ppid, t0);
         assert_eq!(
             a.first().map(|e| e.0),
             Some(ppid),
@@ -157,18 +159,13 @@ mod tests {
         // Read again for another parent (reparenting), and for another process (a fork).
         // (In a VM guest the test's parent can be pid 1 itself.)
         let other = if ppid == 1 { 2 } else { 1 };
-        let b = ancestors(me, other);
+        let b = ancestors(me, other, t0);
         assert!(!Arc::ptr_eq(&a, &b));
-        let t = Instant::now();
-        let c = ancestors(me + 1, other);
+        let c = ancestors(me + 1, other, t0);
         assert!(!Arc::ptr_eq(&b, &c));
-        let d = ancestors(me + 1, other);
-        // (Unless this thread was descheduled for the whole TTL in between.)
-        if t.elapsed() < ANCESTORS_TTL {
-            assert!(Arc::ptr_eq(&c, &d), "reused within {ANCESTORS_TTL:?}");
-        }
-        std::thread::sleep(ANCESTORS_TTL + Duration::from_millis(5));
-        let e = ancestors(me + 1, other);
+        let d = ancestors(me + 1, other, t0 + ANCESTORS_TTL - Duration::from_millis(1));
+        assert!(Arc::ptr_eq(&c, &d), "reused within {ANCESTORS_TTL:?}");
+        let e = ancestors(me + 1, other, t0 + ANCESTORS_TTL);
         assert!(!Arc::ptr_eq(&d, &e), "read again after {ANCESTORS_TTL:?}");
     }
 }
