@@ -137,6 +137,10 @@ const PRE_KILL_LEAD: Duration = Duration::from_millis(50);
 /// reported as survivors.
 const DYING_MAX: Duration = Duration::from_secs(5);
 
+/// How long survivors that all look stuck are watched for one of them exiting, before they are
+/// reported as stuck.
+const STUCK_PROBE: Duration = Duration::from_millis(200);
+
 /// The main process (process mode) that is not stuck gets this long after the kill timeout.
 const DYING_GRACE: Duration = Duration::from_secs(1);
 
@@ -420,6 +424,12 @@ const EARLY_NAMES: usize = 8;
 /// never reaps costs a stop this much once, and its child's status is reported unknown.
 const REAP_WAIT: Duration = Duration::from_millis(50);
 
+/// How long the main process, once exited, is given to be reaped (the others get
+/// [`REAP_WAIT`]): its parent is its supervisor (`gracekill run`, an executor), which waits for
+/// it, and whose wakeup a loaded machine can delay past `REAP_WAIT`. Its status is the one users
+/// read.
+const MAIN_REAP_WAIT: Duration = Duration::from_millis(500);
+
 struct Engine<'a> {
     cg: &'a Cgroup,
     policy: &'a Policy,
@@ -467,8 +477,13 @@ impl Engine<'_> {
     /// once when they are all reaped already, and does nothing before Linux 6.15. Never past
     /// `limit`, the end of the phase the stop is in (the step's grace, or the kill timeout).
     async fn settle_exits(&mut self, limit: Instant) {
-        let until = (Instant::now() + REAP_WAIT).min(limit);
-        if let Err(e) = self.w.wait_reaped(until).await {
+        let now = Instant::now();
+        let until = (now + REAP_WAIT).min(limit);
+        let patient = self
+            .opts
+            .main_pid
+            .map(|pid| (pid, (now + MAIN_REAP_WAIT).min(limit)));
+        if let Err(e) = self.w.wait_reaped(until, patient).await {
             self.problems.add(e);
         }
     }
@@ -1431,8 +1446,8 @@ impl Engine<'_> {
     }
 
     /// The survivors once the kill timeout is over. A survivor is stuck: in uninterruptible
-    /// sleep (state D, every thread too) somewhere else than its own exit. Anything else has
-    /// not survived SIGKILL, it is still exiting (slowly, on a loaded machine, when thousands
+    /// sleep (state D, every thread too) somewhere else than its own exit, and none of them
+    /// exits during a short look ([`STUCK_PROBE`]). Anything else has not survived SIGKILL, it is still exiting (slowly, on a loaded machine, when thousands
     /// of processes tear down their memory at once): while such processes are there and their
     /// number keeps falling, the stop waits on (event-driven, a second at a time, at most
     /// [`DYING_MAX`] in all) before it reports what is left.
@@ -1454,8 +1469,16 @@ impl Engine<'_> {
                 ));
             }
         }
-        while n > 0 && !survivors.iter().all(is_stuck) && Instant::now() < hard_end {
-            let more = deadline_after(Duration::from_secs(1)).min(hard_end);
+        // One sample can show every exiting process in state D outside `do_exit` (tearing down
+        // its memory, on a loaded machine), so whether their number falls decides; when all
+        // look stuck, a short look ([`STUCK_PROBE`]) is enough to tell.
+        while n > 0 && Instant::now() < hard_end {
+            let round = if survivors.iter().all(is_stuck) {
+                STUCK_PROBE
+            } else {
+                Duration::from_secs(1)
+            };
+            let more = deadline_after(round).min(hard_end);
             if self.w.wait_empty(more, false, |_| {}).await? == Wake::Empty {
                 return Ok((Vec::new(), 0));
             }

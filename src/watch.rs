@@ -236,9 +236,17 @@ impl Watcher {
     /// on). Event-driven: a pidfd reports `EPOLLHUP` once its process is reaped. Does nothing on
     /// kernels without `PIDFD_INFO_EXIT` (before 6.15), where there is no status to wait for.
     ///
+    /// `patient`: one process (by tgid) whose reap is waited for until a later instant (the
+    /// main process, whose status users read, reaped by its supervisor, which a loaded machine
+    /// can delay).
+    ///
     /// # Errors
     /// `epoll_ctl`, `epoll_wait` or the timer failing.
-    pub async fn wait_reaped(&mut self, until: Instant) -> Result<()> {
+    pub async fn wait_reaped(
+        &mut self,
+        until: Instant,
+        patient: Option<(i32, Instant)>,
+    ) -> Result<()> {
         if !exit_info_supported() {
             return Ok(());
         }
@@ -267,13 +275,33 @@ impl Watcher {
             return Ok(());
         }
         self.arm(until)?;
+        let mut extended = false;
         loop {
             self.drain()?;
-            if self.reaps_pending == 0 || Instant::now() >= until {
+            if self.reaps_pending == 0 {
                 return Ok(());
+            }
+            let now = Instant::now();
+            if now >= until {
+                match patient {
+                    Some((pid, later)) if now < later && self.unreaped(pid) => {
+                        if !extended {
+                            extended = true;
+                            self.arm(later)?;
+                        }
+                    }
+                    _ => return Ok(()),
+                }
             }
             self.next_event().await?;
         }
+    }
+
+    /// Has `tgid` exited (among the kept exits) without being reaped yet?
+    fn unreaped(&self, tgid: i32) -> bool {
+        self.exited
+            .iter()
+            .any(|(p, _)| p.tgid() == tgid && crate::sys::pidfd_exit_status(p.as_fd()).is_none())
     }
 
     /// Waits until something in the epoll set is ready (one wakeup per event: tokio's

@@ -581,3 +581,40 @@ fn proc_state(pid: i32) -> String {
         .map(|(_, r)| r.trim_start().chars().take(1).collect())
         .unwrap_or_default()
 }
+
+/// The main process's exit status reaches the report although its parent (its supervisor) reaps
+/// it late, as a loaded machine makes a supervisor: here the test is that parent, and waits
+/// 150 ms after the exit before reaping. Other exits get 50 ms; the main process gets longer.
+#[test]
+fn the_main_status_is_reported_when_its_supervisor_reaps_late() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("late-reap");
+    let mut app = tc.spawn(r#"trap 'exit 3' TERM; echo ready; sleep 1000 & wait"#);
+    app.wait_line("ready");
+    let main = app.pid();
+    let slow_parent = std::thread::spawn(move || {
+        // Exited, not reaped: a zombie until this parent gets to it.
+        assert!(wait_until(Duration::from_secs(30), || !alive(main)));
+        std::thread::sleep(Duration::from_millis(150));
+        app.wait()
+    });
+    let mount = gracekill::Mount::discover().unwrap();
+    let cg = mount.open_cgroup(&tc.rel).unwrap();
+    let opts = gracekill::StopOptions {
+        main_pid: Some(main),
+        ..Default::default()
+    };
+    let o = gracekill::stop_task_blocking(&cg, Some(gracekill::Policy::default()), &opts).unwrap();
+    assert_eq!(slow_parent.join().unwrap().code(), Some(3));
+    assert_eq!(o.outcome, gracekill::Verdict::Graceful, "{o:?}");
+    let exit = o
+        .exits
+        .iter()
+        .find(|e| e.pid == main)
+        .expect("the main exit");
+    if common::kernel_at_least(6, 15) {
+        assert_eq!(exit.code, Some(3), "{o:?}");
+    } else {
+        assert_eq!(exit.code, None, "no PIDFD_INFO_EXIT before 6.15: {o:?}");
+    }
+}

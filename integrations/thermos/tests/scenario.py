@@ -116,7 +116,13 @@ def main():
 
     argv = [sys.executable, os.path.abspath(__file__), "--as-runner"] + sys.argv[1:]
     env = dict(os.environ, APP_ORPHANS=str(args.orphans)) if args.orphans else None
-    runner = subprocess.Popen(argv, stdout=subprocess.PIPE, universal_newlines=True, env=env)
+    # The runner's stderr goes to a file, and into the result when the runner failed: a test that
+    # fails in a VM guest then says why.
+    err_path = os.path.join(args.scratch, "runner.stderr")
+    with open(err_path, "w") as err:
+        runner = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=err, universal_newlines=True, env=env
+        )
     wait_for(os.path.join(args.scratch, "ready"), 20)
     zombies = count_zombies(args.scratch)
     t = time.monotonic()
@@ -145,6 +151,9 @@ def main():
         "took": took,
         "zombies": zombies,
     }
+    if runner.returncode != 0:
+        with open(err_path) as f:
+            result["runner_stderr"] = f.read()[-4000:]
     print(json.dumps(result))
 
 

@@ -70,8 +70,14 @@ def set_subreaper():
 
 
 def children_of(pid):
+    """The children of `pid`; none once it is gone, which can happen at any moment (upstream
+    reads them through psutil, which turns that into NoSuchProcess and catches it)."""
     out = []
-    for t in os.listdir("/proc/%d/task" % pid) if os.path.isdir("/proc/%d" % pid) else []:
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for t in tasks:
         try:
             with open("/proc/%d/task/%s/children" % (pid, t)) as f:
                 out.extend(int(p) for p in f.read().split())
