@@ -64,9 +64,12 @@
 #![warn(missing_docs)]
 
 pub mod cgroup;
+#[cfg(test)]
+mod engine_tests;
 pub mod error;
 pub mod guard;
 pub mod inspect;
+mod kernel;
 pub mod pidfd;
 pub mod policy;
 pub mod procinfo;

@@ -21,9 +21,7 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::os::fd::OwnedFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rustix::io::Errno;
@@ -33,13 +31,13 @@ use tokio::time::Instant;
 use crate::cgroup::{Cgroup, Mount, is_gone};
 use crate::error::{Error, Result};
 use crate::guard;
+use crate::kernel::{FinalKill, Kernel, Real, TaskCgroup, TaskProc, TaskWatch};
 use crate::pidfd::{Membership, PidFd, membership_method};
 use crate::policy::{KillMode, Policy, Signal};
-use crate::procinfo::{self, CmdlineReader};
+use crate::procinfo::CmdlineReader;
 use crate::report::{Exit, Killed, MAX_LISTED, Outcome, Problems, StepReport, Survivor, Verdict};
-use crate::sys;
-use crate::task::{self, FinalKillRecord, PolicySource, StopMark, StopPlan};
-use crate::watch::{Wake, Watcher, deadline_after};
+use crate::task::{self, PolicySource, StopPlan};
+use crate::watch::{Wake, deadline_after};
 
 /// How the final kill is delivered.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -153,11 +151,8 @@ fn is_stuck(s: &Survivor) -> bool {
 /// The longest the survivors report may take after the kill timeout.
 const SURVIVOR_REPORT_BUDGET: Duration = Duration::from_millis(250);
 
-/// Set once `cgroup.kill` is found missing: the kernel will not grow it.
-static NO_CGROUP_KILL: AtomicBool = AtomicBool::new(false);
-
 /// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine.
-fn monotonic_ns() -> u128 {
+pub(crate) fn monotonic_ns() -> u128 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     // The monotonic clock is never negative.
     u128::from(t.tv_sec.unsigned_abs()) * 1_000_000_000 + u128::from(t.tv_nsec.unsigned_abs())
@@ -270,8 +265,19 @@ pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Ou
     policy.validate()?;
     guard::check_stoppable(cg)?;
     raise_fd_limit();
+    run_engine(&Real, cg, policy, opts).await
+}
+
+/// The stop itself, on any [`Kernel`] (the real one, or the unit tests' scripted fake), once the
+/// policy and the target have been checked.
+pub(crate) async fn run_engine<K: Kernel>(
+    k: &K,
+    cg: &K::Cg,
+    policy: &Policy,
+    opts: &StopOptions,
+) -> Result<Outcome> {
     let t0 = Instant::now();
-    let w = match Watcher::new(cg) {
+    let w = match k.watch(cg) {
         Ok(w) => w,
         // Removed between being opened and now (`run` removes an emptied task): it is empty.
         Err(e) if is_gone(&e) => {
@@ -280,13 +286,14 @@ pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Ou
         Err(e) => return Err(e),
     };
     let mut engine = Engine {
+        k,
         cg,
         policy,
         opts,
         t0,
-        t0_ns: monotonic_ns(),
+        t0_ns: k.now_ns(),
         w,
-        kill: KillPath::default(),
+        kill: None,
         steps: Vec::new(),
         thawed: false,
         problems: Problems::default(),
@@ -296,7 +303,7 @@ pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Ou
         to_describe: Vec::new(),
         cmdlines: CmdlineReader::default(),
         step_done: HashMap::new(),
-        budget: fd_budget(),
+        budget: k.fd_budget(),
         thread_tgid: HashMap::new(),
         own_threads: HashMap::new(),
         pre_kill: None,
@@ -305,7 +312,7 @@ pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Ou
         tracing::debug!(cgroup = %cg.rel(), "already empty");
         return Ok(engine.outcome(Verdict::Empty, Some(t0), Vec::new(), 0, Vec::new(), 0));
     }
-    engine.kill = KillPath::prepare(cg, opts.kill_method)?;
+    engine.kill = Some(k.kill_path(cg, opts.kill_method)?);
     engine.run().await
 }
 
@@ -338,66 +345,17 @@ fn membership_name() -> &'static str {
 }
 
 /// An outcome for a stop that had nothing to do.
-fn bare_outcome(cg: &Cgroup, policy: &Policy, verdict: Verdict, empty_at: Option<f64>) -> Outcome {
+fn bare_outcome(
+    cg: &impl TaskCgroup,
+    policy: &Policy,
+    verdict: Verdict,
+    empty_at: Option<f64>,
+) -> Outcome {
     Outcome {
         empty_at_ms: empty_at,
         membership_proof: membership_name(),
         cgroup_removed: cg.is_removed(),
         ..Outcome::nothing(cg.rel().to_string(), verdict, policy.summary())
-    }
-}
-
-/// What the final kill will write, opened before the first signal.
-#[derive(Debug, Default)]
-struct KillPath {
-    /// `cgroup.kill`, when it will be used.
-    kill: Option<OwnedFd>,
-    /// `cgroup.freeze`, for the fallback (absent before 5.2).
-    freeze: Option<OwnedFd>,
-}
-
-impl KillPath {
-    /// Opens `cgroup.kill` (unless the fallback is forced, the kernel lacks it, or the cgroup is
-    /// threaded, where it refuses to work) and `cgroup.freeze` for writing.
-    ///
-    /// # Errors
-    /// Permission denied on the file the final kill needs; any other unexpected error.
-    fn prepare(cg: &Cgroup, method: KillMethod) -> Result<KillPath> {
-        let mut path = KillPath::default();
-        let threaded = cg.is_threaded();
-        if method == KillMethod::Auto && !threaded && !NO_CGROUP_KILL.load(Ordering::Relaxed) {
-            match cg.open_for_write("cgroup.kill") {
-                Ok(fd) => path.kill = Some(fd),
-                Err(Error::Os {
-                    errno: Errno::NOENT,
-                    ..
-                }) if cg.read_file("cgroup.procs").is_ok() => {
-                    // The cgroup is there but cgroup.kill is not: a kernel before 5.14.
-                    NO_CGROUP_KILL.store(true, Ordering::Relaxed);
-                    tracing::debug!("cgroup.kill missing (kernel < 5.14): using the fallback");
-                }
-                Err(e) if is_gone(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if threaded {
-            tracing::debug!(cgroup = %cg.rel(), "threaded cgroup: cgroup.kill refuses to work there; using the fallback");
-        }
-        match cg.open_for_write("cgroup.freeze") {
-            Ok(fd) => path.freeze = Some(fd),
-            Err(e) if is_gone(&e) => {} // cgroup.freeze needs 5.2; the fallback kills without it
-            // Only the fallback needs to freeze; with cgroup.kill a refusal changes nothing.
-            Err(e) if path.kill.is_none() => return Err(e),
-            Err(_) => {}
-        }
-        Ok(path)
-    }
-
-    fn set_frozen(&self, frozen: bool) -> std::result::Result<(), Errno> {
-        match &self.freeze {
-            Some(fd) => rustix::io::write(fd, if frozen { b"1" } else { b"0" }).map(drop),
-            None => Err(Errno::NOENT),
-        }
     }
 }
 
@@ -430,15 +388,17 @@ const REAP_WAIT: Duration = Duration::from_millis(50);
 /// read.
 const MAIN_REAP_WAIT: Duration = Duration::from_millis(500);
 
-struct Engine<'a> {
-    cg: &'a Cgroup,
+struct Engine<'a, K: Kernel> {
+    k: &'a K,
+    cg: &'a K::Cg,
     policy: &'a Policy,
     opts: &'a StopOptions,
     t0: Instant,
     /// `t0` on the machine-wide monotonic clock, to compare with other stoppers' records.
     t0_ns: u128,
-    w: Watcher,
-    kill: KillPath,
+    w: K::Watch,
+    /// Opened once the task is known to be populated.
+    kill: Option<K::Kill>,
     steps: Vec<StepReport>,
     thawed: bool,
     problems: Problems,
@@ -466,7 +426,7 @@ struct Engine<'a> {
     own_threads: HashMap<i32, i32>,
 }
 
-impl Engine<'_> {
+impl<K: Kernel> Engine<'_, K> {
     fn ms(&self, t: Instant) -> f64 {
         (t - self.t0).as_secs_f64() * 1000.0
     }
@@ -502,12 +462,7 @@ impl Engine<'_> {
                     .or_else(|| self.early_comm.get(&pid))
                     .cloned()
                     .unwrap_or_default();
-                Exit::new(
-                    pid,
-                    comm,
-                    self.ms(at),
-                    sys::pidfd_exit_status(std::os::fd::AsFd::as_fd(&p)),
-                )
+                Exit::new(pid, comm, self.ms(at), p.exit_status())
             })
             .collect()
     }
@@ -547,7 +502,11 @@ impl Engine<'_> {
     /// its final kill meanwhile, that kill emptied it: report it, not a graceful exit.
     fn graceful(mut self, emptied: Instant) -> Outcome {
         let now = Some(emptied);
-        if let Some(rec) = FinalKillRecord::read(self.cg).filter(|r| r.at_ns >= self.t0_ns) {
+        if let Some(rec) = self
+            .k
+            .final_kill_record(self.cg)
+            .filter(|r| r.at_ns >= self.t0_ns)
+        {
             tracing::debug!(cgroup = %self.cg.rel(), by = rec.pid, "emptied by another stop's final kill");
             self.steps.push(StepReport {
                 signal: Signal::KILL.to_string(),
@@ -562,7 +521,7 @@ impl Engine<'_> {
     }
 
     async fn run(mut self) -> Result<Outcome> {
-        let _mark = StopMark::set(self.cg);
+        let _mark = self.k.mark_stopping(self.cg);
         let escalate = self.opts.escalate.clone();
         for (i, step) in self.policy.steps.iter().enumerate() {
             let at = Instant::now();
@@ -626,6 +585,7 @@ impl Engine<'_> {
         escalate: Option<&Notify>,
     ) -> Result<GraceEnd> {
         let progress = self.opts.progress.clone();
+        let k = self.k;
         let phase = signal.to_string();
         let proc_mode = self.policy.kill_mode == KillMode::Process;
         // In control-group mode, wake up too when every signalled process has exited while the
@@ -640,7 +600,7 @@ impl Engine<'_> {
         loop {
             let until = list_at.map_or(deadline, |t| t.min(deadline));
             let wait = self.w.wait_empty(until, catch_latecomers, |w| {
-                report_progress(progress.as_ref(), &phase, deadline, w)
+                report_progress(k, progress.as_ref(), &phase, deadline, w)
             });
             let wake = match escalate {
                 Some(n) => tokio::select! {
@@ -679,16 +639,18 @@ impl Engine<'_> {
     /// The main process, opened and proven to be somewhere in the subtree. Costs the same
     /// whatever the subtree's size: the process's own cgroup path is read and checked to lie
     /// within the target, then the pidfd checked alive (so the read described it).
-    fn main_process(&mut self) -> Option<PidFd> {
+    fn main_process(&mut self) -> Option<K::Proc> {
         let pid = self.opts.main_pid?;
-        let pidfd = match PidFd::open(pid) {
+        let pidfd = match self.k.open(pid) {
             Ok(p) => p?,
             Err(e) => {
                 self.problems.add(e);
                 return None;
             }
         };
-        let within = crate::cgroup::proc_cgroup(&pid.to_string())
+        let within = self
+            .k
+            .proc_cgroup(pid)
             .is_some_and(|p| crate::cgroup::is_within_bytes(&p, self.cg.ns_path_bytes()));
         (within && !pidfd.has_exited()).then_some(pidfd)
     }
@@ -819,9 +781,9 @@ impl Engine<'_> {
             let comm = self
                 .early_comm
                 .remove(&pid)
-                .unwrap_or_else(|| procinfo::comm(pid));
+                .unwrap_or_else(|| self.k.comm(pid));
             // Said at once, not after a grace wasted on a process that cannot react.
-            if let Some(v1) = procinfo::v1_frozen(pid) {
+            if let Some(v1) = self.k.v1_frozen(pid) {
                 let w = format!(
                     "pid {pid} ({}) is frozen by the cgroup v1 freezer at '{v1}': it cannot \
                      handle the stop signal or die of SIGKILL until that cgroup is thawed",
@@ -941,7 +903,7 @@ impl Engine<'_> {
     /// was signalled already in this step. Returns whether a signal was delivered.
     fn signal_member(
         &mut self,
-        c: &Cgroup,
+        c: &K::Cg,
         id: i32,
         threaded: bool,
         threads: &std::collections::HashSet<i32>,
@@ -983,7 +945,7 @@ impl Engine<'_> {
         // then is the process looked at more closely.)
         if !threaded
             && !threads.contains(&id)
-            && !procinfo::has_live_thread_in(id, self.cg.ns_path_bytes())
+            && !self.k.has_live_thread_in(id, self.cg.ns_path_bytes())
         {
             tracing::debug!(cgroup = %c.rel(), pid = id, "exited leader, no live thread here: not a member");
             return Ok(false);
@@ -995,7 +957,7 @@ impl Engine<'_> {
             // large task's sweep is not slowed (the rest are named after the pass).
             self.early_comm
                 .entry(tgid)
-                .or_insert_with(|| procinfo::comm(tgid));
+                .or_insert_with(|| self.k.comm(tgid));
         }
         let sent = if threaded {
             pidfd.send_signal_to_group(sig)? && {
@@ -1048,7 +1010,7 @@ impl Engine<'_> {
                     {
                         break;
                     }
-                    procinfo::tgid_of(tid)
+                    self.k.tgid_of(tid)
                 }
             };
             match tgid {
@@ -1068,14 +1030,9 @@ impl Engine<'_> {
     /// Opens `id` (a pid, or a thread id in a threaded cgroup) and proves it a member of `c`.
     /// Out of descriptors, sheds half of the tracked pidfds (they only speed up wakeups) and
     /// tries once more.
-    fn open_proven(&mut self, c: &Cgroup, id: i32, threaded: bool) -> Result<Option<PidFd>> {
-        let open = |c: &Cgroup| {
-            if threaded {
-                PidFd::open_thread_member(c, id)
-            } else {
-                PidFd::open_member(c, id)
-            }
-        };
+    fn open_proven(&mut self, c: &K::Cg, id: i32, threaded: bool) -> Result<Option<K::Proc>> {
+        let k = self.k;
+        let open = |c: &K::Cg| k.open_member(c, id, threaded);
         match open(c) {
             Err(Error::Os {
                 errno: Errno::MFILE | Errno::NFILE,
@@ -1107,7 +1064,7 @@ impl Engine<'_> {
         // themselves), for at most a few milliseconds: a subtree too large to list in that time
         // is killed anyway and counted as far as it was listed.
         let _ = self.w.refresh();
-        let mut alive: Vec<i32> = self.w.tracked().map(PidFd::pid).collect();
+        let mut alive: Vec<i32> = self.w.tracked().map(TaskProc::pid).collect();
         let complete = match self.pre_kill.take() {
             // Listed during the grace: nothing but the kill happens at the deadline.
             Some((listed, complete)) => {
@@ -1250,7 +1207,7 @@ impl Engine<'_> {
 
     /// Opens `pid`, proves it a member of `c` and tracks it, without a signal (within the
     /// descriptor budget).
-    fn track_member(&mut self, c: &Cgroup, pid: i32) -> Result<()> {
+    fn track_member(&mut self, c: &K::Cg, pid: i32) -> Result<()> {
         if self.w.tracked_count() >= self.budget {
             return Ok(());
         }
@@ -1306,7 +1263,7 @@ impl Engine<'_> {
                     .described
                     .get(&pid)
                     .cloned()
-                    .unwrap_or_else(|| procinfo::comm(pid)),
+                    .unwrap_or_else(|| self.k.comm(pid)),
                 cmdline: self.cmdlines.get(pid),
             })
             .collect()
@@ -1320,7 +1277,7 @@ impl Engine<'_> {
             match main.send_signal(Signal::KILL) {
                 Ok(true) => killed.push(Killed {
                     pid: main.pid(),
-                    comm: procinfo::comm(main.pid()),
+                    comm: self.k.comm(main.pid()),
                     cmdline: self.cmdlines.get(main.pid()),
                 }),
                 Ok(false) => {}
@@ -1343,7 +1300,7 @@ impl Engine<'_> {
             // Only the main process can survive here: the others were never killed. Not stuck
             // (state D)? Then it is exiting: up to DYING_GRACE more.
             let pid = main.pid();
-            let mut s: Survivor = procinfo::describe(pid).into();
+            let mut s = self.k.describe(pid);
             if !is_stuck(&s) {
                 self.w.track(main)?;
                 if self
@@ -1354,7 +1311,7 @@ impl Engine<'_> {
                 {
                     return Ok(self.remaining(Some(killed)));
                 }
-                s = procinfo::describe(pid).into();
+                s = self.k.describe(pid);
             }
             let total = killed.len();
             return Ok(self.outcome(Verdict::Survivors, None, killed, total, vec![s], 1));
@@ -1365,10 +1322,11 @@ impl Engine<'_> {
     /// Sends the final SIGKILL to the whole subtree: `cgroup.kill`, or one fallback round.
     /// Returns how, and how many the fallback signalled.
     async fn send_final_kill(&mut self) -> Result<(&'static str, usize)> {
-        if let Some(fd) = &self.kill.kill {
-            FinalKillRecord::write(self.cg, monotonic_ns(), "cgroup.kill");
-            match rustix::io::write(fd, b"1") {
-                Ok(_) => {
+        if let Some(kill) = self.kill.as_ref().filter(|k| k.uses_cgroup_kill()) {
+            self.k
+                .record_final_kill(self.cg, self.k.now_ns(), "cgroup.kill");
+            match kill.write_kill() {
+                Ok(()) => {
                     tracing::debug!(cgroup = %self.cg.rel(), "final kill via cgroup.kill");
                     // cgroup.kill signals each process through its leader, and silently
                     // spares a process whose leader has exited (`pthread_exit`) while its other
@@ -1390,15 +1348,22 @@ impl Engine<'_> {
                 }
             }
         }
-        FinalKillRecord::write(self.cg, monotonic_ns(), "fallback");
+        self.k
+            .record_final_kill(self.cg, self.k.now_ns(), "fallback");
         let n = self.fallback_round(None).await?;
         Ok(("fallback", n))
+    }
+
+    fn set_frozen(&self, frozen: bool) -> std::result::Result<(), Errno> {
+        self.kill
+            .as_ref()
+            .map_or(Err(Errno::NOENT), |k| k.set_frozen(frozen))
     }
 
     /// One fallback round: freeze (no new forks), SIGKILL every member through its pidfd, thaw.
     /// Always signals, even past the deadline: a kill is never skipped for lack of time.
     async fn fallback_round(&mut self, deadline: Option<Instant>) -> Result<usize> {
-        let froze = self.kill.set_frozen(true).is_ok();
+        let froze = self.set_frozen(true).is_ok();
         // The first round (no deadline: the final kill itself) does not wait for `frozen 1`: a
         // task in uninterruptible sleep can hold that up, and SIGKILL ends tasks whether frozen
         // or not; anyone forked meanwhile is taken by the next round. Later rounds wait for the
@@ -1410,7 +1375,7 @@ impl Engine<'_> {
         self.step_done.clear();
         self.own_threads.clear();
         let killed = self.pass(Signal::KILL, &[], deadline, false)?;
-        if froze && let Err(e) = self.kill.set_frozen(false) {
+        if froze && let Err(e) = self.set_frozen(false) {
             self.problems.add(Error::os(
                 "write '0' to",
                 &self.cg.path().join("cgroup.freeze"),
@@ -1427,11 +1392,12 @@ impl Engine<'_> {
     /// spared: a process whose leader has exited), so a fallback round goes out, again.
     async fn kill_rounds(&mut self, deadline: Instant) -> Result<Wake> {
         let progress = self.opts.progress.clone();
+        let k = self.k;
         loop {
             let wake = self
                 .w
                 .wait_empty(deadline, true, |w| {
-                    report_progress(progress.as_ref(), "SIGKILL", deadline, w)
+                    report_progress(k, progress.as_ref(), "SIGKILL", deadline, w)
                 })
                 .await?;
             if wake != Wake::TrackedGone {
@@ -1510,15 +1476,15 @@ impl Engine<'_> {
             if std::time::Instant::now() >= budget_end {
                 break;
             }
-            let mut s: Survivor = procinfo::describe(pid).into();
-            match PidFd::open(pid) {
+            let mut s = self.k.describe(pid);
+            match self.k.open(pid) {
                 Ok(Some(pidfd)) => pidfds.push((out.len(), pidfd)),
                 Ok(None) => s.mrelease_error = Some(errno_name(Errno::SRCH)),
                 Err(e) => s.mrelease_error = Some(e.to_string()),
             }
             out.push(s);
         }
-        release_memory(&mut out, pidfds, budget_end);
+        self.k.release_memory(&mut out, pidfds, budget_end);
         (out, pids.len())
     }
 }
@@ -1527,7 +1493,11 @@ impl Engine<'_> {
 /// `mmap_lock`, which a survivor stuck in a page fault may keep from it for as long as it is
 /// stuck. One thread does them in turn; whatever has not answered by `until` is reported as
 /// such, and the thread is left to finish (or block) on its own.
-fn release_memory(out: &mut [Survivor], pidfds: Vec<(usize, PidFd)>, until: std::time::Instant) {
+pub(crate) fn release_memory(
+    out: &mut [Survivor],
+    pidfds: Vec<(usize, PidFd)>,
+    until: std::time::Instant,
+) {
     if pidfds.is_empty() {
         return;
     }
@@ -1592,7 +1562,7 @@ pub fn signal_listed_pid(
     Ok(send_all(&pidfd, sig, extra)?.then_some(pidfd))
 }
 
-fn send_all(p: &PidFd, sig: Signal, extra: &[Signal]) -> Result<bool> {
+fn send_all(p: &impl TaskProc, sig: Signal, extra: &[Signal]) -> Result<bool> {
     if !p.send_signal(sig)? {
         return Ok(false);
     }
@@ -1602,13 +1572,15 @@ fn send_all(p: &PidFd, sig: Signal, extra: &[Signal]) -> Result<bool> {
     Ok(true)
 }
 
-fn report_progress(progress: Option<&ProgressFn>, phase: &str, deadline: Instant, w: &Watcher) {
+fn report_progress<K: Kernel>(
+    k: &K,
+    progress: Option<&ProgressFn>,
+    phase: &str,
+    deadline: Instant,
+    w: &K::Watch,
+) {
     if let Some(f) = progress {
-        let names = w
-            .tracked()
-            .take(3)
-            .map(|p| procinfo::comm(p.pid()))
-            .collect();
+        let names = w.tracked().take(3).map(|p| k.comm(p.pid())).collect();
         f(&Progress {
             phase: phase.to_string(),
             deadline,
@@ -1643,7 +1615,7 @@ fn raise_fd_limit() {
 /// How many pidfds one stop may hold: half the soft descriptor limit, less a reserve for the
 /// caller, at most 65,536. Processes beyond it are signalled through a pidfd that is closed at
 /// once (their exits are then seen through `cgroup.events` alone).
-fn fd_budget() -> usize {
+pub(crate) fn fd_budget() -> usize {
     let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     let soft = lim.current.unwrap_or(1 << 20);
     usize::try_from(soft / 2)

@@ -1,0 +1,490 @@
+//! The stop engine's decisions, each on a scripted world ([`crate::kernel::fake`]) in virtual
+//! time: who is signalled when, when the grace ends, how the final kill is sent and what the
+//! outcome says. No root, no cgroups, no real process; the whole file runs in milliseconds.
+//! (The same behaviours on the real kernel: `tests/`, as root.)
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::kernel::fake::{Fake, Reaction, Spec};
+use crate::policy::{KillMode, Policy, Signal, Step};
+use crate::report::{Outcome, Verdict};
+use crate::stop::{KillMethod, StopOptions, run_engine};
+
+const MS: Duration = Duration::from_millis(1);
+
+/// Runs `f` on a single-threaded runtime whose clock is paused: it jumps to the next timer
+/// whenever every task waits, so a 30 s grace takes no real time.
+fn paused(f: impl Future<Output = ()>) {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime")
+        .block_on(f);
+}
+
+fn policy(steps: &[(Signal, u64)], kill_timeout_ms: u64, mode: KillMode) -> Policy {
+    Policy {
+        steps: steps
+            .iter()
+            .map(|&(signal, ms)| Step {
+                signal,
+                grace: MS * u32::try_from(ms).expect("small"),
+            })
+            .collect(),
+        sighup: false,
+        kill_timeout: MS * u32::try_from(kill_timeout_ms).expect("small"),
+        kill_mode: mode,
+    }
+}
+
+fn term(grace_ms: u64) -> Policy {
+    policy(&[(Signal::TERM, grace_ms)], 1000, KillMode::ControlGroup)
+}
+
+async fn stop(w: &Fake, policy: &Policy, opts: &StopOptions) -> Outcome {
+    let cg = w.cgroup(0);
+    run_engine(w, &cg, policy, opts).await.expect("stop")
+}
+
+fn signals(o: &Outcome) -> Vec<&str> {
+    o.steps.iter().map(|s| s.signal.as_str()).collect()
+}
+
+/// The Thermos case: the wrapper dies of SIGTERM at once, the application flushes for 2 s. The
+/// stop waits for the cgroup, not the wrapper: no SIGKILL, graceful, and the timeline says who
+/// exited how.
+#[test]
+fn the_wrapper_dying_first_does_not_end_the_grace() {
+    paused(async {
+        let w = Fake::new();
+        let wrapper = w.spawn(Spec::new("bash"));
+        let app = w.spawn(Spec::new("app").flushes(Signal::TERM, 2000 * MS));
+        let o = stop(&w, &term(5000), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        assert_eq!(signals(&o), ["SIGTERM"]);
+        assert_eq!(o.steps[0].signalled, 2);
+        assert_eq!(w.signals_of(app), ["SIGTERM", "SIGCONT"]);
+        assert_eq!(w.exit_of(wrapper).map(|e| e.1), Some(15), "died of SIGTERM");
+        let empty = o.empty_at_ms.expect("emptied");
+        assert!((2000.0..2010.0).contains(&empty), "{empty}");
+        let app_exit = o.exits.iter().find(|e| e.pid == app).expect("app exit");
+        assert_eq!(app_exit.code, Some(0), "{o:?}");
+        let bash_exit = o
+            .exits
+            .iter()
+            .find(|e| e.pid == wrapper)
+            .expect("bash exit");
+        assert_eq!(bash_exit.signal.as_deref(), Some("SIGTERM"));
+        assert!(!w.log().iter().any(|l| l.contains("cgroup.kill")));
+        assert_eq!(o.outcome.exit_code(), 0);
+    });
+}
+
+/// A process that ignores SIGTERM is killed when the grace is over: not before, and by
+/// `cgroup.kill`, with the kill step at the deadline.
+#[test]
+fn an_ignored_stop_signal_is_answered_by_cgroup_kill_at_the_deadline() {
+    paused(async {
+        let w = Fake::new();
+        let app = w.spawn(Spec::new("app").ignores(Signal::TERM));
+        let o = stop(&w, &term(3000), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        assert_eq!(signals(&o), ["SIGTERM", "SIGKILL"]);
+        let kill = &o.steps[1];
+        assert_eq!(kill.via, Some("cgroup.kill"));
+        assert!(
+            (3000.0..3001.0).contains(&kill.at_ms),
+            "at the deadline: {}",
+            kill.at_ms
+        );
+        let (died, status) = w.exit_of(app).expect("dead");
+        assert!(died >= 3000.0, "never before the grace is over: {died}");
+        assert_eq!(status, 9);
+        assert_eq!(o.killed_total, 1);
+        assert_eq!(o.killed[0].pid, app);
+        assert_eq!(o.killed[0].comm, "app");
+        assert_eq!(o.outcome.exit_code(), 3);
+    });
+}
+
+/// Everyone signalled is gone but the cgroup is still populated: a process appeared after the
+/// pass (a shell's child forked as SIGTERM arrived). It gets the step's signal too, and its
+/// own grace is the step's: it flushes, the stop is graceful.
+#[test]
+fn a_latecomer_gets_the_stop_signal_when_everyone_signalled_is_gone() {
+    paused(async {
+        let w = Fake::new();
+        w.spawn(Spec::new("sh").flushes(Signal::TERM, 20 * MS));
+        w.spawn_later(10 * MS, Spec::new("late").flushes(Signal::TERM, 100 * MS));
+        let o = stop(&w, &term(5000), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        assert_eq!(o.steps[0].signalled, 2, "the latecomer counted: {o:?}");
+        let late = crate::kernel::fake::FIRST_PID + 1;
+        assert_eq!(w.signals_of(late), ["SIGTERM", "SIGCONT"]);
+        let got = w.log();
+        let at: f64 = got
+            .iter()
+            .find(|l| l.contains("SIGTERM late"))
+            .and_then(|l| l.split(' ').next()?.parse().ok())
+            .expect("signalled");
+        assert!((20.0..21.0).contains(&at), "when the sh exited: {got:?}");
+    });
+}
+
+/// A process that appeared during the grace while others still ran (no wakeup tells of it) is
+/// found by the listing shortly before the deadline, and gets the step's signal then, not just
+/// the final kill: here it flushes in time and is not killed.
+#[test]
+fn a_process_unseen_during_the_grace_gets_the_stop_signal_before_the_kill() {
+    paused(async {
+        let w = Fake::new();
+        w.spawn(Spec::new("app").ignores(Signal::TERM));
+        w.spawn_later(100 * MS, Spec::new("new").flushes(Signal::TERM, 10 * MS));
+        let o = stop(&w, &term(1000), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        let newcomer = crate::kernel::fake::FIRST_PID + 1;
+        assert_eq!(w.signals_of(newcomer), ["SIGTERM", "SIGCONT"]);
+        let (at, status) = w.exit_of(newcomer).expect("exited");
+        assert_eq!(status, 0, "flushed, not killed");
+        assert!(at < 1000.0, "{at}");
+        assert_eq!(o.killed_total, 1, "{o:?}");
+        assert_eq!(o.steps[0].signalled, 2, "{o:?}");
+    });
+}
+
+/// A second request (a second Ctrl-C) cuts the grace short: the final kill comes then.
+#[test]
+fn escalation_cuts_the_grace_short() {
+    paused(async {
+        let w = Fake::new();
+        w.spawn(Spec::new("app").ignores(Signal::TERM));
+        let n = Arc::new(tokio::sync::Notify::new());
+        let opts = StopOptions {
+            escalate: Some(n.clone()),
+            ..StopOptions::default()
+        };
+        let second_request = async {
+            tokio::time::sleep(250 * MS).await;
+            n.notify_one();
+        };
+        let p = term(30_000);
+        let (o, ()) = tokio::join!(stop(&w, &p, &opts), second_request);
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        let kill = &o.steps[1];
+        assert!(
+            (250.0..251.0).contains(&kill.at_ms),
+            "at the request, not after 30 s: {}",
+            kill.at_ms
+        );
+        assert_eq!(o.killed_total, 1, "listed at once for the report");
+    });
+}
+
+/// Each step gets its own grace; a process that ignores SIGTERM but honours SIGINT ends in
+/// the second step, and nothing is killed.
+#[test]
+fn a_later_step_can_end_the_stop_gracefully() {
+    paused(async {
+        let w = Fake::new();
+        let app = w.spawn(
+            Spec::new("app")
+                .ignores(Signal::TERM)
+                .flushes(Signal::INT, 50 * MS),
+        );
+        let p = policy(
+            &[(Signal::TERM, 1000), (Signal::INT, 1000)],
+            1000,
+            KillMode::ControlGroup,
+        );
+        let o = stop(&w, &p, &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        assert_eq!(signals(&o), ["SIGTERM", "SIGINT"]);
+        assert!((1000.0..1001.0).contains(&o.steps[1].at_ms));
+        assert_eq!(w.exit_of(app).map(|e| e.1), Some(0));
+    });
+}
+
+/// `kill-mode=process`: only the main process is signalled and killed; the others are left
+/// running, and the outcome says so (exit 5).
+#[test]
+fn process_mode_touches_only_the_main_process() {
+    paused(async {
+        let w = Fake::new();
+        let main = w.spawn(Spec::new("main").ignores(Signal::TERM));
+        let helper = w.spawn(Spec::new("helper"));
+        let p = policy(&[(Signal::TERM, 500)], 1000, KillMode::Process);
+        let opts = StopOptions {
+            main_pid: Some(main),
+            ..StopOptions::default()
+        };
+        let o = stop(&w, &p, &opts).await;
+        assert_eq!(o.outcome, Verdict::Remaining, "{o:?}");
+        assert_eq!(o.outcome.exit_code(), 5);
+        assert_eq!(signals(&o), ["SIGTERM", "SIGKILL"]);
+        assert_eq!(o.steps[1].via, Some("pidfd"));
+        assert_eq!(w.exit_of(main).map(|e| e.1), Some(9));
+        assert!(w.signals_of(helper).is_empty(), "{:?}", w.log());
+        assert!(w.alive(helper));
+        assert!(!w.log().iter().any(|l| l.contains("cgroup.kill")));
+    });
+}
+
+/// `kill-mode=process` without a main process signals nothing, and says why.
+#[test]
+fn process_mode_without_a_main_process_signals_nothing() {
+    paused(async {
+        let w = Fake::new();
+        let helper = w.spawn(Spec::new("helper"));
+        let p = policy(&[(Signal::TERM, 500)], 1000, KillMode::Process);
+        let o = stop(&w, &p, &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Remaining, "{o:?}");
+        assert!(w.signals_of(helper).is_empty());
+        assert!(
+            o.warnings.iter().any(|m| m.contains("no main process")),
+            "{o:?}"
+        );
+    });
+}
+
+/// `kill-mode=mixed`: the stop signal to the main process only, the final kill to everyone.
+#[test]
+fn mixed_mode_signals_the_main_process_and_kills_everyone() {
+    paused(async {
+        let w = Fake::new();
+        let main = w.spawn(Spec::new("main").ignores(Signal::TERM));
+        let helper = w.spawn(Spec::new("helper").ignores(Signal::TERM));
+        let p = policy(&[(Signal::TERM, 500)], 1000, KillMode::Mixed);
+        let opts = StopOptions {
+            main_pid: Some(main),
+            ..StopOptions::default()
+        };
+        let o = stop(&w, &p, &opts).await;
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        assert_eq!(
+            w.signals_of(main).first().map(String::as_str),
+            Some("SIGTERM")
+        );
+        assert!(w.signals_of(helper).iter().all(|s| s == "SIGKILL"));
+        assert_eq!(w.exit_of(helper).map(|e| e.1), Some(9));
+        assert_eq!(o.steps[1].via, Some("cgroup.kill"));
+        assert_eq!(o.killed_total, 2, "{o:?}");
+    });
+}
+
+/// Without `cgroup.kill` (Linux < 5.14), the final kill is the fallback: freeze, SIGKILL each
+/// member through its pidfd, thaw.
+#[test]
+fn without_cgroup_kill_the_fallback_freezes_kills_each_and_thaws() {
+    paused(async {
+        let w = Fake::new();
+        w.without_cgroup_kill();
+        let a = w.spawn(Spec::new("a").ignores(Signal::TERM));
+        let b = w.spawn(Spec::new("b").ignores(Signal::TERM));
+        let o = stop(&w, &term(400), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        assert_eq!(o.steps[1].via, Some("fallback"));
+        let log = w.log();
+        let pos = |what: &str| log.iter().position(|l| l.contains(what)).expect(what);
+        assert!(pos("freeze /task 1") < pos("SIGKILL a"));
+        assert!(pos("SIGKILL b") < pos("freeze /task 0"), "{log:?}");
+        assert_eq!(w.exit_of(a).map(|e| e.1), Some(9));
+        assert_eq!(w.exit_of(b).map(|e| e.1), Some(9));
+    });
+}
+
+/// The fallback's rounds go on while someone is left that the last round did not signal: a
+/// process that appeared after the first round (moved in, or forked before the freeze took)
+/// is killed by the next, once everyone the first round killed is gone.
+#[test]
+fn the_fallback_repeats_for_processes_that_appear_after_a_round() {
+    paused(async {
+        let w = Fake::new();
+        let opts = StopOptions {
+            kill_method: KillMethod::Fallback,
+            ..StopOptions::default()
+        };
+        w.spawn(Spec::new("forker").ignores(Signal::TERM).dies_after(5 * MS));
+        // Appears 2 ms after the first round, while the forker is still exiting.
+        w.spawn_later(402 * MS, Spec::new("child").ignores(Signal::TERM));
+        let o = stop(&w, &term(400), &opts).await;
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        let child = crate::kernel::fake::FIRST_PID + 1;
+        assert_eq!(w.signals_of(child), ["SIGKILL"]);
+        let freezes = w
+            .log()
+            .iter()
+            .filter(|l| l.contains("freeze /task 1"))
+            .count();
+        assert_eq!(freezes, 2, "two rounds: {:?}", w.log());
+    });
+}
+
+/// A process stuck in uninterruptible sleep survives SIGKILL: once the kill timeout is over
+/// it is reported (state D, its memory released), exit 4, and the stop ends.
+#[test]
+fn a_process_that_outlives_sigkill_is_reported_as_a_survivor() {
+    paused(async {
+        let w = Fake::new();
+        let stuck = w.spawn(Spec::new("fusey").ignores(Signal::TERM).stuck());
+        let o = stop(&w, &term(200), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Survivors, "{o:?}");
+        assert_eq!(o.outcome.exit_code(), 4);
+        assert_eq!(o.survivors_total, 1);
+        assert_eq!(o.survivors[0].pid, stuck);
+        assert_eq!(o.survivors[0].state, "D");
+        assert!(o.survivors[0].memory_released);
+        // The kill timeout (1 s) and a short look (200 ms) whether it exits after all.
+        assert!(
+            (1400.0..1500.0).contains(&o.elapsed_ms),
+            "bounded: {}",
+            o.elapsed_ms
+        );
+    });
+}
+
+/// SIGKILLed processes that take long to exit (a large address space to tear down, a loaded
+/// machine) are not survivors: while their number keeps falling the stop waits on, a second at
+/// a time, and reports them killed.
+#[test]
+fn slowly_exiting_processes_are_waited_for_not_reported_as_survivors() {
+    paused(async {
+        let w = Fake::new();
+        for (name, ms) in [("big", 1200), ("bigger", 1600)] {
+            w.spawn(Spec::new(name).ignores(Signal::TERM).dies_after(ms * MS));
+        }
+        let o = stop(&w, &term(100), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        assert_eq!(o.survivors_total, 0);
+        let empty = o.empty_at_ms.expect("emptied");
+        assert!((1700.0..1701.0).contains(&empty), "{empty}");
+    });
+}
+
+/// Another stop of the same task sent its final kill while this one waited: this stop saw
+/// the cgroup empty because of it, and says so instead of claiming a graceful exit.
+#[test]
+fn an_emptying_by_another_stops_kill_is_reported_as_that_kill() {
+    paused(async {
+        let w = Fake::new();
+        let app = w.spawn(Spec::new("app").ignores(Signal::TERM));
+        // The other stopper: its record, then its kill, 100 ms in.
+        let other = async {
+            tokio::time::sleep(100 * MS).await;
+            w.record_other_kill(4242, 100 * MS, "cgroup.kill");
+            let cg = w.cgroup(0);
+            let k = crate::kernel::Kernel::kill_path(&w, &cg, KillMethod::Auto).expect("kill");
+            crate::kernel::FinalKill::write_kill(&k).expect("write");
+        };
+        let (p, opts) = (term(5000), StopOptions::default());
+        let (o, ()) = tokio::join!(stop(&w, &p, &opts), other);
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        let kill = o.steps.last().expect("steps");
+        assert_eq!(kill.by_pid, Some(4242));
+        assert_eq!(kill.via, Some("cgroup.kill"));
+        assert_eq!(w.exit_of(app).map(|e| e.1), Some(9));
+    });
+}
+
+/// A task its owner froze cannot run its SIGTERM handler: the stop thaws it (after signalling
+/// it), and the stop is graceful.
+#[test]
+fn a_frozen_task_is_thawed_so_it_can_honour_the_stop() {
+    paused(async {
+        let w = Fake::new();
+        let sub = w.mkdir(0, "inner");
+        let app = w.spawn(
+            Spec::new("app")
+                .in_cgroup(sub)
+                .flushes(Signal::TERM, 100 * MS),
+        );
+        w.freeze(sub);
+        let o = stop(&w, &term(5000), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        assert!(o.thawed);
+        assert_eq!(w.exit_of(app).map(|e| e.1), Some(0));
+    });
+}
+
+/// Beyond the descriptor budget, processes are signalled through a pidfd closed at once; the
+/// stop still sees the cgroup empty through `cgroup.events` and ends gracefully.
+#[test]
+fn processes_beyond_the_descriptor_budget_are_signalled_all_the_same() {
+    paused(async {
+        let w = Fake::new();
+        w.set_budget(2);
+        let pids: Vec<i32> = (0..6)
+            .map(|i| w.spawn(Spec::new(&format!("p{i}")).flushes(Signal::TERM, 10 * MS)))
+            .collect();
+        let o = stop(&w, &term(5000), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        assert_eq!(o.steps[0].signalled, 6);
+        assert_eq!(w.peak_held(), 2, "never more pidfds than the budget");
+        for pid in pids {
+            assert_eq!(w.signals_of(pid), ["SIGTERM", "SIGCONT"]);
+        }
+    });
+}
+
+/// An empty task is not signalled at all.
+#[test]
+fn an_empty_task_is_reported_empty() {
+    paused(async {
+        let w = Fake::new();
+        let o = stop(&w, &term(5000), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Empty);
+        assert!(o.steps.is_empty());
+        assert!(w.log().is_empty());
+    });
+}
+
+/// `SendSIGHUP=`: SIGHUP right after the stop signal, then SIGCONT.
+#[test]
+fn sighup_follows_the_stop_signal_when_asked() {
+    paused(async {
+        let w = Fake::new();
+        let app = w.spawn(
+            Spec::new("app")
+                .flushes(Signal::TERM, 10 * MS)
+                .on(Signal::HUP, Reaction::Ignore),
+        );
+        let mut p = term(1000);
+        p.sighup = true;
+        let o = stop(&w, &p, &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        assert_eq!(w.signals_of(app), ["SIGTERM", "SIGHUP", "SIGCONT"]);
+    });
+}
+
+/// Exit statuses: the main process's parent (its supervisor) reaping it late still gets its
+/// status into the report (up to 500 ms); another process whose parent never reaps it costs
+/// the stop 50 ms once, and its status is unknown.
+#[test]
+fn the_main_status_waits_for_a_late_reap_and_others_do_not() {
+    paused(async {
+        let w = Fake::new();
+        let main = w.spawn(
+            Spec::new("main")
+                .flushes(Signal::TERM, 10 * MS)
+                .reaped_after(Some(300 * MS)),
+        );
+        let orphan = w.spawn(Spec::new("orphan").reaped_after(None));
+        let opts = StopOptions {
+            main_pid: Some(main),
+            ..StopOptions::default()
+        };
+        let o = stop(&w, &term(5000), &opts).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        let exit = |pid: i32| o.exits.iter().find(|e| e.pid == pid).expect("exit");
+        assert_eq!(exit(main).code, Some(0), "{o:?}");
+        assert_eq!(exit(orphan).code, None);
+        assert_eq!(exit(orphan).signal, None);
+        assert!(
+            (310.0..320.0).contains(&o.elapsed_ms),
+            "until the main reap: {}",
+            o.elapsed_ms
+        );
+    });
+}

@@ -1,0 +1,407 @@
+//! The seam between the stop engine ([`mod@crate::stop`]) and the kernel: every operation the engine
+//! performs on the task (list members, open and prove a pidfd, signal, watch `cgroup.events`
+//! and the pidfds, freeze, kill, describe, record) is a method of one of these traits.
+//!
+//! [`Real`] implements them with cgroupfs, pidfds, epoll and `/proc` ([`crate::cgroup`],
+//! [`crate::pidfd`], [`crate::watch`], [`crate::procinfo`]); the engine is compiled for it
+//! alone outside the tests, so the seam costs nothing at run time. The unit tests implement them
+//! with a scripted world of processes in virtual time (`kernel/fake.rs`), so every decision of
+//! the engine can be tested in milliseconds, without root or cgroups.
+
+use std::ops::ControlFlow;
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use rustix::io::Errno;
+use tokio::time::Instant;
+
+use crate::cgroup::{Cgroup, Events, Members, is_gone};
+use crate::error::{Error, Result};
+use crate::pidfd::PidFd;
+use crate::policy::Signal;
+use crate::report::Survivor;
+use crate::stop::KillMethod;
+use crate::task::{FinalKillRecord, StopMark};
+use crate::watch::{Wake, Watcher};
+
+#[cfg(test)]
+pub(crate) mod fake;
+
+/// One cgroup of the task's subtree.
+pub(crate) trait TaskCgroup: Sized {
+    /// The path relative to the mount, for reports and logs.
+    fn rel(&self) -> &str;
+    /// The path, for error messages.
+    fn path(&self) -> &Path;
+    /// The path as `/proc/<pid>/cgroup` shows it, for membership checks.
+    fn ns_path_bytes(&self) -> &[u8];
+    /// Has the cgroup been removed?
+    fn is_removed(&self) -> bool;
+    /// Visits this cgroup and every cgroup below it, until `until`.
+    fn walk(
+        &self,
+        until: Option<std::time::Instant>,
+        visit: impl FnMut(Result<&Self>) -> ControlFlow<()>,
+    ) -> ControlFlow<()>;
+    /// The members (`cgroup.procs` and `cgroup.threads`).
+    fn members(&self) -> Result<Members>;
+    /// The members, read until `until`; `false` if the lists were cut short.
+    fn members_until(&self, until: Option<std::time::Instant>) -> Result<(Members, bool)>;
+    /// Is `cgroup.freeze` set?
+    fn freeze_requested(&self) -> Result<bool>;
+    /// Writes `cgroup.freeze`.
+    fn set_frozen(&self, frozen: bool) -> Result<()>;
+}
+
+/// A process (or a thread, in a threaded cgroup) held by the engine: a pidfd.
+pub(crate) trait TaskProc: Sized {
+    /// The pid (or thread id) it was opened for.
+    fn pid(&self) -> i32;
+    /// Its process's pid.
+    fn tgid(&self) -> i32;
+    /// Has it exited? Never blocks.
+    fn has_exited(&self) -> bool;
+    /// Sends `sig`; `false` if it is gone.
+    fn send_signal(&self, sig: Signal) -> Result<bool>;
+    /// Sends `sig` to its whole process (for a thread); `false` if it is gone.
+    fn send_signal_to_group(&self, sig: Signal) -> Result<bool>;
+    /// Its wait status, once it has been reaped (and the kernel keeps it: Linux 6.15).
+    fn exit_status(&self) -> Option<i32>;
+}
+
+/// Watches the task's cgroup and the processes the engine holds (see [`Watcher`]).
+pub(crate) trait TaskWatch: Sized {
+    /// A held process.
+    type Proc: TaskProc;
+    /// `cgroup.events` now.
+    fn state(&self) -> Result<Events>;
+    /// Holds `p` and wakes when it exits.
+    fn track(&mut self, p: Self::Proc) -> Result<()>;
+    /// The held process for `pid`, unless its exit was seen by the last refresh.
+    fn held(&self, pid: i32) -> Option<&Self::Proc>;
+    /// Forgets the held processes seen to exit.
+    fn refresh(&mut self) -> Result<()>;
+    /// Holds at most `keep` processes (out of descriptors).
+    fn shed(&mut self, keep: usize);
+    /// Every held process.
+    fn tracked(&self) -> impl Iterator<Item = &Self::Proc>;
+    /// How many processes are held.
+    fn tracked_count(&self) -> usize;
+    /// Waits for `populated 0`, the deadline, or (`stop_when_tracked_gone`) every held process
+    /// gone; `on_wake` after each wakeup that does not end the wait.
+    async fn wait_empty(
+        &mut self,
+        deadline: Instant,
+        stop_when_tracked_gone: bool,
+        on_wake: impl FnMut(&Self),
+    ) -> Result<Wake>;
+    /// Waits for `frozen 1`, `populated 0` or the deadline.
+    async fn wait_frozen(&mut self, deadline: Instant) -> Result<Wake>;
+    /// Waits for the exited processes to be reaped (see [`Watcher::wait_reaped`]).
+    async fn wait_reaped(&mut self, until: Instant, patient: Option<(i32, Instant)>) -> Result<()>;
+    /// The exits seen, in order, with when each was seen.
+    fn take_exits(&mut self) -> Vec<(Self::Proc, Instant)>;
+}
+
+/// What the final kill writes, opened before the first signal.
+pub(crate) trait FinalKill {
+    /// Will the final kill write `cgroup.kill` (else: the fallback)?
+    fn uses_cgroup_kill(&self) -> bool;
+    /// Writes `cgroup.kill`.
+    fn write_kill(&self) -> std::result::Result<(), Errno>;
+    /// Writes `cgroup.freeze` (for the fallback).
+    fn set_frozen(&self, frozen: bool) -> std::result::Result<(), Errno>;
+}
+
+/// The kernel as the engine sees it.
+pub(crate) trait Kernel {
+    /// A cgroup of the task.
+    type Cg: TaskCgroup;
+    /// A held process.
+    type Proc: TaskProc;
+    /// The watcher of one stop.
+    type Watch: TaskWatch<Proc = Self::Proc>;
+    /// The final kill's files.
+    type Kill: FinalKill;
+    /// The stop-in-progress mark on a cgroup, removed when dropped.
+    type Mark<'c>
+    where
+        Self: 'c;
+
+    /// Starts watching `cg`.
+    fn watch(&self, cg: &Self::Cg) -> Result<Self::Watch>;
+    /// Opens what the final kill of `cg` will write, by `method`.
+    fn kill_path(&self, cg: &Self::Cg, method: KillMethod) -> Result<Self::Kill>;
+    /// Opens `pid`: `None` if there is no such process.
+    fn open(&self, pid: i32) -> Result<Option<Self::Proc>>;
+    /// Opens `id` (a pid, or a thread id if `threaded`) and proves it a member of `cg`.
+    fn open_member(&self, cg: &Self::Cg, id: i32, threaded: bool) -> Result<Option<Self::Proc>>;
+    /// The cgroup path of `pid`, as `/proc/<pid>/cgroup` shows it.
+    fn proc_cgroup(&self, pid: i32) -> Option<Vec<u8>>;
+    /// The name of `pid` (`comm`), empty if gone.
+    fn comm(&self, pid: i32) -> String;
+    /// `pid` described for the survivors report (state, wait channel, threads).
+    fn describe(&self, pid: i32) -> Survivor;
+    /// The cgroup v1 freezer cgroup holding `pid` frozen, if any.
+    fn v1_frozen(&self, pid: i32) -> Option<String>;
+    /// The process of thread `tid`.
+    fn tgid_of(&self, tid: i32) -> Option<i32>;
+    /// Does process `pid` have a live thread within the cgroup at `ns_path` (or below)?
+    fn has_live_thread_in(&self, pid: i32, ns_path: &[u8]) -> bool;
+    /// Releases the memory of the survivors held in `procs` (index into `out`, process),
+    /// noting in `out` what happened, until `until`.
+    fn release_memory(
+        &self,
+        out: &mut [Survivor],
+        procs: Vec<(usize, Self::Proc)>,
+        until: std::time::Instant,
+    );
+    /// Marks a stop in progress on `cg`.
+    fn mark_stopping<'c>(&'c self, cg: &'c Self::Cg) -> Option<Self::Mark<'c>>;
+    /// Records this stop's final kill on `cg`.
+    fn record_final_kill(&self, cg: &Self::Cg, at_ns: u128, via: &'static str);
+    /// The final kill recorded on `cg` (by any stop).
+    fn final_kill_record(&self, cg: &Self::Cg) -> Option<FinalKillRecord>;
+    /// `CLOCK_MONOTONIC` in nanoseconds, the clock of the records.
+    fn now_ns(&self) -> u128;
+    /// How many processes one stop may hold at once.
+    fn fd_budget(&self) -> usize;
+}
+
+/// The kernel itself.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Real;
+
+impl TaskCgroup for Cgroup {
+    fn rel(&self) -> &str {
+        Cgroup::rel(self)
+    }
+    fn path(&self) -> &Path {
+        Cgroup::path(self)
+    }
+    fn ns_path_bytes(&self) -> &[u8] {
+        Cgroup::ns_path_bytes(self)
+    }
+    fn is_removed(&self) -> bool {
+        Cgroup::is_removed(self)
+    }
+    fn walk(
+        &self,
+        until: Option<std::time::Instant>,
+        visit: impl FnMut(Result<&Self>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        Cgroup::walk(self, until, visit)
+    }
+    fn members(&self) -> Result<Members> {
+        Cgroup::members(self)
+    }
+    fn members_until(&self, until: Option<std::time::Instant>) -> Result<(Members, bool)> {
+        Cgroup::members_until(self, until)
+    }
+    fn freeze_requested(&self) -> Result<bool> {
+        Cgroup::freeze_requested(self)
+    }
+    fn set_frozen(&self, frozen: bool) -> Result<()> {
+        Cgroup::set_frozen(self, frozen)
+    }
+}
+
+impl TaskProc for PidFd {
+    fn pid(&self) -> i32 {
+        PidFd::pid(self)
+    }
+    fn tgid(&self) -> i32 {
+        PidFd::tgid(self)
+    }
+    fn has_exited(&self) -> bool {
+        PidFd::has_exited(self)
+    }
+    fn send_signal(&self, sig: Signal) -> Result<bool> {
+        PidFd::send_signal(self, sig)
+    }
+    fn send_signal_to_group(&self, sig: Signal) -> Result<bool> {
+        PidFd::send_signal_to_group(self, sig)
+    }
+    fn exit_status(&self) -> Option<i32> {
+        crate::sys::pidfd_exit_status(std::os::fd::AsFd::as_fd(self))
+    }
+}
+
+impl TaskWatch for Watcher {
+    type Proc = PidFd;
+    fn state(&self) -> Result<Events> {
+        Watcher::state(self)
+    }
+    fn track(&mut self, p: PidFd) -> Result<()> {
+        Watcher::track(self, p)
+    }
+    fn held(&self, pid: i32) -> Option<&PidFd> {
+        Watcher::held(self, pid)
+    }
+    fn refresh(&mut self) -> Result<()> {
+        Watcher::refresh(self)
+    }
+    fn shed(&mut self, keep: usize) {
+        Watcher::shed(self, keep);
+    }
+    fn tracked(&self) -> impl Iterator<Item = &PidFd> {
+        Watcher::tracked(self)
+    }
+    fn tracked_count(&self) -> usize {
+        Watcher::tracked_count(self)
+    }
+    async fn wait_empty(
+        &mut self,
+        deadline: Instant,
+        stop_when_tracked_gone: bool,
+        on_wake: impl FnMut(&Self),
+    ) -> Result<Wake> {
+        Watcher::wait_empty(self, deadline, stop_when_tracked_gone, on_wake).await
+    }
+    async fn wait_frozen(&mut self, deadline: Instant) -> Result<Wake> {
+        Watcher::wait_frozen(self, deadline).await
+    }
+    async fn wait_reaped(&mut self, until: Instant, patient: Option<(i32, Instant)>) -> Result<()> {
+        Watcher::wait_reaped(self, until, patient).await
+    }
+    fn take_exits(&mut self) -> Vec<(PidFd, Instant)> {
+        Watcher::take_exits(self)
+    }
+}
+
+/// Set once `cgroup.kill` is found missing: the kernel will not grow it.
+static NO_CGROUP_KILL: AtomicBool = AtomicBool::new(false);
+
+/// What the final kill will write, opened before the first signal.
+#[derive(Debug, Default)]
+pub(crate) struct KillPath {
+    /// `cgroup.kill`, when it will be used.
+    kill: Option<OwnedFd>,
+    /// `cgroup.freeze`, for the fallback (absent before 5.2).
+    freeze: Option<OwnedFd>,
+}
+
+impl KillPath {
+    /// Opens `cgroup.kill` (unless the fallback is forced, the kernel lacks it, or the cgroup is
+    /// threaded, where it refuses to work) and `cgroup.freeze` for writing.
+    ///
+    /// # Errors
+    /// Permission denied on the file the final kill needs; any other unexpected error.
+    fn prepare(cg: &Cgroup, method: KillMethod) -> Result<KillPath> {
+        let mut path = KillPath::default();
+        let threaded = cg.is_threaded();
+        if method == KillMethod::Auto && !threaded && !NO_CGROUP_KILL.load(Ordering::Relaxed) {
+            match cg.open_for_write("cgroup.kill") {
+                Ok(fd) => path.kill = Some(fd),
+                Err(Error::Os {
+                    errno: Errno::NOENT,
+                    ..
+                }) if cg.read_file("cgroup.procs").is_ok() => {
+                    // The cgroup is there but cgroup.kill is not: a kernel before 5.14.
+                    NO_CGROUP_KILL.store(true, Ordering::Relaxed);
+                    tracing::debug!("cgroup.kill missing (kernel < 5.14): using the fallback");
+                }
+                Err(e) if is_gone(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if threaded {
+            tracing::debug!(cgroup = %cg.rel(), "threaded cgroup: cgroup.kill refuses to work there; using the fallback");
+        }
+        match cg.open_for_write("cgroup.freeze") {
+            Ok(fd) => path.freeze = Some(fd),
+            Err(e) if is_gone(&e) => {} // cgroup.freeze needs 5.2; the fallback kills without it
+            // Only the fallback needs to freeze; with cgroup.kill a refusal changes nothing.
+            Err(e) if path.kill.is_none() => return Err(e),
+            Err(_) => {}
+        }
+        Ok(path)
+    }
+}
+
+impl FinalKill for KillPath {
+    fn uses_cgroup_kill(&self) -> bool {
+        self.kill.is_some()
+    }
+
+    fn write_kill(&self) -> std::result::Result<(), Errno> {
+        match &self.kill {
+            Some(fd) => rustix::io::write(fd, b"1").map(drop),
+            None => Err(Errno::NOENT),
+        }
+    }
+
+    fn set_frozen(&self, frozen: bool) -> std::result::Result<(), Errno> {
+        match &self.freeze {
+            Some(fd) => rustix::io::write(fd, if frozen { b"1" } else { b"0" }).map(drop),
+            None => Err(Errno::NOENT),
+        }
+    }
+}
+
+impl Kernel for Real {
+    type Cg = Cgroup;
+    type Proc = PidFd;
+    type Watch = Watcher;
+    type Kill = KillPath;
+    type Mark<'c> = StopMark<'c>;
+
+    fn watch(&self, cg: &Cgroup) -> Result<Watcher> {
+        Watcher::new(cg)
+    }
+    fn kill_path(&self, cg: &Cgroup, method: KillMethod) -> Result<KillPath> {
+        KillPath::prepare(cg, method)
+    }
+    fn open(&self, pid: i32) -> Result<Option<PidFd>> {
+        PidFd::open(pid)
+    }
+    fn open_member(&self, cg: &Cgroup, id: i32, threaded: bool) -> Result<Option<PidFd>> {
+        if threaded {
+            PidFd::open_thread_member(cg, id)
+        } else {
+            PidFd::open_member(cg, id)
+        }
+    }
+    fn proc_cgroup(&self, pid: i32) -> Option<Vec<u8>> {
+        crate::cgroup::proc_cgroup(&pid.to_string())
+    }
+    fn comm(&self, pid: i32) -> String {
+        crate::procinfo::comm(pid)
+    }
+    fn describe(&self, pid: i32) -> Survivor {
+        crate::procinfo::describe(pid).into()
+    }
+    fn v1_frozen(&self, pid: i32) -> Option<String> {
+        crate::procinfo::v1_frozen(pid)
+    }
+    fn tgid_of(&self, tid: i32) -> Option<i32> {
+        crate::procinfo::tgid_of(tid)
+    }
+    fn has_live_thread_in(&self, pid: i32, ns_path: &[u8]) -> bool {
+        crate::procinfo::has_live_thread_in(pid, ns_path)
+    }
+    fn release_memory(
+        &self,
+        out: &mut [Survivor],
+        procs: Vec<(usize, PidFd)>,
+        until: std::time::Instant,
+    ) {
+        crate::stop::release_memory(out, procs, until);
+    }
+    fn mark_stopping<'c>(&'c self, cg: &'c Cgroup) -> Option<StopMark<'c>> {
+        StopMark::set(cg)
+    }
+    fn record_final_kill(&self, cg: &Cgroup, at_ns: u128, via: &'static str) {
+        FinalKillRecord::write(cg, at_ns, via);
+    }
+    fn final_kill_record(&self, cg: &Cgroup) -> Option<FinalKillRecord> {
+        FinalKillRecord::read(cg)
+    }
+    fn now_ns(&self) -> u128 {
+        crate::stop::monotonic_ns()
+    }
+    fn fd_budget(&self) -> usize {
+        crate::stop::fd_budget()
+    }
+}

@@ -1,0 +1,866 @@
+//! A scripted kernel for the engine's unit tests: a world of processes in cgroups, each with its
+//! reaction to each signal, in tokio's virtual time (the tests run on a paused clock, which jumps
+//! to the next timer whenever every task waits). The engine ([`crate::stop::run_engine`]) runs
+//! on it unchanged; the world logs what the engine did to it (signals, freezes, kills) and keeps
+//! what the processes did (exits, statuses, reaps), so a test asserts both the outcome and the
+//! path to it, in milliseconds and without root.
+//!
+//! The model keeps what the engine relies on and nothing else: a zombie has left its cgroup and
+//! its status is known once its parent reaps it; SIGKILL ends every process not stuck in
+//! uninterruptible sleep, frozen or not; other signals wait for a frozen cgroup's thaw;
+//! `cgroup.kill` SIGKILLs what is in the subtree at that instant (not what appears later).
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Duration;
+
+use rustix::io::Errno;
+use tokio::time::Instant;
+
+use super::{FinalKill, Kernel, TaskCgroup, TaskProc, TaskWatch};
+use crate::cgroup::{Events, Members};
+use crate::error::Result;
+use crate::policy::Signal;
+use crate::report::Survivor;
+use crate::stop::KillMethod;
+use crate::task::FinalKillRecord;
+use crate::watch::Wake;
+
+/// Fake pids start here: above any `pid_max`, so nothing of the real `/proc` is ever read for
+/// them (the engine's background command-line reader tries, and finds nothing).
+pub const FIRST_PID: i32 = 5_000_001;
+
+/// What a process does when a signal reaches it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Reaction {
+    /// The default action of a fatal signal: it dies of it at once.
+    Die,
+    /// A handler that exits with `code` after `after` (a flush). Later signals change nothing.
+    Exit { after: Duration, code: i32 },
+    /// Ignored (or blocked).
+    Ignore,
+}
+
+/// A process of the world, as a test describes it.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub comm: String,
+    /// The cgroup (0: the task's own).
+    pub cg: usize,
+    /// Reactions to signals not in `on`: fatal signals kill, SIGCONT and SIGCHLD do nothing.
+    pub on: Vec<(Signal, Reaction)>,
+    /// How long after its exit its parent reaps it; `None`: never.
+    pub reaped_after: Option<Duration>,
+    /// In uninterruptible sleep: SIGKILL does not end it.
+    pub stuck: bool,
+    /// How long its exit takes once SIGKILLed (tearing down a large address space).
+    pub dies_after: Duration,
+}
+
+impl Spec {
+    pub fn new(comm: &str) -> Spec {
+        Spec {
+            comm: comm.into(),
+            cg: 0,
+            on: Vec::new(),
+            reaped_after: Some(Duration::from_millis(1)),
+            stuck: false,
+            dies_after: Duration::ZERO,
+        }
+    }
+    pub fn on(mut self, sig: Signal, r: Reaction) -> Spec {
+        self.on.push((sig, r));
+        self
+    }
+    pub fn flushes(self, sig: Signal, after: Duration) -> Spec {
+        self.on(sig, Reaction::Exit { after, code: 0 })
+    }
+    pub fn ignores(self, sig: Signal) -> Spec {
+        self.on(sig, Reaction::Ignore)
+    }
+    pub fn in_cgroup(mut self, cg: usize) -> Spec {
+        self.cg = cg;
+        self
+    }
+    pub fn reaped_after(mut self, d: Option<Duration>) -> Spec {
+        self.reaped_after = d;
+        self
+    }
+    pub fn stuck(mut self) -> Spec {
+        self.stuck = true;
+        self
+    }
+    pub fn dies_after(mut self, d: Duration) -> Spec {
+        self.dies_after = d;
+        self
+    }
+    fn reaction(&self, sig: Signal) -> Reaction {
+        if let Some(&(_, r)) = self.on.iter().rev().find(|(s, _)| *s == sig) {
+            return r;
+        }
+        match sig.as_raw() {
+            18 | 17 | 28 | 23 => Reaction::Ignore, // CONT, CHLD, WINCH, URG
+            _ => Reaction::Die,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Proc {
+    spec: Spec,
+    /// When it exited and its wait status.
+    exited: Option<(Instant, i32)>,
+    /// An exit already on its way (a handler flushing).
+    exiting: bool,
+    reaped: bool,
+    /// Signals that arrived while its cgroup was frozen, handled at the thaw.
+    pending: Vec<Signal>,
+}
+
+#[derive(Debug)]
+struct Cg {
+    rel: String,
+    parent: Option<usize>,
+    freeze: bool,
+}
+
+#[derive(Debug)]
+enum Event {
+    Exit(i32, i32),
+    Reap(i32),
+    Spawn(Spec),
+}
+
+#[derive(Debug)]
+struct State {
+    t0: Instant,
+    cgroups: Vec<Cg>,
+    procs: BTreeMap<i32, Proc>,
+    schedule: Vec<(Instant, u64, Event)>,
+    seq: u64,
+    next_pid: i32,
+    log: Vec<String>,
+    has_cgroup_kill: bool,
+    record: Option<FinalKillRecord>,
+    budget: usize,
+    /// The most pidfds one watcher held at once.
+    peak_held: usize,
+}
+
+/// The world, shared by every handle the engine holds.
+#[derive(Clone, Debug)]
+pub struct Fake(Rc<RefCell<State>>);
+
+impl Fake {
+    /// An empty world whose task cgroup is `/task`; must be made on the paused runtime.
+    pub fn new() -> Fake {
+        Fake(Rc::new(RefCell::new(State {
+            t0: Instant::now(),
+            cgroups: vec![Cg {
+                rel: "/task".into(),
+                parent: None,
+                freeze: false,
+            }],
+            procs: BTreeMap::new(),
+            schedule: Vec::new(),
+            seq: 0,
+            next_pid: FIRST_PID,
+            log: Vec::new(),
+            has_cgroup_kill: true,
+            record: None,
+            budget: 1 << 16,
+            peak_held: 0,
+        })))
+    }
+
+    /// A child cgroup of `parent`; returns its index.
+    pub fn mkdir(&self, parent: usize, name: &str) -> usize {
+        let mut s = self.0.borrow_mut();
+        let rel = format!("{}/{name}", s.cgroups[parent].rel);
+        s.cgroups.push(Cg {
+            rel,
+            parent: Some(parent),
+            freeze: false,
+        });
+        s.cgroups.len() - 1
+    }
+
+    /// Starts a process now; returns its pid.
+    pub fn spawn(&self, spec: Spec) -> i32 {
+        self.0.borrow_mut().spawn(spec)
+    }
+
+    /// Starts a process `after` from now (unsignalled: it missed every pass so far).
+    pub fn spawn_later(&self, after: Duration, spec: Spec) {
+        let at = Instant::now() + after;
+        self.0.borrow_mut().at(at, Event::Spawn(spec));
+    }
+
+    /// The kernel has no `cgroup.kill` (before 5.14).
+    pub fn without_cgroup_kill(&self) {
+        self.0.borrow_mut().has_cgroup_kill = false;
+    }
+
+    /// Freezes a cgroup, as its owner might have.
+    pub fn freeze(&self, cg: usize) {
+        self.0.borrow_mut().set_freeze(cg, true, Instant::now());
+    }
+
+    /// The stop may hold this many pidfds at once.
+    pub fn set_budget(&self, n: usize) {
+        self.0.borrow_mut().budget = n;
+    }
+
+    /// Another stopper's final-kill record, `after` the start of the world.
+    pub fn record_other_kill(&self, pid: u32, after: Duration, via: &'static str) {
+        let mut s = self.0.borrow_mut();
+        let at_ns = s.ns(s.t0 + after);
+        s.record = Some(FinalKillRecord { pid, at_ns, via });
+    }
+
+    /// The task cgroup (index 0) as the engine sees it.
+    pub fn cgroup(&self, id: usize) -> FakeCg {
+        let rel = self.0.borrow().cgroups[id].rel.clone();
+        FakeCg {
+            world: self.clone(),
+            id,
+            path: PathBuf::from(format!("/fake{rel}")),
+            rel,
+        }
+    }
+
+    /// What the engine did, in order: `"<ms> SIGTERM app"`, `"<ms> cgroup.kill"`, ...
+    pub fn log(&self) -> Vec<String> {
+        self.0.borrow().log.clone()
+    }
+
+    /// The signals `pid` received, as names.
+    pub fn signals_of(&self, pid: i32) -> Vec<String> {
+        let comm = self.0.borrow().procs[&pid].spec.comm.clone();
+        self.log()
+            .iter()
+            .filter_map(|l| {
+                let mut w = l.split(' ').skip(1);
+                let (sig, who) = (w.next()?, w.next()?);
+                (who == format!("{comm}[{pid}]")).then(|| sig.to_string())
+            })
+            .collect()
+    }
+
+    /// When `pid` exited (ms after the start), and its wait status.
+    pub fn exit_of(&self, pid: i32) -> Option<(f64, i32)> {
+        let s = self.0.borrow();
+        s.procs[&pid].exited.map(|(t, st)| (s.ms(t), st))
+    }
+
+    /// The most processes the stop held (as pidfds) at once.
+    pub fn peak_held(&self) -> usize {
+        self.0.borrow().peak_held
+    }
+
+    /// Is `pid` still running?
+    pub fn alive(&self, pid: i32) -> bool {
+        let mut s = self.0.borrow_mut();
+        s.advance(Instant::now());
+        s.procs[&pid].exited.is_none()
+    }
+}
+
+impl State {
+    fn ms(&self, t: Instant) -> f64 {
+        (t - self.t0).as_secs_f64() * 1000.0
+    }
+
+    fn ns(&self, t: Instant) -> u128 {
+        // Any origin will do, as long as it is the one of the whole world.
+        (t - self.t0).as_nanos() + 1_000_000_000
+    }
+
+    fn note(&mut self, now: Instant, what: String) {
+        let line = format!("{:.0} {what}", self.ms(now));
+        self.log.push(line);
+    }
+
+    fn at(&mut self, t: Instant, e: Event) {
+        self.seq += 1;
+        self.schedule.push((t, self.seq, e));
+    }
+
+    fn spawn(&mut self, spec: Spec) -> i32 {
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        self.procs.insert(
+            pid,
+            Proc {
+                spec,
+                exited: None,
+                exiting: false,
+                reaped: false,
+                pending: Vec::new(),
+            },
+        );
+        pid
+    }
+
+    /// Applies every scheduled event due by `now`, in order.
+    fn advance(&mut self, now: Instant) {
+        loop {
+            let Some(i) = self
+                .schedule
+                .iter()
+                .enumerate()
+                .filter(|(_, (t, _, _))| *t <= now)
+                .min_by_key(|(_, (t, seq, _))| (*t, *seq))
+                .map(|(i, _)| i)
+            else {
+                return;
+            };
+            let (t, _, e) = self.schedule.remove(i);
+            match e {
+                Event::Exit(pid, status) => self.exit(pid, status, t),
+                Event::Reap(pid) => {
+                    if let Some(p) = self.procs.get_mut(&pid) {
+                        p.reaped = true;
+                    }
+                }
+                Event::Spawn(spec) => {
+                    self.spawn(spec);
+                }
+            }
+        }
+    }
+
+    fn next_event(&self) -> Option<Instant> {
+        self.schedule.iter().map(|(t, _, _)| *t).min()
+    }
+
+    fn exit(&mut self, pid: i32, status: i32, t: Instant) {
+        let Some(p) = self.procs.get_mut(&pid) else {
+            return;
+        };
+        if p.exited.is_some() {
+            return;
+        }
+        p.exited = Some((t, status));
+        if let Some(d) = p.spec.reaped_after {
+            self.at(t + d, Event::Reap(pid));
+        }
+    }
+
+    fn frozen(&self, mut cg: usize) -> bool {
+        loop {
+            if self.cgroups[cg].freeze {
+                return true;
+            }
+            match self.cgroups[cg].parent {
+                Some(p) => cg = p,
+                None => return false,
+            }
+        }
+    }
+
+    fn within(&self, mut cg: usize, root: usize) -> bool {
+        loop {
+            if cg == root {
+                return true;
+            }
+            match self.cgroups[cg].parent {
+                Some(p) => cg = p,
+                None => return false,
+            }
+        }
+    }
+
+    fn populated(&self, root: usize) -> bool {
+        self.procs
+            .values()
+            .any(|p| p.exited.is_none() && self.within(p.spec.cg, root))
+    }
+
+    fn signal(&mut self, pid: i32, sig: Signal, now: Instant) -> bool {
+        self.advance(now);
+        let Some(p) = self.procs.get(&pid) else {
+            return false;
+        };
+        if p.exited.is_some() {
+            return false;
+        }
+        let line = format!("{sig} {}[{pid}]", p.spec.comm);
+        self.note(now, line);
+        let frozen = self.frozen(self.procs[&pid].spec.cg);
+        if sig == Signal::KILL {
+            self.kill(pid, now);
+        } else if frozen {
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.pending.push(sig);
+            }
+        } else {
+            self.react(pid, sig, now);
+        }
+        true
+    }
+
+    /// SIGKILL: the end, unless it is stuck; at once, or once its exit is done.
+    fn kill(&mut self, pid: i32, now: Instant) {
+        let p = &self.procs[&pid];
+        let dies_after = p.spec.dies_after;
+        if p.spec.stuck || p.exited.is_some() || (p.exiting && !dies_after.is_zero()) {
+            return;
+        }
+        if dies_after.is_zero() {
+            self.exit(pid, Signal::KILL.as_raw(), now);
+        } else {
+            if let Some(p) = self.procs.get_mut(&pid) {
+                p.exiting = true;
+            }
+            self.at(now + dies_after, Event::Exit(pid, Signal::KILL.as_raw()));
+        }
+    }
+
+    fn react(&mut self, pid: i32, sig: Signal, now: Instant) {
+        let p = &self.procs[&pid];
+        if p.exiting || p.exited.is_some() {
+            return;
+        }
+        match p.spec.reaction(sig) {
+            Reaction::Die => self.exit(pid, sig.as_raw(), now),
+            Reaction::Exit { after, code } => {
+                if let Some(p) = self.procs.get_mut(&pid) {
+                    p.exiting = true;
+                }
+                self.at(now + after, Event::Exit(pid, code << 8));
+            }
+            Reaction::Ignore => {}
+        }
+    }
+
+    fn set_freeze(&mut self, cg: usize, freeze: bool, now: Instant) {
+        self.advance(now);
+        self.cgroups[cg].freeze = freeze;
+        let what = format!("freeze {} {}", self.cgroups[cg].rel, u8::from(freeze));
+        self.note(now, what);
+        if freeze {
+            return;
+        }
+        let thawed: Vec<i32> = self
+            .procs
+            .iter()
+            .filter(|(_, p)| !p.pending.is_empty() && !self.frozen(p.spec.cg))
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in thawed {
+            let pending = std::mem::take(&mut self.procs.get_mut(&pid).expect("listed").pending);
+            for sig in pending {
+                self.react(pid, sig, now);
+            }
+        }
+    }
+
+    fn subtree(&self, root: usize) -> Vec<usize> {
+        let mut out = vec![root];
+        let mut i = 0;
+        while i < out.len() {
+            let parent = out[i];
+            out.extend((0..self.cgroups.len()).filter(|&c| self.cgroups[c].parent == Some(parent)));
+            i += 1;
+        }
+        out
+    }
+}
+
+/// A cgroup of the world.
+#[derive(Debug)]
+pub struct FakeCg {
+    world: Fake,
+    id: usize,
+    rel: String,
+    path: PathBuf,
+}
+
+impl TaskCgroup for FakeCg {
+    fn rel(&self) -> &str {
+        &self.rel
+    }
+    fn path(&self) -> &Path {
+        &self.path
+    }
+    fn ns_path_bytes(&self) -> &[u8] {
+        self.rel.as_bytes()
+    }
+    fn is_removed(&self) -> bool {
+        false
+    }
+    fn walk(
+        &self,
+        _until: Option<std::time::Instant>,
+        mut visit: impl FnMut(Result<&Self>) -> ControlFlow<()>,
+    ) -> ControlFlow<()> {
+        let ids = self.world.0.borrow().subtree(self.id);
+        for id in ids {
+            let c = self.world.cgroup(id);
+            visit(Ok(&c))?;
+        }
+        ControlFlow::Continue(())
+    }
+    fn members(&self) -> Result<Members> {
+        let mut s = self.world.0.borrow_mut();
+        s.advance(Instant::now());
+        let ids: Vec<i32> = s
+            .procs
+            .iter()
+            .filter(|(_, p)| p.exited.is_none() && p.spec.cg == self.id)
+            .map(|(&pid, _)| pid)
+            .collect();
+        Ok(Members {
+            threads: ids.clone(),
+            ids,
+            threaded: false,
+        })
+    }
+    fn members_until(&self, _until: Option<std::time::Instant>) -> Result<(Members, bool)> {
+        Ok((self.members()?, true))
+    }
+    fn freeze_requested(&self) -> Result<bool> {
+        Ok(self.world.0.borrow().cgroups[self.id].freeze)
+    }
+    fn set_frozen(&self, frozen: bool) -> Result<()> {
+        self.world
+            .0
+            .borrow_mut()
+            .set_freeze(self.id, frozen, Instant::now());
+        Ok(())
+    }
+}
+
+/// A pidfd of the world.
+#[derive(Debug)]
+pub struct FakeProc {
+    world: Fake,
+    pid: i32,
+}
+
+impl TaskProc for FakeProc {
+    fn pid(&self) -> i32 {
+        self.pid
+    }
+    fn tgid(&self) -> i32 {
+        self.pid
+    }
+    fn has_exited(&self) -> bool {
+        !self.world.alive(self.pid)
+    }
+    fn send_signal(&self, sig: Signal) -> Result<bool> {
+        Ok(self
+            .world
+            .0
+            .borrow_mut()
+            .signal(self.pid, sig, Instant::now()))
+    }
+    fn send_signal_to_group(&self, sig: Signal) -> Result<bool> {
+        self.send_signal(sig)
+    }
+    fn exit_status(&self) -> Option<i32> {
+        let mut s = self.world.0.borrow_mut();
+        s.advance(Instant::now());
+        let p = &s.procs[&self.pid];
+        if p.reaped {
+            p.exited.map(|e| e.1)
+        } else {
+            None
+        }
+    }
+}
+
+/// The watcher of one stop: `cgroup.events` of the task and the pidfds held, in virtual time.
+#[derive(Debug)]
+pub struct FakeWatch {
+    world: Fake,
+    root: usize,
+    tracked: BTreeMap<i32, FakeProc>,
+    exited: Vec<(FakeProc, Instant)>,
+}
+
+impl FakeWatch {
+    /// Moves the held processes that have exited to the exits, as the real watcher's drain does.
+    fn drain(&mut self) {
+        let gone: Vec<i32> = self
+            .tracked
+            .keys()
+            .copied()
+            .filter(|&pid| !self.world.alive(pid))
+            .collect();
+        let s = self.world.0.borrow();
+        let mut out = Vec::new();
+        for pid in gone {
+            let p = self.tracked.remove(&pid).expect("listed");
+            let at = s.procs[&pid].exited.map_or_else(Instant::now, |e| e.0);
+            out.push((p, at));
+        }
+        drop(s);
+        self.exited.extend(out);
+    }
+
+    /// Sleeps until the next thing happens in the world, or `until`.
+    async fn next(&self, until: Instant) {
+        let next = self.world.0.borrow().next_event();
+        tokio::time::sleep_until(next.map_or(until, |t| t.min(until))).await;
+    }
+
+    fn unreaped(&self, pid: Option<i32>) -> usize {
+        let s = self.world.0.borrow();
+        self.exited
+            .iter()
+            .filter(|(p, _)| pid.is_none_or(|x| x == p.pid) && !s.procs[&p.pid].reaped)
+            .count()
+    }
+}
+
+impl TaskWatch for FakeWatch {
+    type Proc = FakeProc;
+    fn state(&self) -> Result<Events> {
+        let mut s = self.world.0.borrow_mut();
+        s.advance(Instant::now());
+        Ok(Events {
+            populated: s.populated(self.root),
+            frozen: s.frozen(self.root),
+        })
+    }
+    fn track(&mut self, p: FakeProc) -> Result<()> {
+        self.tracked.insert(p.pid, p);
+        let mut s = self.world.0.borrow_mut();
+        s.peak_held = s.peak_held.max(self.tracked.len());
+        Ok(())
+    }
+    fn held(&self, pid: i32) -> Option<&FakeProc> {
+        self.tracked.get(&pid)
+    }
+    fn refresh(&mut self) -> Result<()> {
+        self.drain();
+        Ok(())
+    }
+    fn shed(&mut self, keep: usize) {
+        self.exited.clear();
+        while self.tracked.len() > keep {
+            self.tracked.pop_last();
+        }
+    }
+    fn tracked(&self) -> impl Iterator<Item = &FakeProc> {
+        self.tracked.values()
+    }
+    fn tracked_count(&self) -> usize {
+        self.tracked.len()
+    }
+    async fn wait_empty(
+        &mut self,
+        deadline: Instant,
+        stop_when_tracked_gone: bool,
+        mut on_wake: impl FnMut(&Self),
+    ) -> Result<Wake> {
+        loop {
+            self.drain();
+            if !self.state()?.populated {
+                return Ok(Wake::Empty);
+            }
+            if Instant::now() >= deadline {
+                return Ok(Wake::Deadline);
+            }
+            if stop_when_tracked_gone && self.tracked.is_empty() {
+                return Ok(Wake::TrackedGone);
+            }
+            on_wake(self);
+            self.next(deadline).await;
+        }
+    }
+    async fn wait_frozen(&mut self, deadline: Instant) -> Result<Wake> {
+        loop {
+            self.drain();
+            let ev = self.state()?;
+            if !ev.populated {
+                return Ok(Wake::Empty);
+            }
+            if ev.frozen {
+                return Ok(Wake::Frozen);
+            }
+            if Instant::now() >= deadline {
+                return Ok(Wake::Deadline);
+            }
+            self.next(deadline).await;
+        }
+    }
+    async fn wait_reaped(&mut self, until: Instant, patient: Option<(i32, Instant)>) -> Result<()> {
+        loop {
+            self.world.0.borrow_mut().advance(Instant::now());
+            if self.unreaped(None) == 0 {
+                return Ok(());
+            }
+            let now = Instant::now();
+            let end = match patient {
+                Some((pid, later)) if self.unreaped(Some(pid)) > 0 => until.max(later),
+                _ => until,
+            };
+            if now >= end {
+                return Ok(());
+            }
+            self.next(end).await;
+        }
+    }
+    fn take_exits(&mut self) -> Vec<(FakeProc, Instant)> {
+        std::mem::take(&mut self.exited)
+    }
+}
+
+/// The final kill's files of the world.
+#[derive(Debug)]
+pub struct FakeKill {
+    world: Fake,
+    root: usize,
+    cgroup_kill: bool,
+}
+
+impl FinalKill for FakeKill {
+    fn uses_cgroup_kill(&self) -> bool {
+        self.cgroup_kill
+    }
+    fn write_kill(&self) -> std::result::Result<(), Errno> {
+        let now = Instant::now();
+        let mut s = self.world.0.borrow_mut();
+        s.advance(now);
+        let what = format!("cgroup.kill {}", s.cgroups[self.root].rel);
+        s.note(now, what);
+        let subtree = s.subtree(self.root);
+        let victims: Vec<i32> = s
+            .procs
+            .iter()
+            .filter(|(_, p)| p.exited.is_none() && subtree.contains(&p.spec.cg))
+            .map(|(&pid, _)| pid)
+            .collect();
+        for pid in victims {
+            s.kill(pid, now);
+        }
+        Ok(())
+    }
+    fn set_frozen(&self, frozen: bool) -> std::result::Result<(), Errno> {
+        self.world
+            .0
+            .borrow_mut()
+            .set_freeze(self.root, frozen, Instant::now());
+        Ok(())
+    }
+}
+
+impl Kernel for Fake {
+    type Cg = FakeCg;
+    type Proc = FakeProc;
+    type Watch = FakeWatch;
+    type Kill = FakeKill;
+    type Mark<'c> = ();
+
+    fn watch(&self, cg: &FakeCg) -> Result<FakeWatch> {
+        Ok(FakeWatch {
+            world: self.clone(),
+            root: cg.id,
+            tracked: BTreeMap::new(),
+            exited: Vec::new(),
+        })
+    }
+    fn kill_path(&self, cg: &FakeCg, method: KillMethod) -> Result<FakeKill> {
+        Ok(FakeKill {
+            world: self.clone(),
+            root: cg.id,
+            cgroup_kill: method == KillMethod::Auto && self.0.borrow().has_cgroup_kill,
+        })
+    }
+    fn open(&self, pid: i32) -> Result<Option<FakeProc>> {
+        let s = self.0.borrow();
+        Ok(s.procs.get(&pid).filter(|p| !p.reaped).map(|_| FakeProc {
+            world: self.clone(),
+            pid,
+        }))
+    }
+    fn open_member(&self, cg: &FakeCg, id: i32, _threaded: bool) -> Result<Option<FakeProc>> {
+        let mut s = self.0.borrow_mut();
+        s.advance(Instant::now());
+        Ok(s.procs
+            .get(&id)
+            .filter(|p| p.exited.is_none() && p.spec.cg == cg.id)
+            .map(|_| FakeProc {
+                world: self.clone(),
+                pid: id,
+            }))
+    }
+    fn proc_cgroup(&self, pid: i32) -> Option<Vec<u8>> {
+        let s = self.0.borrow();
+        let p = s.procs.get(&pid).filter(|p| p.exited.is_none())?;
+        Some(s.cgroups[p.spec.cg].rel.clone().into_bytes())
+    }
+    fn comm(&self, pid: i32) -> String {
+        let s = self.0.borrow();
+        s.procs
+            .get(&pid)
+            .filter(|p| !p.reaped)
+            .map(|p| p.spec.comm.clone())
+            .unwrap_or_default()
+    }
+    fn describe(&self, pid: i32) -> Survivor {
+        let s = self.0.borrow();
+        let p = s.procs.get(&pid);
+        let (state, wchan) = match p {
+            Some(p) if p.exited.is_some() => ("Z", ""),
+            Some(p) if p.spec.stuck => ("D", "fuse_wait_answer"),
+            Some(_) => ("S", "do_nanosleep"),
+            None => ("", ""),
+        };
+        Survivor {
+            pid,
+            comm: p.map(|p| p.spec.comm.clone()).unwrap_or_default(),
+            state: state.into(),
+            wchan: wchan.into(),
+            memory_released: false,
+            mrelease_error: None,
+            threads: Vec::new(),
+        }
+    }
+    fn v1_frozen(&self, _pid: i32) -> Option<String> {
+        None
+    }
+    fn tgid_of(&self, tid: i32) -> Option<i32> {
+        self.0.borrow().procs.contains_key(&tid).then_some(tid)
+    }
+    fn has_live_thread_in(&self, pid: i32, ns_path: &[u8]) -> bool {
+        self.proc_cgroup(pid)
+            .is_some_and(|p| crate::cgroup::is_within_bytes(&p, ns_path))
+    }
+    fn release_memory(
+        &self,
+        out: &mut [Survivor],
+        procs: Vec<(usize, FakeProc)>,
+        _until: std::time::Instant,
+    ) {
+        for (i, _) in procs {
+            out[i].memory_released = true;
+        }
+    }
+    fn mark_stopping<'c>(&'c self, _cg: &'c FakeCg) -> Option<()> {
+        Some(())
+    }
+    fn record_final_kill(&self, _cg: &FakeCg, at_ns: u128, via: &'static str) {
+        self.0.borrow_mut().record = Some(FinalKillRecord {
+            pid: std::process::id(),
+            at_ns,
+            via,
+        });
+    }
+    fn final_kill_record(&self, _cg: &FakeCg) -> Option<FinalKillRecord> {
+        self.0.borrow().record
+    }
+    fn now_ns(&self) -> u128 {
+        let s = self.0.borrow();
+        s.ns(Instant::now())
+    }
+    fn fd_budget(&self) -> usize {
+        self.0.borrow().budget
+    }
+}
