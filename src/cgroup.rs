@@ -18,6 +18,10 @@ use rustix::io::Errno;
 
 use crate::error::{Error, Result};
 
+/// Starts a [`std::process::Command`] inside a cgroup: the child writes itself into the
+/// `cgroup.procs` the caller opened, between fork and exec (see `sys.rs`).
+pub use crate::sys::join_cgroup_before_exec;
+
 /// `CGROUP2_SUPER_MAGIC` from `statfs(2)`.
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
@@ -85,20 +89,6 @@ impl Mount {
     /// The mount's root as the caller's cgroup namespace names it (`/` almost always).
     pub fn ns_root(&self) -> &str {
         &self.ns_root
-    }
-
-    /// Translates a path from `/proc/<pid>/cgroup` into one relative to this mount, or `None`
-    /// when it lies outside what the mount shows.
-    pub fn rel_from_ns_path(&self, ns_path: &str) -> Option<String> {
-        let root = self.ns_root.trim_end_matches('/');
-        if root.is_empty() {
-            return Some(ns_path.to_string());
-        }
-        match ns_path.strip_prefix(root) {
-            Some("") => Some("/".into()),
-            Some(rest) if rest.starts_with('/') => Some(rest.to_string()),
-            _ => None,
-        }
     }
 
     /// Opens the cgroup at `rel` (a normalized path relative to the mount, `/a/b`; `/` is the
@@ -483,7 +473,7 @@ impl Cgroup {
         }
     }
 
-    /// Opens `cgroup.events` for event-driven waiting (see [`crate::watch`]).
+    /// Opens `cgroup.events` for event-driven waiting (`POLLPRI`, as the stop engine waits).
     ///
     /// # Errors
     /// An OS error naming the file.

@@ -49,8 +49,8 @@ async fn stop(w: &Fake, policy: &Policy, opts: &StopOptions) -> Outcome {
     run_engine(w, &cg, policy, opts).await.expect("stop")
 }
 
-fn signals(o: &Outcome) -> Vec<&str> {
-    o.steps.iter().map(|s| s.signal.as_str()).collect()
+fn signals(o: &Outcome) -> Vec<String> {
+    o.steps.iter().map(|s| s.signal.to_string()).collect()
 }
 
 /// The Thermos case: the wrapper dies of SIGTERM at once, the application flushes for 2 s. The

@@ -14,6 +14,7 @@ use crate::task::{self, Supervisor, TaskMeta};
 /// Whether a task has processes, and whether the `gracekill run` that started it is gone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum TaskState {
     /// Populated; supervised by its `run`, or never started by one.
     Running,

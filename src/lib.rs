@@ -67,19 +67,19 @@ pub mod cgroup;
 #[cfg(test)]
 mod engine_tests;
 pub mod error;
-pub mod guard;
+pub(crate) mod guard;
 pub mod inspect;
 mod kernel;
 pub mod pidfd;
 pub mod policy;
-pub mod procinfo;
+pub(crate) mod procinfo;
 pub mod report;
 pub mod runplan;
 pub mod stop;
 pub mod supervise;
-pub mod sys;
+pub(crate) mod sys;
 pub mod task;
-pub mod watch;
+pub(crate) mod watch;
 
 pub use cgroup::{Cgroup, Events, Mount};
 pub use error::{Error, ErrorKind, Result};

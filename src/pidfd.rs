@@ -32,11 +32,6 @@ const INFO: u8 = 1;
 const PROC: u8 = 2;
 static METHOD: AtomicU8 = AtomicU8::new(UNKNOWN);
 
-/// Forces the `/proc` proof even where `PIDFD_GET_INFO` works, so tests can exercise both paths.
-pub fn force_proc_membership() {
-    METHOD.store(PROC, Ordering::Relaxed);
-}
-
 /// The membership proof in use: probed on first use, then cached.
 pub fn membership_method() -> Membership {
     match METHOD.load(Ordering::Relaxed) {

@@ -324,6 +324,7 @@ impl fmt::Display for KillMode {
 
 /// A complete stop policy: the ladder of steps, then the final kill.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Policy {
     /// At least one step; the first is the stop signal and its grace.
     pub steps: Vec<Step>,

@@ -44,6 +44,7 @@ pub struct ProcInfo {
 
 /// One thread of a process, for survivors.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ThreadInfo {
     /// The thread id.
     pub tid: i32,

@@ -2,7 +2,9 @@
 
 use serde::Serialize;
 
-use crate::procinfo::{ProcInfo, ThreadInfo};
+use crate::policy::Signal;
+use crate::procinfo::ProcInfo;
+pub use crate::procinfo::ThreadInfo;
 use crate::task::PolicySource;
 
 /// At most this many processes are listed in `killed` and in `survivors`; the totals count all.
@@ -50,9 +52,11 @@ impl Verdict {
 
 /// One signal step as it happened.
 #[derive(Clone, Debug, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct StepReport {
-    /// `SIGTERM`, ..., `SIGKILL` for the final kill.
-    pub signal: String,
+    /// The signal; `SIGKILL` for the final kill. Its name in JSON (`"SIGTERM"`).
+    #[serde(serialize_with = "by_name")]
+    pub signal: Signal,
     /// When the step began, milliseconds after the stop started.
     pub at_ms: f64,
     /// How many processes were sent the signal (for the final kill: how many were alive).
@@ -66,8 +70,26 @@ pub struct StepReport {
     pub by_pid: Option<u32>,
 }
 
+impl StepReport {
+    /// A step of this stop: `signal` sent at `at_ms` to `signalled` processes.
+    pub fn new(signal: Signal, at_ms: f64, signalled: usize) -> StepReport {
+        StepReport {
+            signal,
+            at_ms,
+            signalled,
+            via: None,
+            by_pid: None,
+        }
+    }
+}
+
+fn by_name<S: serde::Serializer>(sig: &Signal, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.collect_str(sig)
+}
+
 /// A process still present after the final kill and its timeout.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Survivor {
     /// The pid.
     pub pid: i32,
@@ -90,11 +112,19 @@ pub struct Survivor {
 /// Errors met along the way that did not stop the stop (a process that could not be opened or
 /// signalled, a cgroup that could not be listed): how many, and the first few.
 #[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Problems {
     /// How many.
     pub count: usize,
     /// The first five, one line each.
     pub examples: Vec<String>,
+}
+
+impl Killed {
+    /// A process alive when the final kill was sent.
+    pub fn new(pid: i32, comm: String, cmdline: String) -> Killed {
+        Killed { pid, comm, cmdline }
+    }
 }
 
 impl Problems {
@@ -109,6 +139,7 @@ impl Problems {
 
 /// A process that was alive when the final kill was sent.
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Killed {
     /// The pid.
     pub pid: i32,
@@ -136,6 +167,7 @@ pub fn printable(name: &str) -> String {
 
 /// How one process the stop held a pidfd for ended: the per-process exit timeline.
 #[derive(Clone, Debug, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct Exit {
     /// The pid.
     pub pid: i32,
@@ -214,6 +246,7 @@ impl From<ProcInfo> for Survivor {
 
 /// Everything a stop did, in order. Serialized as the `--json` object.
 #[derive(Clone, Debug, Serialize, PartialEq)]
+#[non_exhaustive]
 pub struct Outcome {
     /// The cgroup, relative to the cgroup2 mount (`/gracekill/web`).
     pub cgroup: String,
@@ -257,7 +290,7 @@ pub struct Outcome {
 impl Outcome {
     /// The outcome of a stop of `cgroup` under `policy` (its summary) that did nothing yet: no
     /// step, no exit, no error. What a stop that finds nothing to do reports, filled in further.
-    pub(crate) fn nothing(cgroup: String, outcome: Verdict, policy: String) -> Outcome {
+    pub fn nothing(cgroup: String, outcome: Verdict, policy: String) -> Outcome {
         Outcome {
             cgroup,
             outcome,

@@ -72,6 +72,7 @@ impl KillMethod {
 
 /// A snapshot for progress displays, passed to [`StopOptions::progress`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Progress {
     /// The current step's signal (`SIGTERM`), or `SIGKILL` during the final kill.
     pub phase: String,
@@ -88,6 +89,7 @@ pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 /// Options beyond the policy.
 #[derive(Clone, Default)]
+#[non_exhaustive]
 pub struct StopOptions {
     /// How to deliver the final kill. [`stop_task`] and [`stop_named`] take the fallback also
     /// when `GRACEKILL_FORCE_FALLBACK=1` is in the environment; [`stop`] uses exactly this.
@@ -509,7 +511,7 @@ impl<K: Kernel> Engine<'_, K> {
         {
             tracing::debug!(cgroup = %self.cg.rel(), by = rec.pid, "emptied by another stop's final kill");
             self.steps.push(StepReport {
-                signal: Signal::KILL.to_string(),
+                signal: Signal::KILL,
                 at_ms: (rec.at_ns - self.t0_ns) as f64 / 1e6,
                 signalled: 0,
                 via: Some(rec.via),
@@ -537,7 +539,7 @@ impl<K: Kernel> Engine<'_, K> {
                 .filter(|&t| t < deadline);
             tracing::debug!(cgroup = %self.cg.rel(), signal = %step.signal, signalled, "sent stop signal");
             self.steps.push(StepReport {
-                signal: step.signal.to_string(),
+                signal: step.signal,
                 at_ms: self.ms(at),
                 signalled,
                 via: None,
@@ -1091,7 +1093,7 @@ impl<K: Kernel> Engine<'_, K> {
         let deadline = deadline_after_from(sent, self.policy.kill_timeout);
         let total = alive.len().max(signalled);
         self.steps.push(StepReport {
-            signal: Signal::KILL.to_string(),
+            signal: Signal::KILL,
             at_ms: self.ms(at),
             signalled: total,
             via: Some(via),
@@ -1286,7 +1288,7 @@ impl<K: Kernel> Engine<'_, K> {
             self.w.track(main)?;
         }
         self.steps.push(StepReport {
-            signal: Signal::KILL.to_string(),
+            signal: Signal::KILL,
             at_ms: self.ms(at),
             signalled: killed.len(),
             via: Some("pidfd"),

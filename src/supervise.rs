@@ -66,6 +66,7 @@ pub enum StopReason {
 
 /// How the main process ended.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct MainExit {
     /// The main process's pid.
     pub pid: i32,
@@ -88,6 +89,7 @@ impl MainExit {
 
 /// What `run` did, printed by `run --json`.
 #[derive(Clone, Debug, Serialize)]
+#[non_exhaustive]
 pub struct RunReport {
     /// The task name.
     pub name: String,

@@ -149,17 +149,6 @@ impl Watcher {
         Ok(())
     }
 
-    /// The live tracked pidfd for `pid`, if we hold one whose process has not exited. A pid we
-    /// hold an exited pidfd for may have been reused: the stale pidfd is dropped.
-    pub fn live(&mut self, pid: i32) -> Option<&PidFd> {
-        let key = *self.by_pid.get(&pid)?;
-        if self.tracked.get(&key).is_some_and(|p| p.has_exited()) {
-            self.exit_seen(key);
-            return None;
-        }
-        self.tracked.get(&key)
-    }
-
     /// The tracked pidfd for `pid`, unless its exit was seen by the last [`Watcher::refresh`].
     /// Costs no system call.
     ///

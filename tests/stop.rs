@@ -600,10 +600,8 @@ fn the_main_status_is_reported_when_its_supervisor_reaps_late() {
     });
     let mount = gracekill::Mount::discover().unwrap();
     let cg = mount.open_cgroup(&tc.rel).unwrap();
-    let opts = gracekill::StopOptions {
-        main_pid: Some(main),
-        ..Default::default()
-    };
+    let mut opts = gracekill::StopOptions::default();
+    opts.main_pid = Some(main);
     let o = gracekill::stop_task_blocking(&cg, Some(gracekill::Policy::default()), &opts).unwrap();
     assert_eq!(slow_parent.join().unwrap().code(), Some(3));
     assert_eq!(o.outcome, gracekill::Verdict::Graceful, "{o:?}");

@@ -191,7 +191,7 @@ impl Task {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .process_group(0);
-        gracekill::sys::join_cgroup_before_exec(&mut cmd, &procs);
+        gracekill::cgroup::join_cgroup_before_exec(&mut cmd, &procs);
         let mut child = cmd.spawn()?;
         drop(procs);
         let main = child.id().cast_signed();

@@ -506,16 +506,14 @@ pub unsafe extern "C" fn gracekill_stop(
             Ok(o) => o,
             Err(rc) => return rc,
         };
-        let opts = StopOptions {
-            // GRACEKILL_FORCE_FALLBACK=1 also forces it: the library decides (stop_named).
-            kill_method: if options.force_fallback {
-                KillMethod::Fallback
-            } else {
-                KillMethod::Auto
-            },
-            main_pid: (options.main_pid > 0).then_some(options.main_pid),
-            ..StopOptions::default()
+        let mut opts = StopOptions::default();
+        // GRACEKILL_FORCE_FALLBACK=1 also forces it: the library decides (stop_named).
+        opts.kill_method = if options.force_fallback {
+            KillMethod::Fallback
+        } else {
+            KillMethod::Auto
         };
+        opts.main_pid = (options.main_pid > 0).then_some(options.main_pid);
         let result = match options.log_fn {
             Some(f) => {
                 let sink = LogSink {
@@ -633,12 +631,11 @@ unsafe fn read_policy(p: *const gracekill_policy) -> Result<Option<Policy>, c_in
             )));
         }
     };
-    let policy = Policy {
-        steps,
-        sighup: c.sighup,
-        kill_timeout: Duration::from_millis(c.kill_timeout_ms),
-        kill_mode,
-    };
+    let mut policy = Policy::default();
+    policy.steps = steps;
+    policy.sighup = c.sighup;
+    policy.kill_timeout = Duration::from_millis(c.kill_timeout_ms);
+    policy.kill_mode = kill_mode;
     policy.validate().map_err(|e| fail(&e))?;
     Ok(Some(policy))
 }
@@ -694,8 +691,8 @@ impl OwnedOutcome {
             .steps
             .iter()
             .map(|s| gracekill_step_report {
-                signal: s.signal.parse::<Signal>().map_or(0, Signal::as_raw),
-                signal_name: keep(&s.signal),
+                signal: s.signal.as_raw(),
+                signal_name: keep(&s.signal.to_string()),
                 at_ms: s.at_ms,
                 signalled: s.signalled,
                 via: s.via.map_or(std::ptr::null(), &mut keep),
@@ -910,38 +907,23 @@ mod tests {
 
     #[test]
     fn outcome_strings_survive_the_move_into_the_box() {
-        let o = Outcome {
-            cgroup: "/jobs/web".into(),
-            outcome: Verdict::Killed,
-            elapsed_ms: 12.5,
-            empty_at_ms: Some(12.0),
-            thawed: false,
-            steps: vec![gracekill::report::StepReport {
-                signal: "SIGRTMIN+3".into(),
-                at_ms: 0.1,
-                signalled: 2,
-                via: None,
-                by_pid: None,
-            }],
-            killed: vec![gracekill::report::Killed {
-                pid: 42,
-                comm: "app".into(),
-                cmdline: "app --serve".into(),
-            }],
-            killed_total: 1,
-            exits: vec![],
-            survivors: vec![],
-            survivors_total: 0,
-            policy: "SIGTERM 1s".into(),
-            policy_source: gracekill::task::PolicySource::Stored,
-            warnings: vec![],
-            errors: gracekill::report::Problems {
-                count: 2,
-                examples: vec!["send SIGTERM to '/proc/7': operation not permitted".into()],
-            },
-            membership_proof: "PIDFD_GET_INFO",
-            cgroup_removed: false,
-        };
+        let mut o = Outcome::nothing("/jobs/web".into(), Verdict::Killed, "SIGTERM 1s".into());
+        o.elapsed_ms = 12.5;
+        o.empty_at_ms = Some(12.0);
+        let rtmin3 = Signal::from_raw(37).unwrap();
+        o.steps = vec![gracekill::report::StepReport::new(rtmin3, 0.1, 2)];
+        o.killed = vec![gracekill::report::Killed::new(
+            42,
+            "app".into(),
+            "app --serve".into(),
+        )];
+        o.killed_total = 1;
+        o.policy_source = gracekill::task::PolicySource::Stored;
+        o.errors
+            .add("send SIGTERM to '/proc/7': operation not permitted");
+        o.errors
+            .add("send SIGTERM to '/proc/8': operation not permitted");
+        o.membership_proof = "PIDFD_GET_INFO";
         let b = Box::new(OwnedOutcome::new(&o));
         let p: *mut gracekill_outcome = Box::into_raw(b).cast();
         // SAFETY: `p` came from Box::into_raw just above and is freed only at the end.
