@@ -283,6 +283,16 @@ impl fmt::Display for Step {
     }
 }
 
+/// The named signals worth offering as a stop signal (for completion, a picker): every one but
+/// SIGKILL (the final kill, never a step) and SIGSTOP (it cannot be handled: the task would
+/// stop, not exit), with their numbers.
+pub fn offered_stop_signals() -> impl Iterator<Item = (&'static str, i32)> {
+    NAMED
+        .iter()
+        .copied()
+        .filter(|&(name, _)| name != "KILL" && name != "STOP")
+}
+
 /// Which processes receive the stop signals (the final kill always covers the whole cgroup,
 /// except in `Process` mode). Same meaning as systemd's `KillMode=`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -295,6 +305,11 @@ pub enum KillMode {
     /// Only the main process is signalled and killed; other processes are left running.
     /// Not recommended: it lets the task's helpers outlive it.
     Process,
+}
+
+impl KillMode {
+    /// Every mode, in the order the documentation gives them.
+    pub const ALL: [KillMode; 3] = [KillMode::ControlGroup, KillMode::Mixed, KillMode::Process];
 }
 
 impl FromStr for KillMode {
@@ -680,6 +695,16 @@ mod tests {
             let err = text.parse::<Signal>().unwrap_err().to_string();
             assert!(err.starts_with("invalid signal"), "{text}: {err}");
             assert_eq!(err.lines().count(), 1);
+        }
+    }
+
+    #[test]
+    fn offered_stop_signals_leave_out_kill_and_stop() {
+        let names: Vec<&str> = offered_stop_signals().map(|(n, _)| n).collect();
+        assert!(names.contains(&"TERM") && names.contains(&"INT") && names.contains(&"HUP"));
+        assert!(!names.contains(&"KILL") && !names.contains(&"STOP"));
+        for m in KillMode::ALL {
+            assert_eq!(m.to_string().parse::<KillMode>().unwrap(), m);
         }
     }
 

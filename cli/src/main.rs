@@ -312,17 +312,15 @@ fn task_names() -> Vec<CompletionCandidate> {
 }
 
 fn signal_names() -> Vec<CompletionCandidate> {
-    gracekill::policy::NAMED
-        .iter()
-        .filter(|(name, _)| *name != "KILL" && *name != "STOP")
-        .map(|(name, n)| CompletionCandidate::new(*name).help(Some(format!("signal {n}").into())))
+    gracekill::policy::offered_stop_signals()
+        .map(|(name, n)| CompletionCandidate::new(name).help(Some(format!("signal {n}").into())))
         .collect()
 }
 
 fn kill_modes() -> Vec<CompletionCandidate> {
-    ["control-group", "mixed", "process"]
-        .into_iter()
-        .map(CompletionCandidate::new)
+    KillMode::ALL
+        .iter()
+        .map(|m| CompletionCandidate::new(m.to_string()))
         .collect()
 }
 
