@@ -21,12 +21,42 @@ use crate::error::{Error, Result};
 use crate::pidfd::PidFd;
 use crate::policy::Signal;
 use crate::report::Survivor;
-use crate::stop::KillMethod;
 use crate::task::{FinalKillRecord, StopMark};
 use crate::watch::{Wake, Watcher};
 
 #[cfg(test)]
 pub(crate) mod fake;
+
+/// How the final kill is delivered.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KillMethod {
+    /// `cgroup.kill` where the kernel has it (5.14+) and the cgroup allows it (not threaded),
+    /// else the fallback.
+    #[default]
+    Auto,
+    /// Always the fallback (freeze, SIGKILL every member by pidfd, thaw, repeat): what runs on
+    /// kernels before 5.14 and in threaded cgroups. For tests and old-kernel rehearsal.
+    Fallback,
+}
+
+impl KillMethod {
+    /// The method a task operation ([`crate::stop_task`], [`crate::stop_named`], [`crate::supervise::run`])
+    /// uses when asked for `self`: the fallback when asked for it, or when the environment says
+    /// `GRACEKILL_FORCE_FALLBACK=1` (for rehearsing the pre-5.14 path on any kernel), else
+    /// `self`. [`crate::stop()`] itself uses exactly what it is given.
+    pub(crate) fn for_task(self) -> KillMethod {
+        self.or_forced(std::env::var_os("GRACEKILL_FORCE_FALLBACK").as_deref())
+    }
+
+    /// [`KillMethod::for_task`] for a value of `GRACEKILL_FORCE_FALLBACK`.
+    pub(crate) fn or_forced(self, force_fallback: Option<&std::ffi::OsStr>) -> KillMethod {
+        if force_fallback.is_some_and(|v| v == "1") {
+            KillMethod::Fallback
+        } else {
+            self
+        }
+    }
+}
 
 /// One cgroup of the task's subtree.
 pub(crate) trait TaskCgroup: Sized {
@@ -387,7 +417,7 @@ impl Kernel for Real {
         procs: Vec<(usize, PidFd)>,
         until: std::time::Instant,
     ) {
-        crate::stop::release_memory(out, procs, until);
+        release_memory(out, procs, until);
     }
     fn mark_stopping<'c>(&'c self, cg: &'c Cgroup) -> Option<StopMark<'c>> {
         StopMark::set(cg)
@@ -399,9 +429,80 @@ impl Kernel for Real {
         FinalKillRecord::read(cg)
     }
     fn now_ns(&self) -> u128 {
-        crate::stop::monotonic_ns()
+        monotonic_ns()
     }
     fn fd_budget(&self) -> usize {
-        crate::stop::fd_budget()
+        fd_budget()
     }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for every process on the machine.
+pub(crate) fn monotonic_ns() -> u128 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    // The monotonic clock is never negative.
+    u128::from(t.tv_sec.unsigned_abs()) * 1_000_000_000 + u128::from(t.tv_nsec.unsigned_abs())
+}
+
+/// `process_mrelease(2)` for each survivor, off the stop's path: it takes the process's
+/// `mmap_lock`, which a survivor stuck in a page fault may keep from it for as long as it is
+/// stuck. One thread does them in turn; whatever has not answered by `until` is reported as
+/// such, and the thread is left to finish (or block) on its own.
+fn release_memory(out: &mut [Survivor], pidfds: Vec<(usize, PidFd)>, until: std::time::Instant) {
+    if pidfds.is_empty() {
+        return;
+    }
+    let waiting: Vec<usize> = pidfds.iter().map(|(i, _)| *i).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("gracekill-mrelease".into())
+        .spawn(move || {
+            for (i, p) in pidfds {
+                if tx.send((i, p.mrelease())).is_err() {
+                    return;
+                }
+            }
+        });
+    if spawned.is_err() {
+        for i in waiting {
+            out[i].mrelease_error = Some("no thread to run process_mrelease".into());
+        }
+        return;
+    }
+    let mut answered = vec![false; out.len()];
+    while let Ok((i, r)) =
+        rx.recv_timeout(until.saturating_duration_since(std::time::Instant::now()))
+    {
+        answered[i] = true;
+        match r {
+            Ok(()) => out[i].memory_released = true,
+            Err(e) => out[i].mrelease_error = Some(errno_name(e)),
+        }
+    }
+    for i in waiting {
+        if !answered[i] {
+            out[i].mrelease_error =
+                Some("not answered in time (the process's memory map is locked)".into());
+        }
+    }
+}
+
+pub(crate) fn errno_name(e: Errno) -> String {
+    match e {
+        Errno::INVAL => "EINVAL (process not dying)".into(),
+        Errno::NOSYS => "ENOSYS (kernel < 5.15)".into(),
+        Errno::SRCH => "ESRCH (process gone)".into(),
+        other => std::io::Error::from(other).to_string(),
+    }
+}
+
+/// How many pidfds one stop may hold: half the soft descriptor limit, less a reserve for the
+/// caller, at most 65,536. Processes beyond it are signalled through a pidfd that is closed at
+/// once (their exits are then seen through `cgroup.events` alone).
+pub(crate) fn fd_budget() -> usize {
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let soft = lim.current.unwrap_or(1 << 20);
+    usize::try_from(soft / 2)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(64)
+        .min(1 << 16)
 }
