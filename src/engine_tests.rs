@@ -267,7 +267,11 @@ fn mixed_mode_signals_the_main_process_and_kills_everyone() {
             w.signals_of(main).first().map(String::as_str),
             Some("SIGTERM")
         );
-        assert!(w.signals_of(helper).iter().all(|s| s == "SIGKILL"));
+        assert_eq!(
+            w.signals_of(helper),
+            ["SIGKILL"],
+            "no SIGTERM, then the kill"
+        );
         assert_eq!(w.exit_of(helper).map(|e| e.1), Some(9));
         assert_eq!(o.steps[1].via, Some("cgroup.kill"));
         assert_eq!(o.killed_total, 2, "{o:?}");
@@ -322,6 +326,57 @@ fn the_fallback_repeats_for_processes_that_appear_after_a_round() {
     });
 }
 
+/// The fallback kills even when `cgroup.freeze` cannot be written: the freeze only keeps new
+/// forks from slipping between rounds.
+#[test]
+fn the_fallback_kills_when_the_freeze_is_refused() {
+    paused(async {
+        let w = Fake::new();
+        w.without_cgroup_kill();
+        w.refuse_freeze();
+        let a = w.spawn(Spec::new("a").ignores(Signal::TERM));
+        let o = stop(&w, &term(400), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        assert_eq!(w.exit_of(a), Some((400.0, 9)));
+        assert!(
+            !w.log().iter().any(|l| l.contains("freeze")),
+            "{:?}",
+            w.log()
+        );
+    });
+}
+
+/// The fallback's first round does not wait for the freeze to take (a task in uninterruptible
+/// sleep can hold it off for as long as it is stuck): the kill goes out at the deadline. A
+/// later round waits for it at most 1 s.
+#[test]
+fn a_slow_freeze_holds_up_no_kill_and_a_later_round_for_one_second_at_most() {
+    paused(async {
+        let w = Fake::new();
+        w.set_freeze_delay(10_000 * MS);
+        let opts = StopOptions {
+            kill_method: KillMethod::Fallback,
+            ..StopOptions::default()
+        };
+        let a = w.spawn(Spec::new("a").ignores(Signal::TERM).dies_after(5 * MS));
+        w.spawn_later(402 * MS, Spec::new("b").ignores(Signal::TERM));
+        let p = policy(&[(Signal::TERM, 400)], 5000, KillMode::ControlGroup);
+        let o = stop(&w, &p, &opts).await;
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        assert_eq!(
+            w.exit_of(a),
+            Some((405.0, 9)),
+            "killed at the deadline, not after a freeze"
+        );
+        let b = crate::kernel::fake::FIRST_PID + 1;
+        let (died, _) = w.exit_of(b).expect("b killed");
+        assert!(
+            (1405.0..1406.0).contains(&died),
+            "the second round waited 1 s: {died}"
+        );
+    });
+}
+
 /// A process stuck in uninterruptible sleep survives SIGKILL: once the kill timeout is over
 /// it is reported (state D, its memory released), exit 4, and the stop ends.
 #[test]
@@ -352,14 +407,16 @@ fn a_process_that_outlives_sigkill_is_reported_as_a_survivor() {
 fn slowly_exiting_processes_are_waited_for_not_reported_as_survivors() {
     paused(async {
         let w = Fake::new();
-        for (name, ms) in [("big", 1200), ("bigger", 1600)] {
+        // Killed at 100 ms, the kill timeout ends at 1100: they exit at 1300, 2700 and 3500, one
+        // in each second the stop waits on.
+        for (name, ms) in [("big", 1200), ("bigger", 2600), ("biggest", 3400)] {
             w.spawn(Spec::new(name).ignores(Signal::TERM).dies_after(ms * MS));
         }
         let o = stop(&w, &term(100), &StopOptions::default()).await;
         assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
         assert_eq!(o.survivors_total, 0);
         let empty = o.empty_at_ms.expect("emptied");
-        assert!((1700.0..1701.0).contains(&empty), "{empty}");
+        assert!((3500.0..3501.0).contains(&empty), "{empty}");
     });
 }
 
@@ -384,7 +441,24 @@ fn an_emptying_by_another_stops_kill_is_reported_as_that_kill() {
         let kill = o.steps.last().expect("steps");
         assert_eq!(kill.by_pid, Some(4242));
         assert_eq!(kill.via, Some("cgroup.kill"));
+        assert!((100.0..101.0).contains(&kill.at_ms), "{}", kill.at_ms);
         assert_eq!(w.exit_of(app).map(|e| e.1), Some(9));
+        let empty = o.empty_at_ms.expect("emptied");
+        assert!((100.0..101.0).contains(&empty), "seen at once: {empty}");
+    });
+}
+
+/// A final-kill record an earlier stop left behind does not turn this graceful stop into a
+/// kill: only a kill sent after this stop began counts.
+#[test]
+fn an_earlier_stops_kill_record_is_not_taken_for_this_ones() {
+    paused(async {
+        let w = Fake::new();
+        w.spawn(Spec::new("app").flushes(Signal::TERM, 10 * MS));
+        w.record_earlier_kill(4242, 60_000 * MS, "cgroup.kill");
+        let o = stop(&w, &term(5000), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        assert_eq!(signals(&o), ["SIGTERM"]);
     });
 }
 
@@ -405,6 +479,35 @@ fn a_frozen_task_is_thawed_so_it_can_honour_the_stop() {
         assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
         assert!(o.thawed);
         assert_eq!(w.exit_of(app).map(|e| e.1), Some(0));
+        let log = w.log();
+        let pos = |what: &str| log.iter().position(|l| l.contains(what)).expect(what);
+        assert!(
+            pos("SIGTERM app") < pos("freeze /task/inner 0"),
+            "signalled, then thawed: {log:?}"
+        );
+    });
+}
+
+/// In mixed mode only the main process is signalled; a frozen subtree is thawed all the same
+/// (before the grace begins), or the main process could not run its handler.
+#[test]
+fn mixed_mode_thaws_a_frozen_subtree_too() {
+    paused(async {
+        let w = Fake::new();
+        let sub = w.mkdir(0, "inner");
+        let main = w.spawn(
+            Spec::new("main")
+                .in_cgroup(sub)
+                .flushes(Signal::TERM, 100 * MS),
+        );
+        w.freeze(sub);
+        let p = policy(&[(Signal::TERM, 5000)], 1000, KillMode::Mixed);
+        let mut opts = StopOptions::default();
+        opts.main_pid = Some(main);
+        let o = stop(&w, &p, &opts).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        assert!(o.thawed);
+        assert_eq!(w.exit_of(main), Some((100.0, 0)));
     });
 }
 
@@ -455,6 +558,26 @@ fn sighup_follows_the_stop_signal_when_asked() {
         let o = stop(&w, &p, &StopOptions::default()).await;
         assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
         assert_eq!(w.signals_of(app), ["SIGTERM", "SIGHUP", "SIGCONT"]);
+    });
+}
+
+/// A process whose parent never reaps it costs the stop 50 ms once (waiting for its status),
+/// which is then unknown.
+#[test]
+fn an_unreaped_exit_costs_fifty_milliseconds_once() {
+    paused(async {
+        let w = Fake::new();
+        let orphan = w.spawn(
+            Spec::new("orphan")
+                .flushes(Signal::TERM, 10 * MS)
+                .reaped_after(None),
+        );
+        let o = stop(&w, &term(5000), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        assert_eq!(o.empty_at_ms, Some(10.0));
+        assert!((60.0..61.0).contains(&o.elapsed_ms), "{}", o.elapsed_ms);
+        let exit = o.exits.iter().find(|e| e.pid == orphan).expect("exit");
+        assert_eq!((exit.code, exit.wait_status), (None, None));
     });
 }
 

@@ -1,6 +1,9 @@
 //! The seam between the stop engine ([`mod@crate::stop`]) and the kernel: every operation the engine
 //! performs on the task (list members, open and prove a pidfd, signal, watch `cgroup.events`
-//! and the pidfds, freeze, kill, describe, record) is a method of one of these traits.
+//! and the pidfds, freeze, kill, describe, record) is a method of one of these traits. Two
+//! things stay outside, as they decide nothing: the background reader of command lines for the
+//! report (`procinfo::CmdlineReader`, which finds nothing for the fake's pids), and the name of
+//! the membership proof in use, which the report carries.
 //!
 //! [`Real`] implements them with cgroupfs, pidfds, epoll and `/proc` ([`crate::cgroup`],
 //! [`crate::pidfd`], [`crate::watch`], [`crate::procinfo`]); the engine is compiled for it

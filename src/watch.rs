@@ -122,7 +122,8 @@ impl Watcher {
         self.events.read()
     }
 
-    /// Adds a pidfd to wake on. Returns `false` (and drops it) if the process already exited.
+    /// Adds a pidfd to wake on. One whose process has already exited is reported by the next
+    /// drain, as any exit.
     ///
     /// # Errors
     /// `epoll_ctl` failing (out of memory or descriptors).

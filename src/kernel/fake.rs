@@ -7,8 +7,11 @@
 //!
 //! The model keeps what the engine relies on and nothing else: a zombie has left its cgroup and
 //! its status is known once its parent reaps it; SIGKILL ends every process not stuck in
-//! uninterruptible sleep, frozen or not; other signals wait for a frozen cgroup's thaw;
-//! `cgroup.kill` SIGKILLs what is in the subtree at that instant (not what appears later).
+//! uninterruptible sleep, frozen or not (after its `dies_after`); other signals wait for a
+//! frozen cgroup's thaw; a freeze takes effect after the world's freeze delay, never while a
+//! stuck process is in the cgroup; `cgroup.kill` SIGKILLs what is in the subtree at that instant
+//! (not what appears later). Whatever changes the world wakes the watcher, as the kernel's
+//! notifications do.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -20,12 +23,11 @@ use std::time::Duration;
 use rustix::io::Errno;
 use tokio::time::Instant;
 
-use super::{FinalKill, Kernel, TaskCgroup, TaskProc, TaskWatch};
+use super::{FinalKill, Kernel, KillMethod, TaskCgroup, TaskProc, TaskWatch};
 use crate::cgroup::{Events, Members};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::policy::Signal;
 use crate::report::Survivor;
-use crate::stop::KillMethod;
 use crate::task::FinalKillRecord;
 use crate::watch::Wake;
 
@@ -102,7 +104,9 @@ impl Spec {
             return r;
         }
         match sig.as_raw() {
-            18 | 17 | 28 | 23 => Reaction::Ignore, // CONT, CHLD, WINCH, URG
+            // CONT, CHLD, WINCH, URG are ignored; STOP, TSTP, TTIN, TTOU stop a process, which
+            // for a stop means it does not exit either.
+            18 | 17 | 28 | 23 | 19 | 20 | 21 | 22 => Reaction::Ignore,
             _ => Reaction::Die,
         }
     }
@@ -113,8 +117,10 @@ struct Proc {
     spec: Spec,
     /// When it exited and its wait status.
     exited: Option<(Instant, i32)>,
-    /// An exit already on its way (a handler flushing).
-    exiting: bool,
+    /// A handler is flushing: it exits by itself (SIGKILL still ends it sooner).
+    flushing: bool,
+    /// SIGKILLed, its exit under way (`dies_after`).
+    dying: bool,
     reaped: bool,
     /// Signals that arrived while its cgroup was frozen, handled at the thaw.
     pending: Vec<Signal>,
@@ -124,7 +130,10 @@ struct Proc {
 struct Cg {
     rel: String,
     parent: Option<usize>,
+    /// `cgroup.freeze` as written.
     freeze: bool,
+    /// When the freeze takes effect (`frozen 1`), once written.
+    frozen_from: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -148,6 +157,12 @@ struct State {
     budget: usize,
     /// The most pidfds one watcher held at once.
     peak_held: usize,
+    /// How long a freeze takes to take effect.
+    freeze_delay: Duration,
+    /// Writing `cgroup.freeze` fails (EACCES).
+    freeze_refused: bool,
+    /// Wakes the watcher when something outside the engine changed the world.
+    changed: Rc<tokio::sync::Notify>,
 }
 
 /// The world, shared by every handle the engine holds.
@@ -163,6 +178,7 @@ impl Fake {
                 rel: "/task".into(),
                 parent: None,
                 freeze: false,
+                frozen_from: None,
             }],
             procs: BTreeMap::new(),
             schedule: Vec::new(),
@@ -173,6 +189,9 @@ impl Fake {
             record: None,
             budget: 1 << 16,
             peak_held: 0,
+            freeze_delay: Duration::ZERO,
+            freeze_refused: false,
+            changed: Rc::new(tokio::sync::Notify::new()),
         })))
     }
 
@@ -184,6 +203,7 @@ impl Fake {
             rel,
             parent: Some(parent),
             freeze: false,
+            frozen_from: None,
         });
         s.cgroups.len() - 1
     }
@@ -204,9 +224,22 @@ impl Fake {
         self.0.borrow_mut().has_cgroup_kill = false;
     }
 
-    /// Freezes a cgroup, as its owner might have.
+    /// Freezes a cgroup, as its owner might have (before the stop: it has taken effect).
     pub fn freeze(&self, cg: usize) {
-        self.0.borrow_mut().set_freeze(cg, true, Instant::now());
+        let mut s = self.0.borrow_mut();
+        let now = Instant::now();
+        s.set_freeze(cg, true, now);
+        s.cgroups[cg].frozen_from = Some(now);
+    }
+
+    /// A freeze takes `d` to take effect.
+    pub fn set_freeze_delay(&self, d: Duration) {
+        self.0.borrow_mut().freeze_delay = d;
+    }
+
+    /// Writing `cgroup.freeze` fails with EACCES.
+    pub fn refuse_freeze(&self) {
+        self.0.borrow_mut().freeze_refused = true;
     }
 
     /// The stop may hold this many pidfds at once.
@@ -218,6 +251,13 @@ impl Fake {
     pub fn record_other_kill(&self, pid: u32, after: Duration, via: &'static str) {
         let mut s = self.0.borrow_mut();
         let at_ns = s.ns(s.t0 + after);
+        s.record = Some(FinalKillRecord { pid, at_ns, via });
+    }
+
+    /// A final-kill record an earlier stop left, `before` the start of the world.
+    pub fn record_earlier_kill(&self, pid: u32, before: Duration, via: &'static str) {
+        let mut s = self.0.borrow_mut();
+        let at_ns = s.ns(s.t0) - before.as_nanos();
         s.record = Some(FinalKillRecord { pid, at_ns, via });
     }
 
@@ -276,12 +316,15 @@ impl State {
 
     fn ns(&self, t: Instant) -> u128 {
         // Any origin will do, as long as it is the one of the whole world.
-        (t - self.t0).as_nanos() + 1_000_000_000
+        (t - self.t0).as_nanos() + 1_000_000_000_000
     }
 
+    /// Logs what the engine (or a test) did to the world, and wakes the watcher: whatever it
+    /// waits for may have changed.
     fn note(&mut self, now: Instant, what: String) {
         let line = format!("{:.0} {what}", self.ms(now));
         self.log.push(line);
+        self.changed.notify_waiters();
     }
 
     fn at(&mut self, t: Instant, e: Event) {
@@ -297,7 +340,8 @@ impl State {
             Proc {
                 spec,
                 exited: None,
-                exiting: false,
+                flushing: false,
+                dying: false,
                 reaped: false,
                 pending: Vec::new(),
             },
@@ -333,8 +377,19 @@ impl State {
         }
     }
 
+    /// When the world next changes by itself: a scheduled event, or a freeze taking effect.
     fn next_event(&self) -> Option<Instant> {
-        self.schedule.iter().map(|(t, _, _)| *t).min()
+        let now = Instant::now();
+        let freezes = self
+            .cgroups
+            .iter()
+            .filter_map(|c| c.frozen_from)
+            .filter(|&t| t > now);
+        self.schedule
+            .iter()
+            .map(|(t, _, _)| *t)
+            .chain(freezes)
+            .min()
     }
 
     fn exit(&mut self, pid: i32, status: i32, t: Instant) {
@@ -350,9 +405,10 @@ impl State {
         }
     }
 
-    fn frozen(&self, mut cg: usize) -> bool {
+    /// Is `cg` frozen (`frozen 1`: its own freeze or an ancestor's has taken effect)?
+    fn frozen(&self, mut cg: usize, now: Instant) -> bool {
         loop {
-            if self.cgroups[cg].freeze {
+            if self.cgroups[cg].frozen_from.is_some_and(|t| t <= now) {
                 return true;
             }
             match self.cgroups[cg].parent {
@@ -390,7 +446,7 @@ impl State {
         }
         let line = format!("{sig} {}[{pid}]", p.spec.comm);
         self.note(now, line);
-        let frozen = self.frozen(self.procs[&pid].spec.cg);
+        let frozen = self.frozen(self.procs[&pid].spec.cg, now);
         if sig == Signal::KILL {
             self.kill(pid, now);
         } else if frozen {
@@ -403,18 +459,19 @@ impl State {
         true
     }
 
-    /// SIGKILL: the end, unless it is stuck; at once, or once its exit is done.
+    /// SIGKILL: the end, unless it is stuck; at once, or once its exit is done (a flushing
+    /// handler is cut short).
     fn kill(&mut self, pid: i32, now: Instant) {
         let p = &self.procs[&pid];
         let dies_after = p.spec.dies_after;
-        if p.spec.stuck || p.exited.is_some() || (p.exiting && !dies_after.is_zero()) {
+        if p.spec.stuck || p.exited.is_some() || p.dying {
             return;
         }
         if dies_after.is_zero() {
             self.exit(pid, Signal::KILL.as_raw(), now);
         } else {
             if let Some(p) = self.procs.get_mut(&pid) {
-                p.exiting = true;
+                p.dying = true;
             }
             self.at(now + dies_after, Event::Exit(pid, Signal::KILL.as_raw()));
         }
@@ -422,14 +479,14 @@ impl State {
 
     fn react(&mut self, pid: i32, sig: Signal, now: Instant) {
         let p = &self.procs[&pid];
-        if p.exiting || p.exited.is_some() {
+        if p.flushing || p.dying || p.exited.is_some() {
             return;
         }
         match p.spec.reaction(sig) {
             Reaction::Die => self.exit(pid, sig.as_raw(), now),
             Reaction::Exit { after, code } => {
                 if let Some(p) = self.procs.get_mut(&pid) {
-                    p.exiting = true;
+                    p.flushing = true;
                 }
                 self.at(now + after, Event::Exit(pid, code << 8));
             }
@@ -437,9 +494,18 @@ impl State {
         }
     }
 
+    /// Writes `cgroup.freeze` of `cg`: the freeze takes effect after the world's delay, and not
+    /// while a stuck process is in the subtree (it cannot enter the freezer).
     fn set_freeze(&mut self, cg: usize, freeze: bool, now: Instant) {
         self.advance(now);
-        self.cgroups[cg].freeze = freeze;
+        let subtree = self.subtree(cg);
+        let stuck_inside = self
+            .procs
+            .values()
+            .any(|p| p.exited.is_none() && p.spec.stuck && subtree.contains(&p.spec.cg));
+        let c = &mut self.cgroups[cg];
+        c.freeze = freeze;
+        c.frozen_from = (freeze && !stuck_inside).then_some(now + self.freeze_delay);
         let what = format!("freeze {} {}", self.cgroups[cg].rel, u8::from(freeze));
         self.note(now, what);
         if freeze {
@@ -448,7 +514,7 @@ impl State {
         let thawed: Vec<i32> = self
             .procs
             .iter()
-            .filter(|(_, p)| !p.pending.is_empty() && !self.frozen(p.spec.cg))
+            .filter(|(_, p)| !p.pending.is_empty() && !self.frozen(p.spec.cg, now))
             .map(|(&pid, _)| pid)
             .collect();
         for pid in thawed {
@@ -527,10 +593,15 @@ impl TaskCgroup for FakeCg {
         Ok(self.world.0.borrow().cgroups[self.id].freeze)
     }
     fn set_frozen(&self, frozen: bool) -> Result<()> {
-        self.world
-            .0
-            .borrow_mut()
-            .set_freeze(self.id, frozen, Instant::now());
+        let mut s = self.world.0.borrow_mut();
+        if s.freeze_refused {
+            return Err(Error::os(
+                "write to",
+                &self.path.join("cgroup.freeze"),
+                Errno::ACCESS,
+            ));
+        }
+        s.set_freeze(self.id, frozen, Instant::now());
         Ok(())
     }
 }
@@ -603,10 +674,18 @@ impl FakeWatch {
         self.exited.extend(out);
     }
 
-    /// Sleeps until the next thing happens in the world, or `until`.
+    /// Sleeps until the next thing happens in the world (scheduled, or done to it from
+    /// outside), or `until`.
     async fn next(&self, until: Instant) {
-        let next = self.world.0.borrow().next_event();
-        tokio::time::sleep_until(next.map_or(until, |t| t.min(until))).await;
+        let (next, changed) = {
+            let s = self.world.0.borrow();
+            (s.next_event(), s.changed.clone())
+        };
+        let changed = changed.notified();
+        tokio::select! {
+            () = tokio::time::sleep_until(next.map_or(until, |t| t.min(until))) => {}
+            () = changed => {}
+        }
     }
 
     fn unreaped(&self, pid: Option<i32>) -> usize {
@@ -625,7 +704,7 @@ impl TaskWatch for FakeWatch {
         s.advance(Instant::now());
         Ok(Events {
             populated: s.populated(self.root),
-            frozen: s.frozen(self.root),
+            frozen: s.frozen(self.root, Instant::now()),
         })
     }
     fn track(&mut self, p: FakeProc) -> Result<()> {
@@ -738,15 +817,18 @@ impl FinalKill for FakeKill {
             .map(|(&pid, _)| pid)
             .collect();
         for pid in victims {
+            let line = format!("SIGKILL {}[{pid}] (cgroup.kill)", s.procs[&pid].spec.comm);
+            s.note(now, line);
             s.kill(pid, now);
         }
         Ok(())
     }
     fn set_frozen(&self, frozen: bool) -> std::result::Result<(), Errno> {
-        self.world
-            .0
-            .borrow_mut()
-            .set_freeze(self.root, frozen, Instant::now());
+        let mut s = self.world.0.borrow_mut();
+        if s.freeze_refused {
+            return Err(Errno::ACCESS);
+        }
+        s.set_freeze(self.root, frozen, Instant::now());
         Ok(())
     }
 }
@@ -774,7 +856,8 @@ impl Kernel for Fake {
         })
     }
     fn open(&self, pid: i32) -> Result<Option<FakeProc>> {
-        let s = self.0.borrow();
+        let mut s = self.0.borrow_mut();
+        s.advance(Instant::now());
         Ok(s.procs.get(&pid).filter(|p| !p.reaped).map(|_| FakeProc {
             world: self.clone(),
             pid,
@@ -792,7 +875,8 @@ impl Kernel for Fake {
             }))
     }
     fn proc_cgroup(&self, pid: i32) -> Option<Vec<u8>> {
-        let s = self.0.borrow();
+        let mut s = self.0.borrow_mut();
+        s.advance(Instant::now());
         let p = s.procs.get(&pid).filter(|p| p.exited.is_none())?;
         Some(s.cgroups[p.spec.cg].rel.clone().into_bytes())
     }
@@ -805,7 +889,8 @@ impl Kernel for Fake {
             .unwrap_or_default()
     }
     fn describe(&self, pid: i32) -> Survivor {
-        let s = self.0.borrow();
+        let mut s = self.0.borrow_mut();
+        s.advance(Instant::now());
         let p = s.procs.get(&pid);
         let (state, wchan) = match p {
             Some(p) if p.exited.is_some() => ("Z", ""),
