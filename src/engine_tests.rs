@@ -502,8 +502,10 @@ fn mixed_mode_thaws_a_frozen_subtree_too() {
         );
         w.freeze(sub);
         let p = policy(&[(Signal::TERM, 5000)], 1000, KillMode::Mixed);
-        let mut opts = StopOptions::default();
-        opts.main_pid = Some(main);
+        let opts = StopOptions {
+            main_pid: Some(main),
+            ..StopOptions::default()
+        };
         let o = stop(&w, &p, &opts).await;
         assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
         assert!(o.thawed);
