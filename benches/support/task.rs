@@ -1,151 +1,25 @@
 //! The cgroups and processes the bench stops.
 //!
-//! Every cgroup is a [`Cg`] guard: dropping it (also while unwinding from a panic) SIGKILLs
-//! whatever is left inside through `cgroup.kill`, waits for the cgroup to empty and removes it
-//! and everything below it. The processes are the bench binary itself re-run as a helper
+//! Every cgroup is a [`Cg`] guard (`gracekill-testkit`, shared with the tests): dropping it
+//! (also while unwinding from a panic) SIGKILLs whatever is left inside through `cgroup.kill`,
+//! waits for the cgroup to empty and removes it and everything below it. The processes are the bench binary itself re-run as a helper
 //! (`__helper MODE ...`, see [`helper_main`]) that joins its cgroup before exec and then forks
 //! the rest of the task, so 5000 processes take about a second to start.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::FileExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use rustix::event::{PollFd, PollFlags};
+use std::time::Duration;
 
 use crate::sys;
 
-/// A cgroup this bench created. Dropping it kills what is inside and removes it.
-#[derive(Debug)]
-pub struct Cg {
-    /// Relative to the cgroup2 mount: `/gkbench-123/r7`.
-    pub rel: String,
-    /// Absolute path.
-    pub path: PathBuf,
-}
-
-impl Cg {
-    /// Creates the cgroup `rel` below the mount at `mount` (it must not exist yet).
-    pub fn create(mount: &Path, rel: &str) -> io::Result<Cg> {
-        let path = mount.join(rel.trim_start_matches('/'));
-        std::fs::create_dir(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("mkdir {}: {e}", path.display())))?;
-        Ok(Cg {
-            rel: rel.to_string(),
-            path,
-        })
-    }
-
-    /// Creates a child cgroup.
-    pub fn child(&self, name: &str) -> io::Result<Cg> {
-        let rel = format!("{}/{name}", self.rel);
-        let path = self.path.join(name);
-        std::fs::create_dir(&path)
-            .map_err(|e| io::Error::new(e.kind(), format!("mkdir {}: {e}", path.display())))?;
-        Ok(Cg { rel, path })
-    }
-
-    /// The pids in `cgroup.procs` (this cgroup only).
-    pub fn procs(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.path.join("cgroup.procs"))
-            .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-            .unwrap_or_default()
-    }
-
-    /// Does anything live in this cgroup or below?
-    pub fn populated(&self) -> bool {
-        std::fs::read_to_string(self.path.join("cgroup.events"))
-            .is_ok_and(|t| t.contains("populated 1"))
-    }
-
-    /// Opens `cgroup.events` for [`wait_empty`].
-    pub fn events(&self) -> io::Result<File> {
-        File::open(self.path.join("cgroup.events"))
-    }
-
-    /// Writes `cgroup.kill` (only ever on cgroups this bench created).
-    pub fn kill(&self) -> io::Result<()> {
-        std::fs::write(self.path.join("cgroup.kill"), "1")
-    }
-
-    /// Waits up to `timeout` for `populated 0`; returns whether it came.
-    pub fn wait_empty(&self, timeout: Duration) -> io::Result<bool> {
-        wait_empty(&self.events()?, Instant::now() + timeout)
-    }
-}
-
-impl Drop for Cg {
-    fn drop(&mut self) {
-        if !self.path.exists() {
-            return;
-        }
-        if self.populated() {
-            let _ = self.kill();
-            let _ = self.wait_empty(Duration::from_secs(10));
-        }
-        // Children first; a just-emptied cgroup can refuse rmdir for a moment (EBUSY).
-        for attempt in 0..200 {
-            match remove_tree(&self.path) {
-                Ok(()) => return,
-                Err(e) if attempt == 199 => {
-                    eprintln!("gkbench: could not remove {}: {e}", self.path.display());
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
-    }
-}
-
-fn remove_tree(path: &Path) -> io::Result<()> {
-    for entry in std::fs::read_dir(path)? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            remove_tree(&entry.path())?;
-        }
-    }
-    match std::fs::remove_dir(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        r => r,
-    }
-}
-
-/// Is `populated 0` in this `cgroup.events` text? (A removed cgroup reads as empty.)
-fn read_empty(ev: &File) -> io::Result<bool> {
-    let mut buf = [0u8; 128];
-    match ev.read_at(&mut buf, 0) {
-        Ok(n) => Ok(!buf[..n].windows(11).any(|w| w == b"populated 1")),
-        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(true),
-        Err(e) => Err(e),
-    }
-}
-
-/// The kernel's own wait: read `cgroup.events`, block in `poll(POLLPRI)` until it changes, read
-/// again, until `populated 0` or `deadline`. Returns whether the cgroup emptied.
-pub fn wait_empty(ev: &File, deadline: Instant) -> io::Result<bool> {
-    loop {
-        if read_empty(ev)? {
-            return Ok(true);
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(false);
-        }
-        let left = deadline - now;
-        let ts = rustix::time::Timespec {
-            tv_sec: i64::try_from(left.as_secs()).unwrap_or(i64::MAX),
-            tv_nsec: i64::from(left.subsec_nanos()),
-        };
-        let mut fds = [PollFd::new(ev, PollFlags::PRI)];
-        match rustix::event::poll(&mut fds, Some(&ts)) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
+/// The bench's cgroups are the test support's guard: dropping one kills what is inside,
+/// waits for it to empty and removes it; `wait_empty` is the kernel's own wait on
+/// `cgroup.events`.
+pub use gracekill_testkit::{Cg, wait_empty};
 
 /// A started task: the cgroup, its main process (our child) and that process's stdout.
 pub struct Task {
