@@ -475,7 +475,7 @@ impl<K: Kernel> Engine<'_, K> {
             tracing::debug!(cgroup = %self.cg.rel(), by = rec.pid, "emptied by another stop's final kill");
             self.steps.push(StepReport {
                 signal: Signal::KILL,
-                at_ms: (rec.at_ns - self.t0_ns) as f64 / 1e6,
+                at_ms: rec.at_ns.saturating_sub(self.t0_ns) as f64 / 1e6,
                 signalled: 0,
                 via: Some(rec.via),
                 by_pid: Some(rec.pid),

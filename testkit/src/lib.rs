@@ -509,7 +509,10 @@ impl TestUser {
     }
 
     /// Creates the user (`useradd`).
-    #[allow(clippy::new_without_default, reason = "creating a user is an act, not a default")]
+    #[allow(
+        clippy::new_without_default,
+        reason = "creating a user is an act, not a default"
+    )]
     pub fn new() -> TestUser {
         let name = format!(
             "gk{}x{}",
