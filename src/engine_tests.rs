@@ -249,6 +249,101 @@ fn process_mode_without_a_main_process_signals_nothing() {
     });
 }
 
+/// `kill-mode=mixed` whose main process is gone already: the stop signal goes to everyone, as
+/// in control-group mode (systemd does the same), rather than to no one.
+#[test]
+fn mixed_mode_without_a_main_process_signals_everyone() {
+    paused(async {
+        let w = Fake::new();
+        let a = w.spawn(Spec::new("a").flushes(Signal::TERM, 10 * MS));
+        let b = w.spawn(Spec::new("b").flushes(Signal::TERM, 20 * MS));
+        let p = policy(&[(Signal::TERM, 500)], 1000, KillMode::Mixed);
+        let o = stop(&w, &p, &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        assert_eq!(o.steps[0].signalled, 2);
+        assert_eq!(w.exit_of(a).map(|e| e.1), Some(0));
+        assert_eq!(w.exit_of(b).map(|e| e.1), Some(0));
+    });
+}
+
+/// Process mode: a main process that takes longer than the kill timeout to die of SIGKILL (not
+/// stuck: tearing down) is given up to a second more, and is not reported as a survivor.
+#[test]
+fn process_mode_waits_for_a_main_process_slow_to_die() {
+    paused(async {
+        let w = Fake::new();
+        let main = w.spawn(
+            Spec::new("main")
+                .ignores(Signal::TERM)
+                .dies_after(1500 * MS),
+        );
+        w.spawn(Spec::new("helper"));
+        let p = policy(&[(Signal::TERM, 100)], 1000, KillMode::Process);
+        let opts = StopOptions {
+            main_pid: Some(main),
+            ..StopOptions::default()
+        };
+        let o = stop(&w, &p, &opts).await;
+        assert_eq!(o.outcome, Verdict::Remaining, "{o:?}");
+        assert_eq!(o.survivors_total, 0, "{o:?}");
+        assert_eq!(w.exit_of(main), Some((1600.0, 9)));
+    });
+}
+
+/// Process mode: a main process stuck in uninterruptible sleep is reported as the survivor once
+/// the kill timeout is over; the others are left alone as the mode asks.
+#[test]
+fn process_mode_reports_a_stuck_main_process() {
+    paused(async {
+        let w = Fake::new();
+        let main = w.spawn(Spec::new("main").ignores(Signal::TERM).stuck());
+        let helper = w.spawn(Spec::new("helper"));
+        let p = policy(&[(Signal::TERM, 100)], 1000, KillMode::Process);
+        let opts = StopOptions {
+            main_pid: Some(main),
+            ..StopOptions::default()
+        };
+        let o = stop(&w, &p, &opts).await;
+        assert_eq!(o.outcome, Verdict::Survivors, "{o:?}");
+        assert_eq!(o.survivors[0].pid, main);
+        assert!(w.alive(helper));
+        assert!((1100.0..1101.0).contains(&o.elapsed_ms), "{}", o.elapsed_ms);
+    });
+}
+
+/// A second request during the first of several steps goes straight to the final kill: the
+/// later steps are skipped.
+#[test]
+fn escalation_skips_the_remaining_steps() {
+    paused(async {
+        let w = Fake::new();
+        let app = w.spawn(Spec::new("app").ignores(Signal::TERM).ignores(Signal::INT));
+        let n = Arc::new(tokio::sync::Notify::new());
+        let opts = StopOptions {
+            escalate: Some(n.clone()),
+            ..StopOptions::default()
+        };
+        let second_request = async {
+            tokio::time::sleep(300 * MS).await;
+            n.notify_one();
+        };
+        let p = policy(
+            &[(Signal::TERM, 1000), (Signal::INT, 1000)],
+            1000,
+            KillMode::ControlGroup,
+        );
+        let (o, ()) = tokio::join!(stop(&w, &p, &opts), second_request);
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        assert_eq!(signals(&o), ["SIGTERM", "SIGKILL"]);
+        assert!(!w.signals_of(app).iter().any(|s| s == "SIGINT"));
+        assert!(
+            (300.0..301.0).contains(&o.steps[1].at_ms),
+            "{}",
+            o.steps[1].at_ms
+        );
+    });
+}
+
 /// `kill-mode=mixed`: the stop signal to the main process only, the final kill to everyone.
 #[test]
 fn mixed_mode_signals_the_main_process_and_kills_everyone() {
