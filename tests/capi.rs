@@ -458,9 +458,12 @@ fn a_null_policy_applies_the_tasks_trusted_policy_and_ignores_forgeries() {
             .unwrap();
         assert!(st.success());
     };
+    // The grace is what the app needs to end on SIGINT (its `sleep` dies, then bash runs its
+    // trap): milliseconds here, over half a second in an emulated VM guest.
+    let grace = common::slow(Duration::from_millis(1500)).as_millis();
     set(
         "trusted.gracekill.policy",
-        "v1 steps=2:150 sighup=0 kill-timeout=3000 kill-mode=control-group",
+        &format!("v1 steps=2:{grace} sighup=0 kill-timeout=3000 kill-mode=control-group"),
     );
     set(
         "user.gracekill.policy",
@@ -479,7 +482,7 @@ fn a_null_policy_applies_the_tasks_trusted_policy_and_ignores_forgeries() {
     assert_eq!(out.json()["steps"][0]["signal"], "SIGINT");
     assert_eq!(c.error_count, 0);
     assert!(c.first_error.is_null());
-    assert!(t.elapsed() < Duration::from_secs(3));
+    assert!(t.elapsed() < common::slow(Duration::from_secs(3)));
     drop(out);
     p.wait();
 }
