@@ -44,6 +44,14 @@ fn term(grace_ms: u64) -> Policy {
     policy(&[(Signal::TERM, grace_ms)], 1000, KillMode::ControlGroup)
 }
 
+/// Options naming the task's main process (as `run`'s record or an executor does).
+fn with_main(pid: i32) -> StopOptions {
+    StopOptions {
+        main_pid: Some(pid),
+        ..StopOptions::default()
+    }
+}
+
 async fn stop(w: &Fake, policy: &Policy, opts: &StopOptions) -> Outcome {
     let cg = w.cgroup(0);
     run_engine(w, &cg, policy, opts).await.expect("stop")
@@ -216,10 +224,7 @@ fn process_mode_touches_only_the_main_process() {
         let main = w.spawn(Spec::new("main").ignores(Signal::TERM));
         let helper = w.spawn(Spec::new("helper"));
         let p = policy(&[(Signal::TERM, 500)], 1000, KillMode::Process);
-        let opts = StopOptions {
-            main_pid: Some(main),
-            ..StopOptions::default()
-        };
+        let opts = with_main(main);
         let o = stop(&w, &p, &opts).await;
         assert_eq!(o.outcome, Verdict::Remaining, "{o:?}");
         assert_eq!(o.outcome.exit_code(), 5);
@@ -279,10 +284,7 @@ fn process_mode_waits_for_a_main_process_slow_to_die() {
         );
         w.spawn(Spec::new("helper"));
         let p = policy(&[(Signal::TERM, 100)], 1000, KillMode::Process);
-        let opts = StopOptions {
-            main_pid: Some(main),
-            ..StopOptions::default()
-        };
+        let opts = with_main(main);
         let o = stop(&w, &p, &opts).await;
         assert_eq!(o.outcome, Verdict::Remaining, "{o:?}");
         assert_eq!(o.survivors_total, 0, "{o:?}");
@@ -299,10 +301,7 @@ fn process_mode_reports_a_stuck_main_process() {
         let main = w.spawn(Spec::new("main").ignores(Signal::TERM).stuck());
         let helper = w.spawn(Spec::new("helper"));
         let p = policy(&[(Signal::TERM, 100)], 1000, KillMode::Process);
-        let opts = StopOptions {
-            main_pid: Some(main),
-            ..StopOptions::default()
-        };
+        let opts = with_main(main);
         let o = stop(&w, &p, &opts).await;
         assert_eq!(o.outcome, Verdict::Survivors, "{o:?}");
         assert_eq!(o.survivors[0].pid, main);
@@ -352,10 +351,7 @@ fn mixed_mode_signals_the_main_process_and_kills_everyone() {
         let main = w.spawn(Spec::new("main").ignores(Signal::TERM));
         let helper = w.spawn(Spec::new("helper").ignores(Signal::TERM));
         let p = policy(&[(Signal::TERM, 500)], 1000, KillMode::Mixed);
-        let opts = StopOptions {
-            main_pid: Some(main),
-            ..StopOptions::default()
-        };
+        let opts = with_main(main);
         let o = stop(&w, &p, &opts).await;
         assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
         assert_eq!(
@@ -597,10 +593,7 @@ fn mixed_mode_thaws_a_frozen_subtree_too() {
         );
         w.freeze(sub);
         let p = policy(&[(Signal::TERM, 5000)], 1000, KillMode::Mixed);
-        let opts = StopOptions {
-            main_pid: Some(main),
-            ..StopOptions::default()
-        };
+        let opts = with_main(main);
         let o = stop(&w, &p, &opts).await;
         assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
         assert!(o.thawed);
@@ -691,10 +684,7 @@ fn the_main_status_waits_for_a_late_reap_and_others_do_not() {
                 .reaped_after(Some(300 * MS)),
         );
         let orphan = w.spawn(Spec::new("orphan").reaped_after(None));
-        let opts = StopOptions {
-            main_pid: Some(main),
-            ..StopOptions::default()
-        };
+        let opts = with_main(main);
         let o = stop(&w, &term(5000), &opts).await;
         assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
         let exit = |pid: i32| o.exits.iter().find(|e| e.pid == pid).expect("exit");

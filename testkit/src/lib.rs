@@ -171,11 +171,14 @@ impl Drop for Cg {
         }
         // Relative to descriptors, so names that are not UTF-8 or paths past PATH_MAX go too;
         // children first. A just-emptied cgroup can refuse rmdir for a moment (EBUSY).
+        let mount = gracekill::Mount::discover().ok();
         for attempt in 0..200 {
-            let removed = gracekill::Mount::discover()
-                .and_then(|m| m.open_cgroup(&self.rel))
-                .and_then(|c| c.remove_tree(None));
-            if removed.is_ok() || remove_tree(&self.path).is_ok() || !self.path.exists() {
+            let removed = mount.as_ref().is_some_and(|m| {
+                m.open_cgroup(&self.rel)
+                    .and_then(|c| c.remove_tree(None))
+                    .is_ok()
+            });
+            if removed || remove_tree(&self.path).is_ok() || !self.path.exists() {
                 return;
             }
             if attempt == 199 {
