@@ -482,12 +482,40 @@ fn a_process_that_outlives_sigkill_is_reported_as_a_survivor() {
         assert_eq!(o.survivors[0].pid, stuck);
         assert_eq!(o.survivors[0].state, "D");
         assert!(o.survivors[0].memory_released);
+        // Described twice (before and after the short look), its memory released once.
+        assert_eq!(w.releases_of(stuck), 1);
         // The kill timeout (1 s) and a short look (200 ms) whether it exits after all.
         assert!(
             (1400.0..1500.0).contains(&o.elapsed_ms),
             "bounded: {}",
             o.elapsed_ms
         );
+    });
+}
+
+/// A survivor is described in every round the stop waits on (here four: the other processes
+/// keep exiting, then a short look), yet its memory release is started once: a release that
+/// blocks on the survivor's `mmap_lock` must not be started again, each time on a new thread.
+#[test]
+fn a_survivors_memory_is_released_once_however_often_it_is_described() {
+    paused(async {
+        let w = Fake::new();
+        let stuck = w.spawn(Spec::new("fusey").ignores(Signal::TERM).stuck());
+        let dying: Vec<i32> = [("big", 1200), ("bigger", 2600)]
+            .into_iter()
+            .map(|(name, ms)| w.spawn(Spec::new(name).ignores(Signal::TERM).dies_after(ms * MS)))
+            .collect();
+        let o = stop(&w, &term(100), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Survivors, "{o:?}");
+        assert_eq!(o.survivors_total, 1);
+        assert_eq!(o.survivors[0].pid, stuck);
+        assert!(o.survivors[0].memory_released, "{o:?}");
+        assert_eq!(w.releases_of(stuck), 1);
+        for pid in dying {
+            assert!(w.releases_of(pid) <= 1, "{pid}: {}", w.releases_of(pid));
+        }
+        // Rounds at 1100, 2100 and 3100 ms (the count falls), then a 200 ms look.
+        assert!((3300.0..3400.0).contains(&o.elapsed_ms), "{}", o.elapsed_ms);
     });
 }
 

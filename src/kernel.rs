@@ -11,6 +11,7 @@
 //! with a scripted world of processes in virtual time (`kernel/fake.rs`), so every decision of
 //! the engine can be tested in milliseconds, without root or cgroups.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -147,6 +148,22 @@ pub(crate) trait FinalKill {
     fn set_frozen(&self, frozen: bool) -> std::result::Result<(), Errno>;
 }
 
+/// `process_mrelease(2)` of the survivors of one stop, each process at most once: the stop
+/// describes its survivors more than once (whether their number falls decides if they are
+/// survivors at all), and a release that blocks (on a survivor that holds its `mmap_lock`) must
+/// not be started again, nor leave a thread behind per description.
+pub(crate) trait MemoryRelease {
+    /// A held process.
+    type Proc;
+    /// Has the release of process `pid` been started in this stop?
+    fn started(&self, pid: i32) -> bool;
+    /// Starts releasing the memory of `p` (process `pid`) in the background.
+    fn start(&mut self, pid: i32, p: Self::Proc);
+    /// Notes in each of `out` whose release was started what came of it, waiting until `until`
+    /// at most for the answers still missing.
+    fn collect(&mut self, out: &mut [Survivor], until: std::time::Instant);
+}
+
 /// The kernel as the engine sees it.
 pub(crate) trait Kernel {
     /// A cgroup of the task.
@@ -182,14 +199,10 @@ pub(crate) trait Kernel {
     fn tgid_of(&self, tid: i32) -> Option<i32>;
     /// Does process `pid` have a live thread within the cgroup at `ns_path` (or below)?
     fn has_live_thread_in(&self, pid: i32, ns_path: &[u8]) -> bool;
-    /// Releases the memory of the survivors held in `procs` (index into `out`, process),
-    /// noting in `out` what happened, until `until`.
-    fn release_memory(
-        &self,
-        out: &mut [Survivor],
-        procs: Vec<(usize, Self::Proc)>,
-        until: std::time::Instant,
-    );
+    /// Releases survivors' memory for one stop (see [`MemoryRelease`]).
+    type Release: MemoryRelease<Proc = Self::Proc>;
+    /// A new release for one stop: nothing started yet.
+    fn memory_release(&self) -> Self::Release;
     /// Marks a stop in progress on `cg`.
     fn mark_stopping<'c>(&'c self, cg: &'c Self::Cg) -> Option<Self::Mark<'c>>;
     /// Records this stop's final kill on `cg`.
@@ -379,6 +392,7 @@ impl Kernel for Real {
     type Watch = Watcher;
     type Kill = KillPath;
     type Mark<'c> = StopMark<'c>;
+    type Release = ThreadRelease<PidFd>;
 
     fn watch(&self, cg: &Cgroup) -> Result<Watcher> {
         Watcher::new(cg)
@@ -414,13 +428,8 @@ impl Kernel for Real {
     fn has_live_thread_in(&self, pid: i32, ns_path: &[u8]) -> bool {
         crate::procinfo::has_live_thread_in(pid, ns_path)
     }
-    fn release_memory(
-        &self,
-        out: &mut [Survivor],
-        procs: Vec<(usize, PidFd)>,
-        until: std::time::Instant,
-    ) {
-        release_memory(out, procs, until);
+    fn memory_release(&self) -> ThreadRelease<PidFd> {
+        ThreadRelease::new(PidFd::mrelease, "gracekill-mrelease")
     }
     fn mark_stopping<'c>(&'c self, cg: &'c Cgroup) -> Option<StopMark<'c>> {
         StopMark::set(cg)
@@ -446,45 +455,106 @@ pub(crate) fn monotonic_ns() -> u128 {
     u128::from(t.tv_sec.unsigned_abs()) * 1_000_000_000 + u128::from(t.tv_nsec.unsigned_abs())
 }
 
-/// `process_mrelease(2)` for each survivor, off the stop's path: it takes the process's
+/// [`MemoryRelease`] off the stop's path: `process_mrelease(2)` takes the process's
 /// `mmap_lock`, which a survivor stuck in a page fault may keep from it for as long as it is
-/// stuck. One thread does them in turn; whatever has not answered by `until` is reported as
-/// such, and the thread is left to finish (or block) on its own.
-fn release_memory(out: &mut [Survivor], pidfds: Vec<(usize, PidFd)>, until: std::time::Instant) {
-    if pidfds.is_empty() {
-        return;
+/// stuck. One thread per stop, started with the first release, does them in turn; whatever has
+/// not answered when a description's time is up is reported as such. When the stop is over the
+/// thread finishes the releases queued and ends; blocked on a wedged survivor, it ends when that
+/// survivor does (one thread per such stop, never one per description).
+pub(crate) struct ThreadRelease<P> {
+    release: fn(&P) -> std::result::Result<(), Errno>,
+    thread_name: &'static str,
+    jobs: Option<std::sync::mpsc::Sender<(i32, P)>>,
+    answers: Option<std::sync::mpsc::Receiver<(i32, std::result::Result<(), Errno>)>>,
+    /// Every process started: `None` while its answer is awaited.
+    state: HashMap<i32, Option<std::result::Result<(), String>>>,
+}
+
+impl<P: Send + 'static> ThreadRelease<P> {
+    pub(crate) fn new(
+        release: fn(&P) -> std::result::Result<(), Errno>,
+        thread_name: &'static str,
+    ) -> Self {
+        ThreadRelease {
+            release,
+            thread_name,
+            jobs: None,
+            answers: None,
+            state: HashMap::new(),
+        }
     }
-    let waiting: Vec<usize> = pidfds.iter().map(|(i, _)| *i).collect();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let spawned = std::thread::Builder::new()
-        .name("gracekill-mrelease".into())
-        .spawn(move || {
-            for (i, p) in pidfds {
-                if tx.send((i, p.mrelease())).is_err() {
-                    return;
-                }
+
+    /// The worker's queue, the worker started on first use; `None` if no thread can be had.
+    fn queue(&mut self) -> Option<&std::sync::mpsc::Sender<(i32, P)>> {
+        if self.jobs.is_none() && self.answers.is_none() {
+            let (jobs, todo) = std::sync::mpsc::channel::<(i32, P)>();
+            let (tx, answers) = std::sync::mpsc::channel();
+            let release = self.release;
+            let spawned = std::thread::Builder::new()
+                .name(self.thread_name.into())
+                .spawn(move || {
+                    for (pid, p) in todo {
+                        if tx.send((pid, release(&p))).is_err() {
+                            return;
+                        }
+                    }
+                });
+            // Either way `answers` is set, so a failed spawn is not retried for each process.
+            self.answers = Some(answers);
+            if spawned.is_ok() {
+                self.jobs = Some(jobs);
             }
-        });
-    if spawned.is_err() {
-        for i in waiting {
-            out[i].mrelease_error = Some("no thread to run process_mrelease".into());
         }
-        return;
+        self.jobs.as_ref()
     }
-    let mut answered = vec![false; out.len()];
-    while let Ok((i, r)) =
-        rx.recv_timeout(until.saturating_duration_since(std::time::Instant::now()))
-    {
-        answered[i] = true;
-        match r {
-            Ok(()) => out[i].memory_released = true,
-            Err(e) => out[i].mrelease_error = Some(errno_name(e)),
+
+    fn take_answer(&mut self, (pid, r): (i32, std::result::Result<(), Errno>)) {
+        self.state.insert(pid, Some(r.map_err(errno_name)));
+    }
+}
+
+impl<P: Send + 'static> MemoryRelease for ThreadRelease<P> {
+    type Proc = P;
+
+    fn started(&self, pid: i32) -> bool {
+        self.state.contains_key(&pid)
+    }
+
+    fn start(&mut self, pid: i32, p: P) {
+        if self.started(pid) {
+            return;
         }
+        let queued = self.queue().is_some_and(|q| q.send((pid, p)).is_ok());
+        let answer = (!queued).then(|| Err("no thread to run process_mrelease".to_string()));
+        self.state.insert(pid, answer);
     }
-    for i in waiting {
-        if !answered[i] {
-            out[i].mrelease_error =
-                Some("not answered in time (the process's memory map is locked)".into());
+
+    fn collect(&mut self, out: &mut [Survivor], until: std::time::Instant) {
+        let awaited = |state: &HashMap<i32, Option<_>>| {
+            out.iter().any(|s| matches!(state.get(&s.pid), Some(None)))
+        };
+        while awaited(&self.state) {
+            let Some(answers) = &self.answers else { break };
+            let wait = until.saturating_duration_since(std::time::Instant::now());
+            match answers.recv_timeout(wait) {
+                Ok(a) => self.take_answer(a),
+                Err(_) => break,
+            }
+        }
+        // Answers that came in meanwhile for processes no longer listed.
+        while let Some(Ok(a)) = self.answers.as_ref().map(|r| r.try_recv()) {
+            self.take_answer(a);
+        }
+        for s in out.iter_mut() {
+            match self.state.get(&s.pid) {
+                Some(Some(Ok(()))) => s.memory_released = true,
+                Some(Some(Err(e))) => s.mrelease_error = Some(e.clone()),
+                Some(None) => {
+                    s.mrelease_error =
+                        Some("not answered in time (the process's memory map is locked)".into());
+                }
+                None => {}
+            }
         }
     }
 }
@@ -508,4 +578,85 @@ pub(crate) fn fd_budget() -> usize {
         .unwrap_or(usize::MAX)
         .saturating_sub(64)
         .min(1 << 16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+    use std::time::Duration;
+
+    /// A release that blocks until the test lets it go (as `process_mrelease(2)` blocks on a
+    /// survivor holding its `mmap_lock`).
+    fn blocking(gate: &Receiver<()>) -> std::result::Result<(), Errno> {
+        gate.recv().map_err(|_| Errno::PIPE)
+    }
+
+    fn threads_named(name: &str) -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .expect("/proc/self/task")
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|c| c.trim_end() == name)
+            .count()
+    }
+
+    fn survivor(pid: i32) -> Survivor {
+        let mut s = crate::report::Survivor::from(crate::procinfo::describe(-1));
+        s.pid = pid;
+        s
+    }
+
+    fn gate() -> (SyncSender<()>, Receiver<()>) {
+        sync_channel(1)
+    }
+
+    /// A blocked release is reported as unanswered, is not started again when the survivors
+    /// are described again, and holds up no other description: one thread for the whole stop,
+    /// not one per description. Once it unblocks, later descriptions get the answers.
+    #[test]
+    fn a_blocked_release_costs_one_thread_per_stop_and_is_not_started_twice() {
+        const NAME: &str = "gk-test-release";
+        let mut r = ThreadRelease::new(blocking, NAME);
+        let (open1, g1) = gate();
+        let (open2, g2) = gate();
+        r.start(101, g1);
+        let mut out = vec![survivor(101)];
+        let t = std::time::Instant::now();
+        r.collect(&mut out, t + Duration::from_millis(50));
+        assert!(t.elapsed() < Duration::from_secs(2), "bounded by its time");
+        assert!(!out[0].memory_released);
+        assert!(
+            out[0]
+                .mrelease_error
+                .as_deref()
+                .is_some_and(|e| e.contains("not answered")),
+            "{:?}",
+            out[0].mrelease_error
+        );
+        // Described again, with a second survivor: 101 is not started again, 102 queues behind.
+        assert!(r.started(101));
+        let (_unused, g1_again) = gate();
+        r.start(101, g1_again);
+        r.start(102, g2);
+        let mut out = vec![survivor(101), survivor(102)];
+        r.collect(
+            &mut out,
+            std::time::Instant::now() + Duration::from_millis(50),
+        );
+        assert!(out.iter().all(|s| !s.memory_released));
+        assert_eq!(threads_named(NAME), 1, "one thread, blocked");
+        // Unblocked: both answer.
+        open1.send(()).expect("gate 1");
+        open2.send(()).expect("gate 2");
+        let mut out = vec![survivor(101), survivor(102)];
+        r.collect(&mut out, std::time::Instant::now() + Duration::from_secs(5));
+        assert!(out.iter().all(|s| s.memory_released), "{out:?}");
+        // The stop over, its thread ends.
+        drop(r);
+        let end = std::time::Instant::now() + Duration::from_secs(5);
+        while threads_named(NAME) > 0 && std::time::Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(threads_named(NAME), 0);
+    }
 }

@@ -32,7 +32,9 @@ use crate::cgroup::{Cgroup, Mount, is_gone};
 use crate::error::{Error, Result};
 use crate::guard;
 pub use crate::kernel::KillMethod;
-use crate::kernel::{FinalKill, Kernel, Real, TaskCgroup, TaskProc, TaskWatch, errno_name};
+use crate::kernel::{
+    FinalKill, Kernel, MemoryRelease, Real, TaskCgroup, TaskProc, TaskWatch, errno_name,
+};
 use crate::pidfd::{Membership, PidFd, membership_method};
 use crate::policy::{KillMode, Policy, Signal};
 use crate::procinfo::CmdlineReader;
@@ -271,6 +273,7 @@ pub(crate) async fn run_engine<K: Kernel>(
         budget: k.fd_budget(),
         thread_tgid: HashMap::new(),
         own_threads: HashMap::new(),
+        release: k.memory_release(),
         pre_kill: None,
     };
     if !engine.w.state()?.populated {
@@ -389,6 +392,8 @@ struct Engine<'a, K: Kernel> {
     /// Threads seen in a domain cgroup's `cgroup.threads` and found to belong to a process
     /// listed in the same cgroup's `cgroup.procs` (tid -> tgid), so they are looked up once.
     own_threads: HashMap<i32, i32>,
+    /// The survivors' memory release, each process once in the stop.
+    release: K::Release,
 }
 
 impl<K: Kernel> Engine<'_, K> {
@@ -1435,21 +1440,22 @@ impl<K: Kernel> Engine<'_, K> {
             ));
         }
         let mut out = Vec::new();
-        let mut pidfds = Vec::new();
         let budget_end = std::time::Instant::now() + SURVIVOR_REPORT_BUDGET;
         for &pid in pids.iter().take(MAX_LISTED) {
             if std::time::Instant::now() >= budget_end {
                 break;
             }
             let mut s = self.k.describe(pid);
-            match self.k.open(pid) {
-                Ok(Some(pidfd)) => pidfds.push((out.len(), pidfd)),
-                Ok(None) => s.mrelease_error = Some(errno_name(Errno::SRCH)),
-                Err(e) => s.mrelease_error = Some(e.to_string()),
+            if !self.release.started(pid) {
+                match self.k.open(pid) {
+                    Ok(Some(p)) => self.release.start(pid, p),
+                    Ok(None) => s.mrelease_error = Some(errno_name(Errno::SRCH)),
+                    Err(e) => s.mrelease_error = Some(e.to_string()),
+                }
             }
             out.push(s);
         }
-        self.k.release_memory(&mut out, pidfds, budget_end);
+        self.release.collect(&mut out, budget_end);
         (out, pids.len())
     }
 }

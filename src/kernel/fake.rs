@@ -14,7 +14,7 @@
 //! notifications do.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -23,7 +23,7 @@ use std::time::Duration;
 use rustix::io::Errno;
 use tokio::time::Instant;
 
-use super::{FinalKill, Kernel, KillMethod, TaskCgroup, TaskProc, TaskWatch};
+use super::{FinalKill, Kernel, KillMethod, MemoryRelease, TaskCgroup, TaskProc, TaskWatch};
 use crate::cgroup::{Events, Members};
 use crate::error::{Error, Result};
 use crate::policy::Signal;
@@ -157,6 +157,8 @@ struct State {
     budget: usize,
     /// The most pidfds one watcher held at once.
     peak_held: usize,
+    /// How many times each process's memory release was started.
+    releases: BTreeMap<i32, usize>,
     /// How long a freeze takes to take effect.
     freeze_delay: Duration,
     /// Writing `cgroup.freeze` fails (EACCES).
@@ -189,6 +191,7 @@ impl Fake {
             record: None,
             budget: 1 << 16,
             peak_held: 0,
+            releases: BTreeMap::new(),
             freeze_delay: Duration::ZERO,
             freeze_refused: false,
             changed: Rc::new(tokio::sync::Notify::new()),
@@ -299,6 +302,11 @@ impl Fake {
     /// The most processes the stop held (as pidfds) at once.
     pub fn peak_held(&self) -> usize {
         self.0.borrow().peak_held
+    }
+
+    /// How many times the memory release of `pid` was started.
+    pub fn releases_of(&self, pid: i32) -> usize {
+        self.0.borrow().releases.get(&pid).copied().unwrap_or(0)
     }
 
     /// Is `pid` still running?
@@ -606,6 +614,31 @@ impl TaskCgroup for FakeCg {
     }
 }
 
+/// The memory release of one stop: counts each start, answers at once.
+#[derive(Debug)]
+pub struct FakeRelease {
+    world: Fake,
+    started: BTreeSet<i32>,
+}
+
+impl MemoryRelease for FakeRelease {
+    type Proc = FakeProc;
+    fn started(&self, pid: i32) -> bool {
+        self.started.contains(&pid)
+    }
+    fn start(&mut self, pid: i32, _p: FakeProc) {
+        self.started.insert(pid);
+        *self.world.0.borrow_mut().releases.entry(pid).or_default() += 1;
+    }
+    fn collect(&mut self, out: &mut [Survivor], _until: std::time::Instant) {
+        for s in out {
+            if self.started(s.pid) {
+                s.memory_released = true;
+            }
+        }
+    }
+}
+
 /// A pidfd of the world.
 #[derive(Debug)]
 pub struct FakeProc {
@@ -839,6 +872,7 @@ impl Kernel for Fake {
     type Watch = FakeWatch;
     type Kill = FakeKill;
     type Mark<'c> = ();
+    type Release = FakeRelease;
 
     fn watch(&self, cg: &FakeCg) -> Result<FakeWatch> {
         Ok(FakeWatch {
@@ -918,14 +952,10 @@ impl Kernel for Fake {
         self.proc_cgroup(pid)
             .is_some_and(|p| crate::cgroup::is_within_bytes(&p, ns_path))
     }
-    fn release_memory(
-        &self,
-        out: &mut [Survivor],
-        procs: Vec<(usize, FakeProc)>,
-        _until: std::time::Instant,
-    ) {
-        for (i, _) in procs {
-            out[i].memory_released = true;
+    fn memory_release(&self) -> FakeRelease {
+        FakeRelease {
+            world: self.clone(),
+            started: BTreeSet::new(),
         }
     }
     fn mark_stopping<'c>(&'c self, _cg: &'c FakeCg) -> Option<()> {
