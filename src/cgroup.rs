@@ -386,12 +386,13 @@ impl Cgroup {
     /// Has this cgroup been removed (`rmdir`) since it was opened? A removed cgroup's directory
     /// fd still works, but nothing can be opened below it.
     pub fn is_removed(&self) -> bool {
+        // One lookup, no file opened.
         matches!(
-            fs::openat(
+            fs::accessat(
                 &self.fd,
                 "cgroup.procs",
-                OFlags::RDONLY | OFlags::CLOEXEC,
-                Mode::empty()
+                fs::Access::EXISTS,
+                fs::AtFlags::empty()
             ),
             Err(Errno::NOENT | Errno::NODEV)
         )

@@ -390,6 +390,29 @@ fn without_cgroup_kill_the_fallback_freezes_kills_each_and_thaws() {
     });
 }
 
+/// A threaded cgroup refuses `cgroup.kill` when it is written (`EOPNOTSUPP`): the final kill
+/// is then the fallback, on time, and the refusal is the expected answer there, not an error.
+#[test]
+fn a_refused_cgroup_kill_falls_back_at_once_without_an_error() {
+    paused(async {
+        let w = Fake::new();
+        w.refuse_cgroup_kill();
+        let a = w.spawn(Spec::new("a").ignores(Signal::TERM));
+        let b = w.spawn(Spec::new("b").ignores(Signal::TERM));
+        let o = stop(&w, &term(400), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        let kill = &o.steps[1];
+        assert_eq!(kill.via, Some("fallback"));
+        assert!((400.0..401.0).contains(&kill.at_ms), "{}", kill.at_ms);
+        assert_eq!(o.errors.count, 0, "{:?}", o.errors);
+        let log = w.log();
+        let pos = |what: &str| log.iter().position(|l| l.contains(what)).expect(what);
+        assert!(pos("freeze /task 1") < pos("SIGKILL a"), "{log:?}");
+        assert_eq!(w.exit_of(a).map(|e| e.1), Some(9));
+        assert_eq!(w.exit_of(b).map(|e| e.1), Some(9));
+    });
+}
+
 /// The fallback's rounds go on while someone is left that the last round did not signal: a
 /// process that appeared after the first round (moved in, or forked before the freeze took)
 /// is killed by the next, once everyone the first round killed is gone.

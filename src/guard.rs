@@ -1,7 +1,8 @@
 //! What the engine refuses to stop, whoever asks: the root cgroup, and any cgroup that holds the
 //! caller or one of its ancestors (stopping those would kill the stopper, its shell, or init).
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::cgroup::{Cgroup, is_within_bytes, proc_cgroup};
@@ -34,26 +35,16 @@ struct Ancestors {
 
 static ANCESTORS: Mutex<Option<Ancestors>> = Mutex::new(None);
 
-/// The caller and its ancestors, up to pid 1, each with its cgroup as read now: two small
-/// reads per process (`stat`, reused for [`ANCESTORS_TTL`], and `cgroup`), none of which
-/// touches its memory.
-///
-/// The calling thread comes first (`thread-self`: in a threaded cgroup it may live apart from
-/// its process), then the process (`self`, as the mounted `/proc` numbers it), then its
-/// ancestors by their parent pids.
-fn lineage() -> Vec<Entry> {
+/// The caller's process and its ancestors, up to pid 1, each with its cgroup as read now: two
+/// small reads per process (`stat`, reused for [`ANCESTORS_TTL`], and `cgroup`), none of which
+/// touches its memory. The process comes first (`self`, as the mounted `/proc` numbers it), then
+/// its ancestors by their parent pids.
+fn process_lineage() -> Vec<Entry> {
     let mut out = Vec::new();
     let me = rustix::process::getpid().as_raw_nonzero().get();
     let Some(stat) = procinfo::stat_of("self") else {
         return out;
     };
-    // A thread other than the leader may sit in another (threaded) cgroup than its process;
-    // the leader's own thread-self is its process's cgroup.
-    if rustix::thread::gettid() != rustix::process::getpid()
-        && let Some(cg) = proc_cgroup("thread-self")
-    {
-        out.push((me, stat.comm.clone(), cg));
-    }
     if let Some(cg) = proc_cgroup("self") {
         out.push((me, stat.comm, cg));
     }
@@ -65,12 +56,67 @@ fn lineage() -> Vec<Entry> {
     out
 }
 
+/// The calling thread, if it is not its process's leader: in a threaded cgroup it may live apart
+/// from its process (the leader's own `thread-self` is its process's cgroup).
+fn calling_thread() -> Option<Entry> {
+    if rustix::thread::gettid() == rustix::process::getpid() {
+        return None;
+    }
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    // Named as "gracekill itself" in a refusal: no name needed.
+    Some((me, String::new(), proc_cgroup("thread-self")?))
+}
+
+/// A value read afresh for every request, shared by the requests made before the read began.
+///
+/// A thousand stops started at once by one process would each read the lineage (a read of
+/// `/proc/<pid>/cgroup` per ancestor, each taking the kernel's cgroup lock). Each request takes
+/// a ticket, yields once (so that the other stops of its runtime take theirs), and then uses the
+/// last read if that read *began* after its ticket was taken, or reads itself, covering every
+/// ticket taken by then. So every check still sees the lineage as it was after its own request:
+/// a process that moved itself into the target just before asking is seen there.
+pub(crate) struct Fresh<T> {
+    asked: AtomicU64,
+    last: Mutex<Option<(u64, Arc<T>)>>,
+}
+
+impl<T> Fresh<T> {
+    pub(crate) const fn new() -> Self {
+        Fresh {
+            asked: AtomicU64::new(0),
+            last: Mutex::new(None),
+        }
+    }
+
+    /// A value read by `read` after this call began.
+    pub(crate) async fn get(&self, read: impl FnOnce() -> T) -> Arc<T> {
+        let ticket = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        tokio::task::yield_now().await;
+        {
+            let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some((covers, v)) = last.as_ref()
+                && *covers >= ticket
+            {
+                return v.clone();
+            }
+        }
+        // Every ticket taken up to now was taken before this read begins.
+        let covers = self.asked.load(Ordering::SeqCst);
+        let v = Arc::new(read());
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.as_ref().is_none_or(|(c, _)| *c < covers) {
+            *last = Some((covers, v.clone()));
+        }
+        v
+    }
+}
+
+static LINEAGE: Fresh<Vec<Entry>> = Fresh::new();
+
 /// The chain of ancestors of process `pid` (whose parent is `ppid`), reused if read for the
 /// same process and parent less than [`ANCESTORS_TTL`] ago.
 fn ancestors(pid: i32, ppid: i32, now: Instant) -> Arc<Vec<(i32, String)>> {
-    let mut cache = ANCESTORS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut cache = ANCESTORS.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(a) = cache.as_ref()
         && a.pid == pid
         && a.ppid == ppid
@@ -112,32 +158,43 @@ fn read_chain(mut pid: i32) -> Vec<(i32, String)> {
 ///
 /// # Errors
 /// [`Error::Input`] naming the cgroup and the reason; nothing has been signalled.
-pub fn check_stoppable(cg: &Cgroup) -> Result<()> {
+pub async fn check_stoppable(cg: &Cgroup) -> Result<()> {
     if cg.is_root() {
-        return Err(Error::Input(format!(
-            "refusing to stop the root cgroup '{}': it holds every process on the host",
-            cg.path().display()
-        )));
+        return Err(root_refused(cg));
     }
-    for (pid, comm, path) in &lineage() {
-        let pid = *pid;
-        if is_within_bytes(path, cg.ns_path_bytes()) {
-            let who = if pid == rustix::process::getpid().as_raw_nonzero().get() {
-                "gracekill itself".to_string()
-            } else {
-                format!(
-                    "its ancestor {} (pid {pid})",
-                    crate::report::printable(comm)
-                )
-            };
-            return Err(Error::Input(format!(
-                "refusing to stop '{}': it contains {who}, which is in '{}'",
-                cg.path().display(),
-                String::from_utf8_lossy(path)
-            )));
-        }
+    let thread = calling_thread();
+    let lineage = LINEAGE.get(process_lineage).await;
+    thread
+        .iter()
+        .chain(lineage.iter())
+        .try_for_each(|e| refuse_if_within(cg, e))
+}
+
+fn root_refused(cg: &Cgroup) -> Error {
+    Error::Input(format!(
+        "refusing to stop the root cgroup '{}': it holds every process on the host",
+        cg.path().display()
+    ))
+}
+
+fn refuse_if_within(cg: &Cgroup, (pid, comm, path): &Entry) -> Result<()> {
+    let pid = *pid;
+    if !is_within_bytes(path, cg.ns_path_bytes()) {
+        return Ok(());
     }
-    Ok(())
+    let who = if pid == rustix::process::getpid().as_raw_nonzero().get() {
+        "gracekill itself".to_string()
+    } else {
+        format!(
+            "its ancestor {} (pid {pid})",
+            crate::report::printable(comm)
+        )
+    };
+    Err(Error::Input(format!(
+        "refusing to stop '{}': it contains {who}, which is in '{}'",
+        cg.path().display(),
+        String::from_utf8_lossy(path)
+    )))
 }
 
 #[cfg(test)]
@@ -167,5 +224,34 @@ mod tests {
         assert!(Arc::ptr_eq(&c, &d), "reused within {ANCESTORS_TTL:?}");
         let e = ancestors(me + 1, other, t0 + ANCESTORS_TTL);
         assert!(!Arc::ptr_eq(&d, &e), "read again after {ANCESTORS_TTL:?}");
+    }
+
+    /// Stops started together share one read; a request made after a read began gets a read of
+    /// its own (a lineage read before the request could miss a move made just before it).
+    #[test]
+    fn concurrent_checks_share_one_read_and_later_ones_read_again() {
+        static SHARED: Fresh<usize> = Fresh::new();
+        static READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let read = || READS.fetch_add(1, Ordering::SeqCst) + 1;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        let got: Vec<usize> = local.block_on(&rt, async {
+            let tasks: Vec<_> = (0..100)
+                .map(|_| tokio::task::spawn_local(async move { *SHARED.get(read).await }))
+                .collect();
+            let mut got = Vec::new();
+            for t in tasks {
+                got.push(t.await.expect("check"));
+            }
+            got
+        });
+        assert_eq!(READS.load(Ordering::SeqCst), 1, "one read for the batch");
+        assert!(got.iter().all(|&v| v == 1), "{got:?}");
+        // One after the other: each request finds the last read begun before it, and reads.
+        let a = rt.block_on(SHARED.get(read));
+        let b = rt.block_on(SHARED.get(read));
+        assert_eq!((*a, *b), (2, 3));
     }
 }

@@ -191,6 +191,9 @@ pub(crate) trait Kernel {
     fn proc_cgroup(&self, pid: i32) -> Option<Vec<u8>>;
     /// The name of `pid` (`comm`), empty if gone.
     fn comm(&self, pid: i32) -> String;
+    /// The name of `pid` and whether it is in uninterruptible sleep (state `D`, which is how a
+    /// frozen process shows), from one read; empty and `false` if gone.
+    fn comm_and_state(&self, pid: i32) -> (String, bool);
     /// `pid` described for the survivors report (state, wait channel, threads).
     fn describe(&self, pid: i32) -> Survivor;
     /// The cgroup v1 freezer cgroup holding `pid` frozen, if any.
@@ -324,22 +327,27 @@ static NO_CGROUP_KILL: AtomicBool = AtomicBool::new(false);
 pub(crate) struct KillPath {
     /// `cgroup.kill`, when it will be used.
     kill: Option<OwnedFd>,
-    /// `cgroup.freeze`, for the fallback (absent before 5.2).
+    /// `cgroup.freeze`, for the fallback (absent before 5.2, and not opened with `cgroup.kill`).
     freeze: Option<OwnedFd>,
 }
 
 impl KillPath {
-    /// Opens `cgroup.kill` (unless the fallback is forced, the kernel lacks it, or the cgroup is
-    /// threaded, where it refuses to work) and `cgroup.freeze` for writing.
+    /// Opens `cgroup.kill` (unless the fallback is forced or the kernel lacks it), or else
+    /// `cgroup.freeze`, for writing. Opened before the first signal, so a caller who may not
+    /// kill learns it before anything is signalled. A threaded cgroup refuses `cgroup.kill`
+    /// only when it is written (`EOPNOTSUPP`): the stop then prepares the fallback (it may
+    /// have become threaded meanwhile anyway).
     ///
     /// # Errors
     /// Permission denied on the file the final kill needs; any other unexpected error.
     fn prepare(cg: &Cgroup, method: KillMethod) -> Result<KillPath> {
         let mut path = KillPath::default();
-        let threaded = cg.is_threaded();
-        if method == KillMethod::Auto && !threaded && !NO_CGROUP_KILL.load(Ordering::Relaxed) {
+        if method == KillMethod::Auto && !NO_CGROUP_KILL.load(Ordering::Relaxed) {
             match cg.open_for_write("cgroup.kill") {
-                Ok(fd) => path.kill = Some(fd),
+                Ok(fd) => {
+                    path.kill = Some(fd);
+                    return Ok(path);
+                }
                 Err(Error::Os {
                     errno: Errno::NOENT,
                     ..
@@ -352,15 +360,10 @@ impl KillPath {
                 Err(e) => return Err(e),
             }
         }
-        if threaded {
-            tracing::debug!(cgroup = %cg.rel(), "threaded cgroup: cgroup.kill refuses to work there; using the fallback");
-        }
         match cg.open_for_write("cgroup.freeze") {
             Ok(fd) => path.freeze = Some(fd),
             Err(e) if is_gone(&e) => {} // cgroup.freeze needs 5.2; the fallback kills without it
-            // Only the fallback needs to freeze; with cgroup.kill a refusal changes nothing.
-            Err(e) if path.kill.is_none() => return Err(e),
-            Err(_) => {}
+            Err(e) => return Err(e),
         }
         Ok(path)
     }
@@ -415,6 +418,11 @@ impl Kernel for Real {
     }
     fn comm(&self, pid: i32) -> String {
         crate::procinfo::comm(pid)
+    }
+    fn comm_and_state(&self, pid: i32) -> (String, bool) {
+        crate::procinfo::stat_of(&pid.to_string())
+            .map(|s| (s.comm, s.state == "D"))
+            .unwrap_or_default()
     }
     fn describe(&self, pid: i32) -> Survivor {
         crate::procinfo::describe(pid).into()

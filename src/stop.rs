@@ -230,7 +230,7 @@ fn open_named(task: &str, given: Option<&Policy>) -> Result<Cgroup> {
 /// [`Outcome::errors`].
 pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Outcome> {
     policy.validate()?;
-    guard::check_stoppable(cg)?;
+    guard::check_stoppable(cg).await?;
     raise_fd_limit();
     run_engine(&Real, cg, policy, opts).await
 }
@@ -269,6 +269,8 @@ pub(crate) async fn run_engine<K: Kernel>(
         early_comm: HashMap::new(),
         to_describe: Vec::new(),
         cmdlines: CmdlineReader::default(),
+        cmdlines_wanted: Vec::new(),
+        cmdlines_due: None,
         step_done: HashMap::new(),
         budget: k.fd_budget(),
         thread_tgid: HashMap::new(),
@@ -375,10 +377,15 @@ struct Engine<'a, K: Kernel> {
     described: HashMap<i32, String>,
     /// Names read just before the first signal (a process that exits at once may be reaped
     /// before the pass is over and [`Engine::describe_pending`] runs), for the exit timeline.
-    early_comm: HashMap<i32, String>,
+    /// With whether the process was in uninterruptible sleep (as a frozen one is).
+    early_comm: HashMap<i32, (String, bool)>,
     /// Signalled in the current pass, to be described once it is over.
     to_describe: Vec<i32>,
     cmdlines: CmdlineReader,
+    /// Processes whose command lines are to be asked for, and when (see
+    /// [`Engine::describe_pending`]).
+    cmdlines_wanted: Vec<i32>,
+    cmdlines_due: Option<Instant>,
     /// This step's signalled pids: `true` if their pidfd is tracked, `false` if it was closed
     /// (over the descriptor budget).
     step_done: HashMap<i32, bool>,
@@ -429,7 +436,7 @@ impl<K: Kernel> Engine<'_, K> {
                 let comm = self
                     .described
                     .get(&pid)
-                    .or_else(|| self.early_comm.get(&pid))
+                    .or_else(|| self.early_comm.get(&pid).map(|e| &e.0))
                     .cloned()
                     .unwrap_or_default();
                 Exit::new(pid, comm, self.ms(at), p.exit_status())
@@ -568,7 +575,10 @@ impl<K: Kernel> Engine<'_, K> {
             return Ok(GraceEnd::MainGone);
         }
         loop {
-            let until = list_at.map_or(deadline, |t| t.min(deadline));
+            let until = [list_at, self.cmdlines_due]
+                .into_iter()
+                .flatten()
+                .fold(deadline, Instant::min);
             let wait = self.w.wait_empty(until, catch_latecomers, |w| {
                 report_progress(k, progress.as_ref(), &phase, deadline, w)
             });
@@ -581,6 +591,7 @@ impl<K: Kernel> Engine<'_, K> {
             };
             match wake {
                 Wake::Empty => return Ok(GraceEnd::Empty),
+                Wake::Deadline if self.ask_cmdlines(false) => continue,
                 Wake::Deadline if list_at.take().is_some() => {
                     // Even when the step's pass ran long and the deadline is (nearly) here: the
                     // listing's reads stop a few milliseconds after it starts.
@@ -683,6 +694,11 @@ impl<K: Kernel> Engine<'_, K> {
             if new == 0 {
                 break;
             }
+            // Another pass finds those who joined during this one; an emptied subtree (the
+            // usual end of a task that honours its signal at once) has no one left to find.
+            if !self.w.state().map(|e| e.populated).unwrap_or(true) {
+                break;
+            }
             if Instant::now() >= deadline {
                 tracing::debug!(cgroup = %self.cg.rel(), "grace over while processes keep appearing; leaving the rest to the final kill");
                 break;
@@ -748,12 +764,14 @@ impl<K: Kernel> Engine<'_, K> {
                 break;
             }
             done += 1;
-            let comm = self
+            let (comm, uninterruptible) = self
                 .early_comm
                 .remove(&pid)
-                .unwrap_or_else(|| self.k.comm(pid));
-            // Said at once, not after a grace wasted on a process that cannot react.
-            if let Some(v1) = self.k.v1_frozen(pid) {
+                .unwrap_or_else(|| self.k.comm_and_state(pid));
+            // Said at once, not after a grace wasted on a process that cannot react. A frozen
+            // process sleeps uninterruptibly: only then is its cgroup v1 freezer looked up (a
+            // read of `/proc/<pid>/cgroup`, which takes the kernel's cgroup lock).
+            if uninterruptible && let Some(v1) = self.k.v1_frozen(pid) {
                 let w = format!(
                     "pid {pid} ({}) is frozen by the cgroup v1 freezer at '{v1}': it cannot \
                      handle the stop signal or die of SIGKILL until that cgroup is thawed",
@@ -765,7 +783,29 @@ impl<K: Kernel> Engine<'_, K> {
             self.described.insert(pid, comm);
         }
         pids.truncate(done);
-        self.cmdlines.request(pids);
+        self.cmdlines_wanted.extend(pids);
+        // Asked for when the listing before the final kill would run: they are reported for the
+        // processes that kill takes. A task that honours its signal in time is gone before
+        // anyone reads its memory, and a stopper process that ends with it never starts the
+        // reader's thread. (The listing itself also asks, for what is pending.)
+        let due = deadline
+            .and_then(|d| d.checked_sub(PRE_KILL_LEAD))
+            .map_or_else(Instant::now, |t| t.max(Instant::now()));
+        self.cmdlines_due = Some(self.cmdlines_due.map_or(due, |d| d.min(due)));
+    }
+
+    /// Asks the background reader for the command lines wanted, if it is time (or `now`).
+    /// Returns whether it asked.
+    fn ask_cmdlines(&mut self, now: bool) -> bool {
+        match self.cmdlines_due {
+            Some(due) if now || Instant::now() >= due => {
+                self.cmdlines_due = None;
+                self.cmdlines
+                    .request(std::mem::take(&mut self.cmdlines_wanted));
+                true
+            }
+            _ => false,
+        }
     }
 
     /// One enumeration pass over the subtree: every member not yet signalled in this step (or
@@ -927,7 +967,7 @@ impl<K: Kernel> Engine<'_, K> {
             // large task's sweep is not slowed (the rest are named after the pass).
             self.early_comm
                 .entry(tgid)
-                .or_insert_with(|| self.k.comm(tgid));
+                .or_insert_with(|| self.k.comm_and_state(tgid));
         }
         let sent = if threaded {
             pidfd.send_signal_to_group(sig)? && {
@@ -1019,6 +1059,7 @@ impl<K: Kernel> Engine<'_, K> {
     }
 
     async fn final_kill(mut self) -> Result<Outcome> {
+        self.ask_cmdlines(true);
         if !self.w.state()?.populated {
             let emptied = Instant::now();
             self.settle_exits(deadline_after(self.policy.kill_timeout))
@@ -1096,6 +1137,7 @@ impl<K: Kernel> Engine<'_, K> {
     /// the kill counts it by its pidfd, alive or not. Only members past the descriptor budget,
     /// and processes known only by their threads, are counted from this list.
     fn list_before_kill(&mut self, deadline: Instant, signal: Signal) {
+        self.ask_cmdlines(true);
         let cg = self.cg;
         let _ = self.w.refresh();
         let extra = self.extra_signals(signal);
@@ -1308,8 +1350,12 @@ impl<K: Kernel> Engine<'_, K> {
                 }
                 // Removed meanwhile: whatever was in it is gone.
                 Err(Errno::NOENT | Errno::NODEV) => return Ok(("cgroup.kill", 0)),
+                // A threaded cgroup (or one made threaded since): the fallback kills, as
+                // designed for it.
+                Err(Errno::OPNOTSUPP) => {
+                    tracing::debug!(cgroup = %self.cg.rel(), "threaded cgroup: cgroup.kill refuses to work there; using the fallback");
+                }
                 Err(e) => {
-                    // E.g. made threaded since the stop began (EOPNOTSUPP): the fallback kills.
                     self.problems.add(Error::os(
                         "write '1' to",
                         &self.cg.path().join("cgroup.kill"),
@@ -1333,6 +1379,17 @@ impl<K: Kernel> Engine<'_, K> {
     /// One fallback round: freeze (no new forks), SIGKILL every member through its pidfd, thaw.
     /// Always signals, even past the deadline: a kill is never skipped for lack of time.
     async fn fallback_round(&mut self, deadline: Option<Instant>) -> Result<usize> {
+        if self.kill.as_ref().is_some_and(FinalKill::uses_cgroup_kill) {
+            // The fallback's own file (`cgroup.freeze`), opened once it is needed: after a
+            // refused `cgroup.kill`, or for someone it spared.
+            match self.k.kill_path(self.cg, KillMethod::Fallback) {
+                Ok(k) => self.kill = Some(k),
+                Err(e) => {
+                    self.kill = None;
+                    self.problems.add(e);
+                }
+            }
+        }
         let froze = self.set_frozen(true).is_ok();
         // The first round (no deadline: the final kill itself) does not wait for `frozen 1`: a
         // task in uninterruptible sleep can hold that up, and SIGKILL ends tasks whether frozen

@@ -280,12 +280,22 @@ fn strict_number<T: std::str::FromStr>(what: &str, v: &str) -> Result<T> {
 
 /// `PID STARTTIME` of the calling process, to name it in a record without PID-reuse doubt.
 fn me() -> Option<String> {
-    let me = crate::procinfo::stat_of("self")?;
-    Some(format!(
-        "{} {}",
-        rustix::process::getpid().as_raw_nonzero(),
-        me.starttime
-    ))
+    // A process's start time never changes: read once per process (a forked child has another
+    // pid, and reads its own), not at each of a thousand stops.
+    static START: std::sync::Mutex<Option<(i32, u64)>> = std::sync::Mutex::new(None);
+    let pid = rustix::process::getpid().as_raw_nonzero().get();
+    let mut start = START
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let starttime = match *start {
+        Some((p, t)) if p == pid => t,
+        _ => {
+            let t = crate::procinfo::stat_of("self")?.starttime;
+            *start = Some((pid, t));
+            t
+        }
+    };
+    Some(format!("{pid} {starttime}"))
 }
 
 /// The live process named by a `PID STARTTIME` record, as a pidfd.

@@ -153,6 +153,8 @@ struct State {
     next_pid: i32,
     log: Vec<String>,
     has_cgroup_kill: bool,
+    /// Writing `cgroup.kill` fails with `EOPNOTSUPP` (as in a threaded cgroup).
+    cgroup_kill_refused: bool,
     record: Option<FinalKillRecord>,
     budget: usize,
     /// The most pidfds one watcher held at once.
@@ -188,6 +190,7 @@ impl Fake {
             next_pid: FIRST_PID,
             log: Vec::new(),
             has_cgroup_kill: true,
+            cgroup_kill_refused: false,
             record: None,
             budget: 1 << 16,
             peak_held: 0,
@@ -225,6 +228,11 @@ impl Fake {
     /// The kernel has no `cgroup.kill` (before 5.14).
     pub fn without_cgroup_kill(&self) {
         self.0.borrow_mut().has_cgroup_kill = false;
+    }
+
+    /// Writing `cgroup.kill` fails with `EOPNOTSUPP`, as in a threaded cgroup.
+    pub fn refuse_cgroup_kill(&self) {
+        self.0.borrow_mut().cgroup_kill_refused = true;
     }
 
     /// Freezes a cgroup, as its owner might have (before the stop: it has taken effect).
@@ -840,6 +848,9 @@ impl FinalKill for FakeKill {
         let now = Instant::now();
         let mut s = self.world.0.borrow_mut();
         s.advance(now);
+        if s.cgroup_kill_refused {
+            return Err(Errno::OPNOTSUPP);
+        }
         let what = format!("cgroup.kill {}", s.cgroups[self.root].rel);
         s.note(now, what);
         let subtree = s.subtree(self.root);
@@ -857,6 +868,10 @@ impl FinalKill for FakeKill {
         Ok(())
     }
     fn set_frozen(&self, frozen: bool) -> std::result::Result<(), Errno> {
+        // As the real one: a kill path for `cgroup.kill` has no `cgroup.freeze` opened.
+        if self.cgroup_kill {
+            return Err(Errno::NOENT);
+        }
         let mut s = self.world.0.borrow_mut();
         if s.freeze_refused {
             return Err(Errno::ACCESS);
@@ -921,6 +936,15 @@ impl Kernel for Fake {
             .filter(|p| !p.reaped)
             .map(|p| p.spec.comm.clone())
             .unwrap_or_default()
+    }
+    fn comm_and_state(&self, pid: i32) -> (String, bool) {
+        let stuck = self
+            .0
+            .borrow()
+            .procs
+            .get(&pid)
+            .is_some_and(|p| p.spec.stuck);
+        (self.comm(pid), stuck)
     }
     fn describe(&self, pid: i32) -> Survivor {
         let mut s = self.0.borrow_mut();
