@@ -405,6 +405,9 @@ fn a_refused_cgroup_kill_falls_back_at_once_without_an_error() {
         assert_eq!(kill.via, Some("fallback"));
         assert!((400.0..401.0).contains(&kill.at_ms), "{}", kill.at_ms);
         assert_eq!(o.errors.count, 0, "{:?}", o.errors);
+        // The record other stops read says how the kill went.
+        let rec = crate::kernel::Kernel::final_kill_record(&w, &w.cgroup(0)).expect("recorded");
+        assert_eq!(rec.via, "fallback");
         let log = w.log();
         let pos = |what: &str| log.iter().position(|l| l.contains(what)).expect(what);
         assert!(pos("freeze /task 1") < pos("SIGKILL a"), "{log:?}");
@@ -747,5 +750,87 @@ fn the_main_status_waits_for_a_late_reap_and_others_do_not() {
             "until the main reap: {}",
             o.elapsed_ms
         );
+    });
+}
+
+/// Command lines are for the report of what the final kill takes: asked for once, when the
+/// listing before that kill runs (deadline - 50 ms), only for processes not seen to exit. The
+/// one that honoured the signal is never read; the one killed is reported with its own.
+#[test]
+fn command_lines_are_read_only_for_what_the_final_kill_takes() {
+    paused(async {
+        let w = Fake::new();
+        let quick = w.spawn(Spec::new("quick"));
+        let app = w.spawn(Spec::new("app").ignores(Signal::TERM));
+        let o = stop(&w, &term(1000), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        let asked = w.cmdline_requests();
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        let (at, pids) = &asked[0];
+        assert!((950.0..951.0).contains(at), "{at}");
+        assert_eq!(pids, &[app], "not {quick}, which exited");
+        assert_eq!(o.killed[0].pid, app);
+        assert_eq!(o.killed[0].cmdline, "app --fake");
+    });
+}
+
+/// A task that honours its signal within the grace is never read at all.
+#[test]
+fn a_task_that_ends_in_time_has_no_command_line_read() {
+    paused(async {
+        let w = Fake::new();
+        w.spawn(Spec::new("bash"));
+        w.spawn(Spec::new("app").flushes(Signal::TERM, 500 * MS));
+        let o = stop(&w, &term(5000), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        assert_eq!(w.cmdline_requests(), []);
+    });
+}
+
+/// When the grace can be cut short at any moment (an escalation handle: a second Ctrl-C), the
+/// command lines are asked for at once, so the report of the kill that follows has them.
+#[test]
+fn with_an_escalation_handle_command_lines_are_asked_for_at_once() {
+    paused(async {
+        let w = Fake::new();
+        let app = w.spawn(Spec::new("app").ignores(Signal::TERM));
+        let n = Arc::new(tokio::sync::Notify::new());
+        let opts = StopOptions {
+            escalate: Some(n.clone()),
+            ..StopOptions::default()
+        };
+        let second_request = async {
+            tokio::time::sleep(200 * MS).await;
+            n.notify_one();
+        };
+        let p = term(30_000);
+        let (o, ()) = tokio::join!(stop(&w, &p, &opts), second_request);
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        let asked = w.cmdline_requests();
+        assert!(asked[0].0 < 1.0, "{asked:?}");
+        assert_eq!(o.killed[0].pid, app);
+        assert_eq!(o.killed[0].cmdline, "app --fake");
+    });
+}
+
+/// With several steps, the command lines are asked for in the last one, before its deadline:
+/// those described in the first step included, and no wakeup is spent on them before.
+#[test]
+fn with_several_steps_command_lines_are_asked_for_in_the_last() {
+    paused(async {
+        let w = Fake::new();
+        let app = w.spawn(Spec::new("app").ignores(Signal::TERM).ignores(Signal::INT));
+        let p = policy(
+            &[(Signal::TERM, 300), (Signal::INT, 300)],
+            1000,
+            KillMode::ControlGroup,
+        );
+        let o = stop(&w, &p, &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        let asked = w.cmdline_requests();
+        assert_eq!(asked.len(), 1, "{asked:?}");
+        assert!((550.0..551.0).contains(&asked[0].0), "{asked:?}");
+        assert_eq!(asked[0].1, [app]);
+        assert_eq!(o.killed[0].cmdline, "app --fake");
     });
 }

@@ -75,9 +75,13 @@ fn calling_thread() -> Option<Entry> {
 /// last read if that read *began* after its ticket was taken, or reads itself, covering every
 /// ticket taken by then. So every check still sees the lineage as it was after its own request:
 /// a process that moved itself into the target just before asking is seen there.
+///
+/// A read is also only shared within one view: `/proc/<pid>/cgroup` shows paths relative to the
+/// cgroup namespace of the thread that reads it, and threads of one process may be in different
+/// ones. The caller names its view (`key`, taken by the thread that will use the result).
 pub(crate) struct Fresh<T> {
     asked: AtomicU64,
-    last: Mutex<Option<(u64, Arc<T>)>>,
+    last: Mutex<Option<(u64, u64, Arc<T>)>>,
 }
 
 impl<T> Fresh<T> {
@@ -88,14 +92,18 @@ impl<T> Fresh<T> {
         }
     }
 
-    /// A value read by `read` after this call began.
-    pub(crate) async fn get(&self, read: impl FnOnce() -> T) -> Arc<T> {
+    /// A value read by `read` after this call began, in the view `key()` names (both are
+    /// called on the thread that uses the result).
+    pub(crate) async fn get(&self, key: impl Fn() -> u64, read: impl FnOnce() -> T) -> Arc<T> {
         let ticket = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
         tokio::task::yield_now().await;
+        // After the yield: on a multi-threaded runtime the task may now run on another thread.
+        let view = key();
         {
             let last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some((covers, v)) = last.as_ref()
+            if let Some((covers, k, v)) = last.as_ref()
                 && *covers >= ticket
+                && *k == view
             {
                 return v.clone();
             }
@@ -104,11 +112,17 @@ impl<T> Fresh<T> {
         let covers = self.asked.load(Ordering::SeqCst);
         let v = Arc::new(read());
         let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
-        if last.as_ref().is_none_or(|(c, _)| *c < covers) {
-            *last = Some((covers, v.clone()));
+        if last.as_ref().is_none_or(|(c, _, _)| *c < covers) {
+            *last = Some((covers, view, v.clone()));
         }
         v
     }
+}
+
+/// The cgroup namespace of the calling thread (its inode number; 0 if unreadable, which is then
+/// one view of its own among the unreadable).
+fn cgroup_view() -> u64 {
+    rustix::fs::stat("/proc/thread-self/ns/cgroup").map_or(0, |st| st.st_ino)
 }
 
 static LINEAGE: Fresh<Vec<Entry>> = Fresh::new();
@@ -162,8 +176,9 @@ pub async fn check_stoppable(cg: &Cgroup) -> Result<()> {
     if cg.is_root() {
         return Err(root_refused(cg));
     }
+    let lineage = LINEAGE.get(cgroup_view, process_lineage).await;
+    // The thread that goes on with the stop (after the yield above).
     let thread = calling_thread();
-    let lineage = LINEAGE.get(process_lineage).await;
     thread
         .iter()
         .chain(lineage.iter())
@@ -239,7 +254,7 @@ mod tests {
         let local = tokio::task::LocalSet::new();
         let got: Vec<usize> = local.block_on(&rt, async {
             let tasks: Vec<_> = (0..100)
-                .map(|_| tokio::task::spawn_local(async move { *SHARED.get(read).await }))
+                .map(|_| tokio::task::spawn_local(async move { *SHARED.get(|| 7, read).await }))
                 .collect();
             let mut got = Vec::new();
             for t in tasks {
@@ -250,8 +265,51 @@ mod tests {
         assert_eq!(READS.load(Ordering::SeqCst), 1, "one read for the batch");
         assert!(got.iter().all(|&v| v == 1), "{got:?}");
         // One after the other: each request finds the last read begun before it, and reads.
-        let a = rt.block_on(SHARED.get(read));
-        let b = rt.block_on(SHARED.get(read));
+        let a = rt.block_on(SHARED.get(|| 7, read));
+        let b = rt.block_on(SHARED.get(|| 7, read));
         assert_eq!((*a, *b), (2, 3));
+        // Another view (a thread in another cgroup namespace) never takes this one's read.
+        let c = rt.block_on(async {
+            let (mine, other) = tokio::join!(SHARED.get(|| 7, read), SHARED.get(|| 8, read));
+            (*mine, *other)
+        });
+        assert_eq!(c.0.min(c.1), 4);
+        assert_eq!(c.0.max(c.1), 5, "each view read its own: {c:?}");
+    }
+
+    /// A request whose ticket is taken while a read is under way does not get that read: the
+    /// read may have begun before the request (before, say, the caller moved into the target).
+    #[test]
+    fn a_request_made_during_a_read_reads_again() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        static SHARED: Fresh<&'static str> = Fresh::new();
+        let inner = std::cell::RefCell::new(None);
+        let outer = SHARED.get(
+            || 1,
+            || {
+                // Requested in the middle of the outer read: takes its ticket, parks at its yield.
+                let mut f = Box::pin(SHARED.get(|| 1, || "inner"));
+                let mut cx = Context::from_waker(Waker::noop());
+                assert!(f.as_mut().poll(&mut cx).is_pending());
+                *inner.borrow_mut() = Some(f);
+                "outer"
+            },
+        );
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut outer = std::pin::pin!(outer);
+        let got = loop {
+            if let Poll::Ready(v) = outer.as_mut().poll(&mut cx) {
+                break v;
+            }
+        };
+        assert_eq!(*got, "outer");
+        let mut inner = inner.take().expect("requested during the read");
+        let got = loop {
+            if let Poll::Ready(v) = inner.as_mut().poll(&mut cx) {
+                break v;
+            }
+        };
+        assert_eq!(*got, "inner", "a read begun before the request was reused");
     }
 }

@@ -1,8 +1,7 @@
 //! The seam between the stop engine ([`mod@crate::stop`]) and the kernel: every operation the engine
 //! performs on the task (list members, open and prove a pidfd, signal, watch `cgroup.events`
-//! and the pidfds, freeze, kill, describe, record) is a method of one of these traits. Two
-//! things stay outside, as they decide nothing: the background reader of command lines for the
-//! report (`procinfo::CmdlineReader`, which finds nothing for the fake's pids), and the name of
+//! and the pidfds, freeze, kill, describe, read command lines, release memory, record) is a
+//! method of one of these traits. One thing stays outside, as it decides nothing: the name of
 //! the membership proof in use, which the report carries.
 //!
 //! [`Real`] implements them with cgroupfs, pidfds, epoll and `/proc` ([`crate::cgroup`],
@@ -15,6 +14,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::os::fd::OwnedFd;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use rustix::io::Errno;
@@ -148,6 +148,24 @@ pub(crate) trait FinalKill {
     fn set_frozen(&self, frozen: bool) -> std::result::Result<(), Errno>;
 }
 
+/// The command lines of one stop's processes, read off the stop's path (reading
+/// `/proc/<pid>/cmdline` blocks while the process's `mmap_lock` is held), for the report.
+pub(crate) trait Cmdlines {
+    /// Asks for these processes' command lines; never blocks.
+    fn request(&self, pids: Vec<i32>);
+    /// The command line of `pid`, if it has been read (else empty).
+    fn get(&self, pid: i32) -> String;
+}
+
+impl Cmdlines for crate::procinfo::CmdlineReader {
+    fn request(&self, pids: Vec<i32>) {
+        crate::procinfo::CmdlineReader::request(self, pids);
+    }
+    fn get(&self, pid: i32) -> String {
+        crate::procinfo::CmdlineReader::get(self, pid)
+    }
+}
+
 /// `process_mrelease(2)` of the survivors of one stop, each process at most once: the stop
 /// describes its survivors more than once (whether their number falls decides if they are
 /// survivors at all), and a release that blocks (on a survivor that holds its `mmap_lock`) must
@@ -191,8 +209,9 @@ pub(crate) trait Kernel {
     fn proc_cgroup(&self, pid: i32) -> Option<Vec<u8>>;
     /// The name of `pid` (`comm`), empty if gone.
     fn comm(&self, pid: i32) -> String;
-    /// The name of `pid` and whether it is in uninterruptible sleep (state `D`, which is how a
-    /// frozen process shows), from one read; empty and `false` if gone.
+    /// The name of `pid` and whether it could be frozen (neither running nor in an interruptible
+    /// sleep: a frozen process shows `D`, and a process whose leader has exited `Z`), from one
+    /// read; empty and `false` if gone.
     fn comm_and_state(&self, pid: i32) -> (String, bool);
     /// `pid` described for the survivors report (state, wait channel, threads).
     fn describe(&self, pid: i32) -> Survivor;
@@ -202,6 +221,10 @@ pub(crate) trait Kernel {
     fn tgid_of(&self, tid: i32) -> Option<i32>;
     /// Does process `pid` have a live thread within the cgroup at `ns_path` (or below)?
     fn has_live_thread_in(&self, pid: i32, ns_path: &[u8]) -> bool;
+    /// One stop's command-line reader (see [`Cmdlines`]).
+    type Cmdlines: Cmdlines;
+    /// A new reader for one stop.
+    fn cmdlines(&self) -> Self::Cmdlines;
     /// Releases survivors' memory for one stop (see [`MemoryRelease`]).
     type Release: MemoryRelease<Proc = Self::Proc>;
     /// A new release for one stop: nothing started yet.
@@ -396,6 +419,7 @@ impl Kernel for Real {
     type Kill = KillPath;
     type Mark<'c> = StopMark<'c>;
     type Release = ThreadRelease<PidFd>;
+    type Cmdlines = crate::procinfo::CmdlineReader;
 
     fn watch(&self, cg: &Cgroup) -> Result<Watcher> {
         Watcher::new(cg)
@@ -421,7 +445,7 @@ impl Kernel for Real {
     }
     fn comm_and_state(&self, pid: i32) -> (String, bool) {
         crate::procinfo::stat_of(&pid.to_string())
-            .map(|s| (s.comm, s.state == "D"))
+            .map(|s| (s.comm, !matches!(s.state.as_str(), "R" | "S" | "I")))
             .unwrap_or_default()
     }
     fn describe(&self, pid: i32) -> Survivor {
@@ -436,8 +460,11 @@ impl Kernel for Real {
     fn has_live_thread_in(&self, pid: i32, ns_path: &[u8]) -> bool {
         crate::procinfo::has_live_thread_in(pid, ns_path)
     }
+    fn cmdlines(&self) -> crate::procinfo::CmdlineReader {
+        crate::procinfo::CmdlineReader::default()
+    }
     fn memory_release(&self) -> ThreadRelease<PidFd> {
-        ThreadRelease::new(PidFd::mrelease, "gracekill-mrelease")
+        ThreadRelease::new(PidFd::mrelease, PidFd::has_exited, "gracekill-mrelease")
     }
     fn mark_stopping<'c>(&'c self, cg: &'c Cgroup) -> Option<StopMark<'c>> {
         StopMark::set(cg)
@@ -469,40 +496,57 @@ pub(crate) fn monotonic_ns() -> u128 {
 /// not answered when a description's time is up is reported as such. When the stop is over the
 /// thread finishes the releases queued and ends; blocked on a wedged survivor, it ends when that
 /// survivor does (one thread per such stop, never one per description).
+///
+/// Each release is of one process, held: a pid listed again after its process has exited names
+/// a newcomer, whose release starts afresh and whose answer is its own.
 pub(crate) struct ThreadRelease<P> {
     release: fn(&P) -> std::result::Result<(), Errno>,
+    exited: fn(&P) -> bool,
     thread_name: &'static str,
-    jobs: Option<std::sync::mpsc::Sender<(i32, P)>>,
-    answers: Option<std::sync::mpsc::Receiver<(i32, std::result::Result<(), Errno>)>>,
-    /// Every process started: `None` while its answer is awaited.
-    state: HashMap<i32, Option<std::result::Result<(), String>>>,
+    jobs: Option<std::sync::mpsc::Sender<Job<P>>>,
+    answers: Option<std::sync::mpsc::Receiver<(u64, std::result::Result<(), Errno>)>>,
+    next: u64,
+    /// By pid: the release started last for it.
+    state: HashMap<i32, Started<P>>,
 }
 
-impl<P: Send + 'static> ThreadRelease<P> {
+type Job<P> = (u64, Arc<P>);
+
+struct Started<P> {
+    seq: u64,
+    proc: Arc<P>,
+    /// `None` while awaited.
+    answer: Option<std::result::Result<(), String>>,
+}
+
+impl<P: Send + Sync + 'static> ThreadRelease<P> {
     pub(crate) fn new(
         release: fn(&P) -> std::result::Result<(), Errno>,
+        exited: fn(&P) -> bool,
         thread_name: &'static str,
     ) -> Self {
         ThreadRelease {
             release,
+            exited,
             thread_name,
             jobs: None,
             answers: None,
+            next: 0,
             state: HashMap::new(),
         }
     }
 
     /// The worker's queue, the worker started on first use; `None` if no thread can be had.
-    fn queue(&mut self) -> Option<&std::sync::mpsc::Sender<(i32, P)>> {
+    fn queue(&mut self) -> Option<&std::sync::mpsc::Sender<Job<P>>> {
         if self.jobs.is_none() && self.answers.is_none() {
-            let (jobs, todo) = std::sync::mpsc::channel::<(i32, P)>();
+            let (jobs, todo) = std::sync::mpsc::channel::<Job<P>>();
             let (tx, answers) = std::sync::mpsc::channel();
             let release = self.release;
             let spawned = std::thread::Builder::new()
                 .name(self.thread_name.into())
                 .spawn(move || {
-                    for (pid, p) in todo {
-                        if tx.send((pid, release(&p))).is_err() {
+                    for (seq, p) in todo {
+                        if tx.send((seq, release(&p))).is_err() {
                             return;
                         }
                     }
@@ -516,30 +560,41 @@ impl<P: Send + 'static> ThreadRelease<P> {
         self.jobs.as_ref()
     }
 
-    fn take_answer(&mut self, (pid, r): (i32, std::result::Result<(), Errno>)) {
-        self.state.insert(pid, Some(r.map_err(errno_name)));
+    fn take_answer(&mut self, (seq, r): (u64, std::result::Result<(), Errno>)) {
+        // A newcomer's pid answered for its predecessor: not its answer.
+        if let Some(s) = self.state.values_mut().find(|s| s.seq == seq) {
+            s.answer = Some(r.map_err(errno_name));
+        }
     }
 }
 
-impl<P: Send + 'static> MemoryRelease for ThreadRelease<P> {
+impl<P: Send + Sync + 'static> MemoryRelease for ThreadRelease<P> {
     type Proc = P;
 
     fn started(&self, pid: i32) -> bool {
-        self.state.contains_key(&pid)
+        self.state
+            .get(&pid)
+            .is_some_and(|s| !(self.exited)(&s.proc))
     }
 
     fn start(&mut self, pid: i32, p: P) {
         if self.started(pid) {
             return;
         }
-        let queued = self.queue().is_some_and(|q| q.send((pid, p)).is_ok());
+        self.next += 1;
+        let seq = self.next;
+        let proc = Arc::new(p);
+        let queued = self
+            .queue()
+            .is_some_and(|q| q.send((seq, proc.clone())).is_ok());
         let answer = (!queued).then(|| Err("no thread to run process_mrelease".to_string()));
-        self.state.insert(pid, answer);
+        self.state.insert(pid, Started { seq, proc, answer });
     }
 
     fn collect(&mut self, out: &mut [Survivor], until: std::time::Instant) {
-        let awaited = |state: &HashMap<i32, Option<_>>| {
-            out.iter().any(|s| matches!(state.get(&s.pid), Some(None)))
+        let awaited = |state: &HashMap<i32, Started<P>>| {
+            out.iter()
+                .any(|s| state.get(&s.pid).is_some_and(|s| s.answer.is_none()))
         };
         while awaited(&self.state) {
             let Some(answers) = &self.answers else { break };
@@ -554,7 +609,7 @@ impl<P: Send + 'static> MemoryRelease for ThreadRelease<P> {
             self.take_answer(a);
         }
         for s in out.iter_mut() {
-            match self.state.get(&s.pid) {
+            match self.state.get(&s.pid).map(|st| &st.answer) {
                 Some(Some(Ok(()))) => s.memory_released = true,
                 Some(Some(Err(e))) => s.mrelease_error = Some(e.clone()),
                 Some(None) => {
@@ -591,13 +646,34 @@ pub(crate) fn fd_budget() -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicBool;
     use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
     use std::time::Duration;
 
-    /// A release that blocks until the test lets it go (as `process_mrelease(2)` blocks on a
-    /// survivor holding its `mmap_lock`).
-    fn blocking(gate: &Receiver<()>) -> std::result::Result<(), Errno> {
+    /// A process whose release blocks until the test lets it go (as `process_mrelease(2)`
+    /// blocks on a survivor holding its `mmap_lock`), and that the test can make exit.
+    struct Proc {
+        gate: Mutex<Receiver<()>>,
+        exited: AtomicBool,
+    }
+
+    fn proc() -> (SyncSender<()>, Proc) {
+        let (open, gate) = sync_channel(1);
+        let p = Proc {
+            gate: Mutex::new(gate),
+            exited: AtomicBool::new(false),
+        };
+        (open, p)
+    }
+
+    fn blocking(p: &Proc) -> std::result::Result<(), Errno> {
+        let gate = p.gate.lock().map_err(|_| Errno::PIPE)?;
         gate.recv().map_err(|_| Errno::PIPE)
+    }
+
+    fn exited(p: &Proc) -> bool {
+        p.exited.load(Ordering::SeqCst)
     }
 
     fn threads_named(name: &str) -> usize {
@@ -614,8 +690,8 @@ mod tests {
         s
     }
 
-    fn gate() -> (SyncSender<()>, Receiver<()>) {
-        sync_channel(1)
+    fn soon(ms: u64) -> std::time::Instant {
+        std::time::Instant::now() + Duration::from_millis(ms)
     }
 
     /// A blocked release is reported as unanswered, is not started again when the survivors
@@ -624,13 +700,13 @@ mod tests {
     #[test]
     fn a_blocked_release_costs_one_thread_per_stop_and_is_not_started_twice() {
         const NAME: &str = "gk-test-release";
-        let mut r = ThreadRelease::new(blocking, NAME);
-        let (open1, g1) = gate();
-        let (open2, g2) = gate();
-        r.start(101, g1);
+        let mut r = ThreadRelease::new(blocking, exited, NAME);
+        let (open1, p1) = proc();
+        let (open2, p2) = proc();
+        r.start(101, p1);
         let mut out = vec![survivor(101)];
         let t = std::time::Instant::now();
-        r.collect(&mut out, t + Duration::from_millis(50));
+        r.collect(&mut out, soon(50));
         assert!(t.elapsed() < Duration::from_secs(2), "bounded by its time");
         assert!(!out[0].memory_released);
         assert!(
@@ -643,28 +719,52 @@ mod tests {
         );
         // Described again, with a second survivor: 101 is not started again, 102 queues behind.
         assert!(r.started(101));
-        let (_unused, g1_again) = gate();
-        r.start(101, g1_again);
-        r.start(102, g2);
+        let (_unused, p1_again) = proc();
+        r.start(101, p1_again);
+        r.start(102, p2);
         let mut out = vec![survivor(101), survivor(102)];
-        r.collect(
-            &mut out,
-            std::time::Instant::now() + Duration::from_millis(50),
-        );
+        r.collect(&mut out, soon(50));
         assert!(out.iter().all(|s| !s.memory_released));
         assert_eq!(threads_named(NAME), 1, "one thread, blocked");
         // Unblocked: both answer.
         open1.send(()).expect("gate 1");
         open2.send(()).expect("gate 2");
         let mut out = vec![survivor(101), survivor(102)];
-        r.collect(&mut out, std::time::Instant::now() + Duration::from_secs(5));
+        r.collect(&mut out, soon(5000));
         assert!(out.iter().all(|s| s.memory_released), "{out:?}");
         // The stop over, its thread ends.
         drop(r);
-        let end = std::time::Instant::now() + Duration::from_secs(5);
+        let end = soon(5000);
         while threads_named(NAME) > 0 && std::time::Instant::now() < end {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert_eq!(threads_named(NAME), 0);
+    }
+
+    /// A pid listed again after its process exited names a newcomer: its release is started,
+    /// and the answer reported for it is its own, not its predecessor's.
+    #[test]
+    fn a_reused_pid_gets_a_release_and_an_answer_of_its_own() {
+        let mut r = ThreadRelease::new(blocking, exited, "gk-test-reuse");
+        let (open1, p1) = proc();
+        open1.send(()).expect("gate");
+        r.start(7, p1);
+        let mut out = vec![survivor(7)];
+        r.collect(&mut out, soon(5000));
+        assert!(out[0].memory_released);
+        // Its process exits; a newcomer with the same pid is listed, and its release blocks.
+        r.state
+            .get(&7)
+            .expect("started")
+            .proc
+            .exited
+            .store(true, Ordering::SeqCst);
+        assert!(!r.started(7), "a newcomer is not the process released");
+        let (_blocked, p2) = proc();
+        r.start(7, p2);
+        let mut out = vec![survivor(7)];
+        r.collect(&mut out, soon(50));
+        assert!(!out[0].memory_released, "the predecessor's answer: {out:?}");
+        assert!(out[0].mrelease_error.is_some());
     }
 }

@@ -33,11 +33,10 @@ use crate::error::{Error, Result};
 use crate::guard;
 pub use crate::kernel::KillMethod;
 use crate::kernel::{
-    FinalKill, Kernel, MemoryRelease, Real, TaskCgroup, TaskProc, TaskWatch, errno_name,
+    Cmdlines, FinalKill, Kernel, MemoryRelease, Real, TaskCgroup, TaskProc, TaskWatch, errno_name,
 };
 use crate::pidfd::{Membership, PidFd, membership_method};
 use crate::policy::{KillMode, Policy, Signal};
-use crate::procinfo::CmdlineReader;
 use crate::report::{Exit, Killed, MAX_LISTED, Outcome, Problems, StepReport, Survivor, Verdict};
 use crate::task::{self, PolicySource, StopPlan};
 use crate::watch::{Wake, deadline_after};
@@ -268,9 +267,10 @@ pub(crate) async fn run_engine<K: Kernel>(
         described: HashMap::new(),
         early_comm: HashMap::new(),
         to_describe: Vec::new(),
-        cmdlines: CmdlineReader::default(),
+        cmdlines: k.cmdlines(),
         cmdlines_wanted: Vec::new(),
         cmdlines_due: None,
+        last_step: false,
         step_done: HashMap::new(),
         budget: k.fd_budget(),
         thread_tgid: HashMap::new(),
@@ -377,15 +377,17 @@ struct Engine<'a, K: Kernel> {
     described: HashMap<i32, String>,
     /// Names read just before the first signal (a process that exits at once may be reaped
     /// before the pass is over and [`Engine::describe_pending`] runs), for the exit timeline.
-    /// With whether the process was in uninterruptible sleep (as a frozen one is).
+    /// With whether the process could be frozen (see [`Kernel::comm_and_state`]).
     early_comm: HashMap<i32, (String, bool)>,
     /// Signalled in the current pass, to be described once it is over.
     to_describe: Vec<i32>,
-    cmdlines: CmdlineReader,
+    cmdlines: K::Cmdlines,
     /// Processes whose command lines are to be asked for, and when (see
     /// [`Engine::describe_pending`]).
-    cmdlines_wanted: Vec<i32>,
+    cmdlines_wanted: Vec<(i32, bool)>,
     cmdlines_due: Option<Instant>,
+    /// The step being run is the last one.
+    last_step: bool,
     /// This step's signalled pids: `true` if their pidfd is tracked, `false` if it was closed
     /// (over the descriptor budget).
     step_done: HashMap<i32, bool>,
@@ -506,7 +508,12 @@ impl<K: Kernel> Engine<'_, K> {
             let deadline = at
                 .checked_add(step.grace)
                 .unwrap_or_else(|| deadline_after(step.grace));
+            self.last_step = i + 1 == self.policy.steps.len();
             let signalled = self.signal_step(step.signal, deadline, i == 0)?;
+            if self.last_step {
+                // Including those described in earlier steps.
+                self.schedule_cmdlines(Some(deadline));
+            }
             // Before the last grace ends, note who the final kill will take.
             let list_at = (i + 1 == self.policy.steps.len()
                 && self.policy.kill_mode != KillMode::Process)
@@ -764,14 +771,15 @@ impl<K: Kernel> Engine<'_, K> {
                 break;
             }
             done += 1;
-            let (comm, uninterruptible) = self
+            let (comm, maybe_frozen) = self
                 .early_comm
                 .remove(&pid)
                 .unwrap_or_else(|| self.k.comm_and_state(pid));
-            // Said at once, not after a grace wasted on a process that cannot react. A frozen
-            // process sleeps uninterruptibly: only then is its cgroup v1 freezer looked up (a
-            // read of `/proc/<pid>/cgroup`, which takes the kernel's cgroup lock).
-            if uninterruptible && let Some(v1) = self.k.v1_frozen(pid) {
+            // Said at once, not after a grace wasted on a process that cannot react. A process
+            // running or sleeping interruptibly is not frozen: only otherwise is its cgroup v1
+            // freezer looked up (a read of `/proc/<pid>/cgroup`, which takes the kernel's cgroup
+            // lock).
+            if maybe_frozen && let Some(v1) = self.k.v1_frozen(pid) {
                 let w = format!(
                     "pid {pid} ({}) is frozen by the cgroup v1 freezer at '{v1}': it cannot \
                      handle the stop signal or die of SIGKILL until that cgroup is thawed",
@@ -783,29 +791,58 @@ impl<K: Kernel> Engine<'_, K> {
             self.described.insert(pid, comm);
         }
         pids.truncate(done);
-        self.cmdlines_wanted.extend(pids);
-        // Asked for when the listing before the final kill would run: they are reported for the
-        // processes that kill takes. A task that honours its signal in time is gone before
-        // anyone reads its memory, and a stopper process that ends with it never starts the
-        // reader's thread. (The listing itself also asks, for what is pending.)
-        let due = deadline
-            .and_then(|d| d.checked_sub(PRE_KILL_LEAD))
-            .map_or_else(Instant::now, |t| t.max(Instant::now()));
+        // With whether each is held now: one that was and no longer is has exited, and is not
+        // read (its pid may name another process by then).
+        let held: Vec<(i32, bool)> = pids
+            .into_iter()
+            .map(|p| (p, self.w.held(p).is_some()))
+            .collect();
+        self.cmdlines_wanted.extend(held);
+        self.schedule_cmdlines(deadline);
+    }
+
+    /// When to ask the background reader for the command lines wanted: they are reported for
+    /// the processes the final kill takes, so they are asked for when the listing before it
+    /// would run (the last step's deadline - [`PRE_KILL_LEAD`]), or at once when that is past or
+    /// the grace can be cut short at any moment (an escalation handle: a second Ctrl-C). A task
+    /// that honours its signal in time is gone before anyone reads its memory, and a stopper
+    /// process that ends with it never starts the reader's thread.
+    fn schedule_cmdlines(&mut self, deadline: Option<Instant>) {
+        if self.cmdlines_wanted.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let due = match deadline {
+            _ if self.opts.escalate.is_some() => now,
+            None => now,
+            // Asked for in the last step.
+            Some(_) if !self.last_step => return,
+            Some(d) => d.checked_sub(PRE_KILL_LEAD).map_or(now, |t| t.max(now)),
+        };
         self.cmdlines_due = Some(self.cmdlines_due.map_or(due, |d| d.min(due)));
     }
 
-    /// Asks the background reader for the command lines wanted, if it is time (or `now`).
-    /// Returns whether it asked.
+    /// Asks the background reader for the command lines wanted (of processes not seen to exit)
+    /// if it is time, or `now`. Returns whether their time had come.
     fn ask_cmdlines(&mut self, now: bool) -> bool {
-        match self.cmdlines_due {
-            Some(due) if now || Instant::now() >= due => {
-                self.cmdlines_due = None;
-                self.cmdlines
-                    .request(std::mem::take(&mut self.cmdlines_wanted));
-                true
-            }
-            _ => false,
+        let due = self.cmdlines_due.is_some_and(|d| Instant::now() >= d);
+        if !(now || due) {
+            return false;
         }
+        self.cmdlines_due = None;
+        if self.cmdlines_wanted.is_empty() {
+            return due;
+        }
+        let _ = self.w.refresh();
+        let pids: Vec<i32> = std::mem::take(&mut self.cmdlines_wanted)
+            .into_iter()
+            .filter(|&(p, held)| !held || self.w.held(p).is_some())
+            .map(|(p, _)| p)
+            .collect();
+        if !pids.is_empty() {
+            self.cmdlines.request(pids);
+        }
+        due
     }
 
     /// One enumeration pass over the subtree: every member not yet signalled in this step (or

@@ -14,7 +14,7 @@
 //! notifications do.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -23,7 +23,9 @@ use std::time::Duration;
 use rustix::io::Errno;
 use tokio::time::Instant;
 
-use super::{FinalKill, Kernel, KillMethod, MemoryRelease, TaskCgroup, TaskProc, TaskWatch};
+use super::{
+    Cmdlines, FinalKill, Kernel, KillMethod, MemoryRelease, TaskCgroup, TaskProc, TaskWatch,
+};
 use crate::cgroup::{Events, Members};
 use crate::error::{Error, Result};
 use crate::policy::Signal;
@@ -159,6 +161,8 @@ struct State {
     budget: usize,
     /// The most pidfds one watcher held at once.
     peak_held: usize,
+    /// Each request for command lines: when (ms) and which pids.
+    cmdline_requests: Vec<(f64, Vec<i32>)>,
     /// How many times each process's memory release was started.
     releases: BTreeMap<i32, usize>,
     /// How long a freeze takes to take effect.
@@ -195,6 +199,7 @@ impl Fake {
             budget: 1 << 16,
             peak_held: 0,
             releases: BTreeMap::new(),
+            cmdline_requests: Vec::new(),
             freeze_delay: Duration::ZERO,
             freeze_refused: false,
             changed: Rc::new(tokio::sync::Notify::new()),
@@ -310,6 +315,11 @@ impl Fake {
     /// The most processes the stop held (as pidfds) at once.
     pub fn peak_held(&self) -> usize {
         self.0.borrow().peak_held
+    }
+
+    /// Each request for command lines: when (ms after the start) and which pids.
+    pub fn cmdline_requests(&self) -> Vec<(f64, Vec<i32>)> {
+        self.0.borrow().cmdline_requests.clone()
     }
 
     /// How many times the memory release of `pid` was started.
@@ -622,25 +632,56 @@ impl TaskCgroup for FakeCg {
     }
 }
 
-/// The memory release of one stop: counts each start, answers at once.
+/// The command lines of one stop: a request is logged, and read at once for the processes alive
+/// then (`<comm> --fake`); a process gone by then has none, as in the real world.
+#[derive(Debug)]
+pub struct FakeCmdlines {
+    world: Fake,
+    got: RefCell<BTreeMap<i32, String>>,
+}
+
+impl Cmdlines for FakeCmdlines {
+    fn request(&self, pids: Vec<i32>) {
+        let now = Instant::now();
+        let mut s = self.world.0.borrow_mut();
+        s.advance(now);
+        for &pid in &pids {
+            if let Some(p) = s.procs.get(&pid).filter(|p| p.exited.is_none()) {
+                let line = format!("{} --fake", p.spec.comm);
+                self.got.borrow_mut().insert(pid, line);
+            }
+        }
+        let at = s.ms(now);
+        s.cmdline_requests.push((at, pids));
+    }
+    fn get(&self, pid: i32) -> String {
+        self.got.borrow().get(&pid).cloned().unwrap_or_default()
+    }
+}
+
+/// The memory release of one stop: counts each start, answers at once. As the real one, a pid
+/// whose process has exited is a newcomer when listed again.
 #[derive(Debug)]
 pub struct FakeRelease {
     world: Fake,
-    started: BTreeSet<i32>,
+    started: BTreeMap<i32, FakeProc>,
 }
 
 impl MemoryRelease for FakeRelease {
     type Proc = FakeProc;
     fn started(&self, pid: i32) -> bool {
-        self.started.contains(&pid)
+        self.started.get(&pid).is_some_and(|p| !p.has_exited())
     }
-    fn start(&mut self, pid: i32, _p: FakeProc) {
-        self.started.insert(pid);
+    fn start(&mut self, pid: i32, p: FakeProc) {
+        if self.started(pid) {
+            return;
+        }
+        self.started.insert(pid, p);
         *self.world.0.borrow_mut().releases.entry(pid).or_default() += 1;
     }
     fn collect(&mut self, out: &mut [Survivor], _until: std::time::Instant) {
         for s in out {
-            if self.started(s.pid) {
+            if self.started.contains_key(&s.pid) {
                 s.memory_released = true;
             }
         }
@@ -888,6 +929,7 @@ impl Kernel for Fake {
     type Kill = FakeKill;
     type Mark<'c> = ();
     type Release = FakeRelease;
+    type Cmdlines = FakeCmdlines;
 
     fn watch(&self, cg: &FakeCg) -> Result<FakeWatch> {
         Ok(FakeWatch {
@@ -976,10 +1018,16 @@ impl Kernel for Fake {
         self.proc_cgroup(pid)
             .is_some_and(|p| crate::cgroup::is_within_bytes(&p, ns_path))
     }
+    fn cmdlines(&self) -> FakeCmdlines {
+        FakeCmdlines {
+            world: self.clone(),
+            got: RefCell::new(BTreeMap::new()),
+        }
+    }
     fn memory_release(&self) -> FakeRelease {
         FakeRelease {
             world: self.clone(),
-            started: BTreeSet::new(),
+            started: BTreeMap::new(),
         }
     }
     fn mark_stopping<'c>(&'c self, _cg: &'c FakeCg) -> Option<()> {
