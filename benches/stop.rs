@@ -731,7 +731,9 @@ fn many_tasks(b: &mut Bench) -> Result<()> {
 /// 6. Idle cost: a grace in which nothing exits, then the final kill, in a process of its own.
 fn idle_cost(b: &mut Bench) -> Result<()> {
     let grace_ms = b.n(1000, 5000);
-    let rounds = b.n(1, 2);
+    // Wakeups vary by one or two between rounds (how the processes' exits batch after the kill):
+    // five rounds, so the median means something.
+    let rounds = b.n(1, 5);
     let plan: Vec<(Contender, usize)> = Contender::ALL.iter().map(|&c| (c, rounds)).collect();
     let mut rows: Vec<(Contender, f64, f64, f64, f64)> = Vec::new();
     b.interleave(&plan, |b, c, _| {
