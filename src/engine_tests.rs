@@ -57,6 +57,20 @@ async fn stop(w: &Fake, policy: &Policy, opts: &StopOptions) -> Outcome {
     run_engine(w, &cg, policy, opts).await.expect("stop")
 }
 
+/// Stops with an escalation handle that is notified (a second Ctrl-C) `after` the start.
+async fn stop_escalated(w: &Fake, policy: &Policy, after: Duration) -> Outcome {
+    let n = Arc::new(tokio::sync::Notify::new());
+    let opts = StopOptions {
+        escalate: Some(n.clone()),
+        ..StopOptions::default()
+    };
+    let second_request = async {
+        tokio::time::sleep(after).await;
+        n.notify_one();
+    };
+    tokio::join!(stop(w, policy, &opts), second_request).0
+}
+
 fn signals(o: &Outcome) -> Vec<String> {
     o.steps.iter().map(|s| s.signal.to_string()).collect()
 }
@@ -169,17 +183,7 @@ fn escalation_cuts_the_grace_short() {
     paused(async {
         let w = Fake::new();
         w.spawn(Spec::new("app").ignores(Signal::TERM));
-        let n = Arc::new(tokio::sync::Notify::new());
-        let opts = StopOptions {
-            escalate: Some(n.clone()),
-            ..StopOptions::default()
-        };
-        let second_request = async {
-            tokio::time::sleep(250 * MS).await;
-            n.notify_one();
-        };
-        let p = term(30_000);
-        let (o, ()) = tokio::join!(stop(&w, &p, &opts), second_request);
+        let o = stop_escalated(&w, &term(30_000), 250 * MS).await;
         assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
         let kill = &o.steps[1];
         assert!(
@@ -317,21 +321,12 @@ fn escalation_skips_the_remaining_steps() {
     paused(async {
         let w = Fake::new();
         let app = w.spawn(Spec::new("app").ignores(Signal::TERM).ignores(Signal::INT));
-        let n = Arc::new(tokio::sync::Notify::new());
-        let opts = StopOptions {
-            escalate: Some(n.clone()),
-            ..StopOptions::default()
-        };
-        let second_request = async {
-            tokio::time::sleep(300 * MS).await;
-            n.notify_one();
-        };
         let p = policy(
             &[(Signal::TERM, 1000), (Signal::INT, 1000)],
             1000,
             KillMode::ControlGroup,
         );
-        let (o, ()) = tokio::join!(stop(&w, &p, &opts), second_request);
+        let o = stop_escalated(&w, &p, 300 * MS).await;
         assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
         assert_eq!(signals(&o), ["SIGTERM", "SIGKILL"]);
         assert!(!w.signals_of(app).iter().any(|s| s == "SIGINT"));
@@ -794,17 +789,7 @@ fn with_an_escalation_handle_command_lines_are_asked_for_at_once() {
     paused(async {
         let w = Fake::new();
         let app = w.spawn(Spec::new("app").ignores(Signal::TERM));
-        let n = Arc::new(tokio::sync::Notify::new());
-        let opts = StopOptions {
-            escalate: Some(n.clone()),
-            ..StopOptions::default()
-        };
-        let second_request = async {
-            tokio::time::sleep(200 * MS).await;
-            n.notify_one();
-        };
-        let p = term(30_000);
-        let (o, ()) = tokio::join!(stop(&w, &p, &opts), second_request);
+        let o = stop_escalated(&w, &term(30_000), 200 * MS).await;
         assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
         let asked = w.cmdline_requests();
         assert!(asked[0].0 < 1.0, "{asked:?}");

@@ -732,13 +732,15 @@ mod tests {
         let mut out = vec![survivor(101), survivor(102)];
         r.collect(&mut out, soon(5000));
         assert!(out.iter().all(|s| s.memory_released), "{out:?}");
-        // The stop over, its thread ends.
+        // The stop over, its thread ends: it drops its end of the answers when its loop is
+        // done (waited for as that event, not polled).
+        let answers = r.answers.take().expect("a worker was started");
         drop(r);
-        let end = soon(5000);
-        while threads_named(NAME) > 0 && std::time::Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(threads_named(NAME), 0);
+        assert_eq!(
+            answers.recv_timeout(Duration::from_secs(5)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected),
+            "the worker ended"
+        );
     }
 
     /// A pid listed again after its process exited names a newcomer: its release is started,
