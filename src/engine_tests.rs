@@ -411,6 +411,33 @@ fn a_refused_cgroup_kill_falls_back_at_once_without_an_error() {
     });
 }
 
+/// A refused `cgroup.kill` whose fallback cannot open `cgroup.freeze` either (permission
+/// denied): the fallback's SIGKILL through each pidfd still goes out at the deadline, unfrozen,
+/// and the one failure is reported.
+#[test]
+fn a_fallback_that_cannot_freeze_still_kills_everyone_on_time() {
+    paused(async {
+        let w = Fake::new();
+        w.refuse_cgroup_kill();
+        w.refuse_fallback_path();
+        let a = w.spawn(Spec::new("a").ignores(Signal::TERM));
+        let b = w.spawn(Spec::new("b").ignores(Signal::TERM));
+        let o = stop(&w, &term(400), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        let kill = &o.steps[1];
+        assert_eq!(kill.via, Some("fallback"));
+        assert!((400.0..401.0).contains(&kill.at_ms), "{}", kill.at_ms);
+        assert_eq!(o.errors.count, 1, "{:?}", o.errors);
+        assert!(
+            o.errors.examples[0].contains("cgroup.freeze"),
+            "{:?}",
+            o.errors
+        );
+        assert_eq!(w.exit_of(a).map(|e| e.1), Some(9));
+        assert_eq!(w.exit_of(b).map(|e| e.1), Some(9));
+    });
+}
+
 /// The fallback's rounds go on while someone is left that the last round did not signal: a
 /// process that appeared after the first round (moved in, or forked before the freeze took)
 /// is killed by the next, once everyone the first round killed is gone.

@@ -928,6 +928,8 @@ fn threaded_cgroups_are_stopped_with_or_without_the_fallback() {
         // Both, and the deaf shell's `sleep 1` (forked into the threaded cgroup).
         assert!(v["steps"][0]["signalled"].as_u64().unwrap() >= 2, "{v}");
         assert_eq!(v["steps"][1]["via"], "fallback", "{v}");
+        // cgroup.kill's EOPNOTSUPP there is the expected answer, not an error.
+        assert_eq!(v["errors"]["count"], 0, "{v}");
         let killed = v["killed"].to_string();
         assert!(killed.contains(&format!("\"pid\":{}", deaf.pid())), "{v}");
         assert!(!alive(deaf.pid()) && !alive(polite.pid()), "{v}");

@@ -157,6 +157,8 @@ struct State {
     has_cgroup_kill: bool,
     /// Writing `cgroup.kill` fails with `EOPNOTSUPP` (as in a threaded cgroup).
     cgroup_kill_refused: bool,
+    /// Opening the fallback's `cgroup.freeze` fails (EACCES).
+    fallback_path_refused: bool,
     record: Option<FinalKillRecord>,
     budget: usize,
     /// The most pidfds one watcher held at once.
@@ -195,6 +197,7 @@ impl Fake {
             log: Vec::new(),
             has_cgroup_kill: true,
             cgroup_kill_refused: false,
+            fallback_path_refused: false,
             record: None,
             budget: 1 << 16,
             peak_held: 0,
@@ -238,6 +241,11 @@ impl Fake {
     /// Writing `cgroup.kill` fails with `EOPNOTSUPP`, as in a threaded cgroup.
     pub fn refuse_cgroup_kill(&self) {
         self.0.borrow_mut().cgroup_kill_refused = true;
+    }
+
+    /// Opening `cgroup.freeze` for the fallback fails with `EACCES`.
+    pub fn refuse_fallback_path(&self) {
+        self.0.borrow_mut().fallback_path_refused = true;
     }
 
     /// Freezes a cgroup, as its owner might have (before the stop: it has taken effect).
@@ -940,6 +948,13 @@ impl Kernel for Fake {
         })
     }
     fn kill_path(&self, cg: &FakeCg, method: KillMethod) -> Result<FakeKill> {
+        if method == KillMethod::Fallback && self.0.borrow().fallback_path_refused {
+            return Err(Error::os(
+                "open",
+                &cg.path.join("cgroup.freeze"),
+                Errno::ACCESS,
+            ));
+        }
         Ok(FakeKill {
             world: self.clone(),
             root: cg.id,
