@@ -515,8 +515,7 @@ impl<K: Kernel> Engine<'_, K> {
                 self.schedule_cmdlines(Some(deadline));
             }
             // Before the last grace ends, note who the final kill will take.
-            let list_at = (i + 1 == self.policy.steps.len()
-                && self.policy.kill_mode != KillMode::Process)
+            let list_at = (self.last_step && self.policy.kill_mode != KillMode::Process)
                 .then(|| deadline.checked_sub(PRE_KILL_LEAD).unwrap_or(at).max(at))
                 .filter(|&t| t < deadline);
             tracing::debug!(cgroup = %self.cg.rel(), signal = %step.signal, signalled, "sent stop signal");
@@ -813,11 +812,11 @@ impl<K: Kernel> Engine<'_, K> {
         }
         let now = Instant::now();
         let due = match deadline {
-            _ if self.opts.escalate.is_some() => now,
-            None => now,
+            Some(_) if self.opts.escalate.is_some() => now,
             // Asked for in the last step.
             Some(_) if !self.last_step => return,
             Some(d) => d.checked_sub(PRE_KILL_LEAD).map_or(now, |t| t.max(now)),
+            None => now,
         };
         self.cmdlines_due = Some(self.cmdlines_due.map_or(due, |d| d.min(due)));
     }
