@@ -846,3 +846,61 @@ fn with_several_steps_command_lines_are_asked_for_in_the_last() {
         assert_eq!(o.killed[0].cmdline, "app --fake");
     });
 }
+
+/// The final kill's file is checked before the first signal and opened only when the kill
+/// draws near: a task that ends in time costs no opening of it; one that does not has it opened
+/// by the listing before the deadline (not at the deadline), and the kill still goes out on
+/// time.
+#[test]
+fn the_final_kills_file_is_opened_only_when_the_kill_draws_near() {
+    paused(async {
+        let w = Fake::new();
+        w.spawn(Spec::new("app").flushes(Signal::TERM, 500 * MS));
+        let o = stop(&w, &term(5000), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        let log = w.kill_path_log();
+        assert_eq!(log.len(), 1, "{log:?}");
+        assert_eq!(log[0].0, "check");
+        assert!(log[0].1 < 1.0, "{log:?}");
+
+        let w = Fake::new();
+        w.spawn(Spec::new("app").ignores(Signal::TERM));
+        let o = stop(&w, &term(3000), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        assert_eq!(o.steps[1].via, Some("cgroup.kill"));
+        assert!((3000.0..3002.0).contains(&o.steps[1].at_ms), "{o:?}");
+        let log = w.kill_path_log();
+        let what: Vec<&str> = log.iter().map(|e| e.0).collect();
+        assert_eq!(what, ["check", "open"], "{log:?}");
+        assert!((2950.0..2951.0).contains(&log[1].1), "{log:?}");
+
+        // Cut short (a second Ctrl-C): opened by the kill itself.
+        let w = Fake::new();
+        w.spawn(Spec::new("app").ignores(Signal::TERM));
+        let o = stop_escalated(&w, &term(30_000), 200 * MS).await;
+        assert_eq!(o.steps[1].via, Some("cgroup.kill"), "{o:?}");
+        let log = w.kill_path_log();
+        assert_eq!(
+            log.iter().map(|e| e.0).collect::<Vec<_>>(),
+            ["check", "open"]
+        );
+        assert!((200.0..201.0).contains(&log[1].1), "{log:?}");
+    });
+}
+
+/// A caller who may not write the final kill's file is refused before anything is signalled.
+#[test]
+fn a_stop_that_could_not_kill_signals_nothing() {
+    paused(async {
+        let w = Fake::new();
+        let app = w.spawn(Spec::new("app"));
+        w.refuse_kill_check();
+        let cg = w.cgroup(0);
+        let e = run_engine(&w, &cg, &term(1000), &StopOptions::default())
+            .await
+            .expect_err("refused");
+        assert!(e.to_string().contains("cgroup.kill"), "{e}");
+        assert!(w.signals_of(app).is_empty(), "{:?}", w.signals_of(app));
+        assert!(w.alive(app));
+    });
+}
