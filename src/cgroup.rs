@@ -717,7 +717,8 @@ impl Cgroup {
         }
     }
 
-    /// Opens a file of this cgroup for writing, to write it later without another lookup.
+    /// Opens a file of this cgroup for writing, to write it later without another lookup and
+    /// to learn now, before anything is signalled, whether we may.
     ///
     /// # Errors
     /// An OS error naming the file (`ENOENT`: the kernel lacks it; `EACCES`: not ours).
@@ -729,21 +730,6 @@ impl Cgroup {
             Mode::empty(),
         )
         .map_err(|e| Error::os("open for writing", &self.file(name), e))
-    }
-
-    /// Whether [`Cgroup::open_for_write`] of `name` would be allowed, without opening it: one
-    /// lookup and the permission check `open(2)` makes, with the same (effective) ids and
-    /// capabilities. Where that check cannot be asked for (`faccessat2(2)` needs Linux 5.8, and
-    /// a caller whose real and effective ids differ cannot do without it), the file is opened
-    /// and closed.
-    ///
-    /// # Errors
-    /// As [`Cgroup::open_for_write`].
-    pub fn check_writable(&self, name: &str) -> Result<()> {
-        match fs::accessat(&self.fd, name, fs::Access::WRITE_OK, fs::AtFlags::EACCESS) {
-            Err(Errno::NOSYS) => self.open_for_write(name).map(drop),
-            r => r.map_err(|e| Error::os("open for writing", &self.file(name), e)),
-        }
     }
 
     /// Visits this cgroup and every populated cgroup below it, parents before children,

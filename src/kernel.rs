@@ -199,8 +199,6 @@ pub(crate) trait Kernel {
 
     /// Starts watching `cg`.
     fn watch(&self, cg: &Self::Cg) -> Result<Self::Watch>;
-    /// Checks, opening nothing, that the final kill of `cg` by `method` may open what it writes.
-    fn check_kill(&self, cg: &Self::Cg, method: KillMethod) -> Result<()>;
     /// Opens what the final kill of `cg` will write, by `method`.
     fn kill_path(&self, cg: &Self::Cg, method: KillMethod) -> Result<Self::Kill>;
     /// Opens `pid`: `None` if there is no such process.
@@ -347,8 +345,7 @@ impl TaskWatch for Watcher {
 /// Set once `cgroup.kill` is found missing: the kernel will not grow it.
 static NO_CGROUP_KILL: AtomicBool = AtomicBool::new(false);
 
-/// What the final kill will write: checked before the first signal ([`KillPath::check`]),
-/// opened only by a stop that gets near its final kill ([`KillPath::prepare`]).
+/// What the final kill will write, opened before the first signal.
 #[derive(Debug, Default)]
 pub(crate) struct KillPath {
     /// `cgroup.kill`, when it will be used.
@@ -358,41 +355,11 @@ pub(crate) struct KillPath {
 }
 
 impl KillPath {
-    /// Checks, opening nothing, that [`KillPath::prepare`] may open what it will open. Done
-    /// before the first signal, so a caller who may not kill learns it before anything is
-    /// signalled; the file itself is opened only by a stop that comes near its final kill (most
-    /// stops end gracefully, and a thousand of them at once would each open and close it).
-    /// Also learns, once, that the kernel lacks `cgroup.kill` (before 5.14).
-    ///
-    /// # Errors
-    /// Permission denied on the file the final kill needs; any other unexpected error.
-    fn check(cg: &Cgroup, method: KillMethod) -> Result<()> {
-        if method == KillMethod::Auto && !NO_CGROUP_KILL.load(Ordering::Relaxed) {
-            match cg.check_writable("cgroup.kill") {
-                Ok(()) => return Ok(()),
-                Err(Error::Os {
-                    errno: Errno::NOENT,
-                    ..
-                }) if !cg.is_removed() => {
-                    // The cgroup is there but cgroup.kill is not: a kernel before 5.14.
-                    NO_CGROUP_KILL.store(true, Ordering::Relaxed);
-                    tracing::debug!("cgroup.kill missing (kernel < 5.14): using the fallback");
-                }
-                Err(e) if is_gone(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        match cg.check_writable("cgroup.freeze") {
-            // cgroup.freeze needs 5.2; the fallback kills without it.
-            Err(e) if is_gone(&e) => Ok(()),
-            r => r,
-        }
-    }
-
     /// Opens `cgroup.kill` (unless the fallback is forced or the kernel lacks it), or else
-    /// `cgroup.freeze`, for writing. A threaded cgroup refuses `cgroup.kill` only when it is
-    /// written (`EOPNOTSUPP`): the stop then prepares the fallback (it may have become threaded
-    /// meanwhile anyway).
+    /// `cgroup.freeze`, for writing. Opened before the first signal, so a caller who may not
+    /// kill learns it before anything is signalled. A threaded cgroup refuses `cgroup.kill`
+    /// only when it is written (`EOPNOTSUPP`): the stop then prepares the fallback (it may
+    /// have become threaded meanwhile anyway).
     ///
     /// # Errors
     /// Permission denied on the file the final kill needs; any other unexpected error.
@@ -456,9 +423,6 @@ impl Kernel for Real {
 
     fn watch(&self, cg: &Cgroup) -> Result<Watcher> {
         Watcher::new(cg)
-    }
-    fn check_kill(&self, cg: &Cgroup, method: KillMethod) -> Result<()> {
-        KillPath::check(cg, method)
     }
     fn kill_path(&self, cg: &Cgroup, method: KillMethod) -> Result<KillPath> {
         KillPath::prepare(cg, method)

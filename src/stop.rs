@@ -251,7 +251,7 @@ pub(crate) async fn run_engine<K: Kernel>(
         }
         Err(e) => return Err(e),
     };
-    let engine = Engine {
+    let mut engine = Engine {
         k,
         cg,
         policy,
@@ -260,7 +260,6 @@ pub(crate) async fn run_engine<K: Kernel>(
         t0_ns: k.now_ns(),
         w,
         kill: None,
-        kill_failed: false,
         steps: Vec::new(),
         thawed: false,
         problems: Problems::default(),
@@ -283,8 +282,7 @@ pub(crate) async fn run_engine<K: Kernel>(
         tracing::debug!(cgroup = %cg.rel(), "already empty");
         return Ok(engine.outcome(Verdict::Empty, Some(t0), Vec::new(), 0, Vec::new(), 0));
     }
-    // Checked now, opened when the final kill draws near (see `Engine::open_kill_path`).
-    k.check_kill(cg, opts.kill_method)?;
+    engine.kill = Some(k.kill_path(cg, opts.kill_method)?);
     engine.run().await
 }
 
@@ -369,11 +367,8 @@ struct Engine<'a, K: Kernel> {
     /// `t0` on the machine-wide monotonic clock, to compare with other stoppers' records.
     t0_ns: u128,
     w: K::Watch,
-    /// Opened for the final kill (see [`Engine::open_kill_path`]); checked before the first
-    /// signal.
+    /// Opened once the task is known to be populated.
     kill: Option<K::Kill>,
-    /// Whether opening `kill` has failed (reported) already.
-    kill_failed: bool,
     steps: Vec<StepReport>,
     thawed: bool,
     problems: Problems,
@@ -1179,8 +1174,6 @@ impl<K: Kernel> Engine<'_, K> {
     /// and processes known only by their threads, are counted from this list.
     fn list_before_kill(&mut self, deadline: Instant, signal: Signal) {
         self.ask_cmdlines(true);
-        // Before the pidfds this listing may open: at the deadline nothing but the kill is left.
-        self.open_kill_path();
         let cg = self.cg;
         let _ = self.w.refresh();
         let extra = self.extra_signals(signal);
@@ -1374,43 +1367,9 @@ impl<K: Kernel> Engine<'_, K> {
         Ok(self.remaining(Some(killed)))
     }
 
-    /// Opens what the final kill writes, unless it is open or failed to open already. Done by
-    /// the listing shortly before the deadline ([`PRE_KILL_LEAD`]), or at the final kill when
-    /// there was none (the grace cut short, an earlier step's deadline): a stop that ends
-    /// gracefully never opens it. Out of descriptors, sheds half of the tracked pidfds (they
-    /// only speed up wakeups) and tries once more; if it still fails, the error is reported and
-    /// the fallback kills through pidfds.
-    fn open_kill_path(&mut self) {
-        if self.kill.is_some() || self.kill_failed {
-            return;
-        }
-        let open = |e: &Self| e.k.kill_path(e.cg, e.opts.kill_method);
-        let r = match open(self) {
-            Err(Error::Os {
-                errno: Errno::MFILE | Errno::NFILE,
-                ..
-            }) if self.w.tracked_count() > 0 => {
-                let keep = self.w.tracked_count() / 2;
-                self.w.shed(keep);
-                self.budget = keep;
-                tracing::debug!(cgroup = %self.cg.rel(), keep, "out of descriptors: holding fewer pidfds");
-                open(self)
-            }
-            r => r,
-        };
-        match r {
-            Ok(k) => self.kill = Some(k),
-            Err(e) => {
-                self.kill_failed = true;
-                self.problems.add(e);
-            }
-        }
-    }
-
     /// Sends the final SIGKILL to the whole subtree: `cgroup.kill`, or one fallback round.
     /// Returns how, and how many the fallback signalled.
     async fn send_final_kill(&mut self) -> Result<(&'static str, usize)> {
-        self.open_kill_path();
         if let Some(kill) = self.kill.as_ref().filter(|k| k.uses_cgroup_kill()) {
             self.k
                 .record_final_kill(self.cg, self.k.now_ns(), "cgroup.kill");

@@ -159,11 +159,6 @@ struct State {
     cgroup_kill_refused: bool,
     /// Opening the fallback's `cgroup.freeze` fails (EACCES).
     fallback_path_refused: bool,
-    /// The check before the first signal finds the final kill's file unwritable (EACCES).
-    kill_check_refused: bool,
-    /// Each check and opening of the final kill's files: what ("check", "open" for
-    /// `cgroup.kill`, "fallback" for `cgroup.freeze`) and when (ms).
-    kill_path_log: Vec<(&'static str, f64)>,
     record: Option<FinalKillRecord>,
     budget: usize,
     /// The most pidfds one watcher held at once.
@@ -203,8 +198,6 @@ impl Fake {
             has_cgroup_kill: true,
             cgroup_kill_refused: false,
             fallback_path_refused: false,
-            kill_check_refused: false,
-            kill_path_log: Vec::new(),
             record: None,
             budget: 1 << 16,
             peak_held: 0,
@@ -253,16 +246,6 @@ impl Fake {
     /// Opening `cgroup.freeze` for the fallback fails with `EACCES`.
     pub fn refuse_fallback_path(&self) {
         self.0.borrow_mut().fallback_path_refused = true;
-    }
-
-    /// The caller may not write the final kill's file (`cgroup.kill`): EACCES.
-    pub fn refuse_kill_check(&self) {
-        self.0.borrow_mut().kill_check_refused = true;
-    }
-
-    /// When the final kill's files were checked and opened (see `State::kill_path_log`).
-    pub fn kill_path_log(&self) -> Vec<(&'static str, f64)> {
-        self.0.borrow().kill_path_log.clone()
     }
 
     /// Freezes a cgroup, as its owner might have (before the stop: it has taken effect).
@@ -964,30 +947,7 @@ impl Kernel for Fake {
             exited: Vec::new(),
         })
     }
-    fn check_kill(&self, cg: &FakeCg, _method: KillMethod) -> Result<()> {
-        let mut s = self.0.borrow_mut();
-        let at = s.ms(Instant::now());
-        s.kill_path_log.push(("check", at));
-        if s.kill_check_refused {
-            return Err(Error::os(
-                "open for writing",
-                &cg.path.join("cgroup.kill"),
-                Errno::ACCESS,
-            ));
-        }
-        Ok(())
-    }
     fn kill_path(&self, cg: &FakeCg, method: KillMethod) -> Result<FakeKill> {
-        {
-            let mut s = self.0.borrow_mut();
-            let at = s.ms(Instant::now());
-            let what = if method == KillMethod::Fallback {
-                "fallback"
-            } else {
-                "open"
-            };
-            s.kill_path_log.push((what, at));
-        }
         if method == KillMethod::Fallback && self.0.borrow().fallback_path_refused {
             return Err(Error::os(
                 "open",
