@@ -357,7 +357,12 @@ pub(crate) struct KillPath {
 impl KillPath {
     /// Opens `cgroup.kill` (unless the fallback is forced or the kernel lacks it), or else
     /// `cgroup.freeze`, for writing. Opened before the first signal, so a caller who may not
-    /// kill learns it before anything is signalled. A threaded cgroup refuses `cgroup.kill`
+    /// kill learns it before anything is signalled. Opened, not checked with `faccessat2(2)`
+    /// and opened later: Landlock, AppArmor, TOMOYO, SELinux's open permission and fanotify
+    /// refuse only at `open(2)`; seccomp profiles answer `faccessat2` with `EPERM` or `ENOSYS`;
+    /// a delegated task can `chmod` its own `cgroup.kill` during the grace; and a descriptor
+    /// needed at the deadline is the one `EMFILE` takes. Held, it makes the kill certain (one
+    /// descriptor per stop). A threaded cgroup refuses `cgroup.kill`
     /// only when it is written (`EOPNOTSUPP`): the stop then prepares the fallback (it may
     /// have become threaded meanwhile anyway).
     ///
