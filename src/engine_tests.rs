@@ -846,3 +846,38 @@ fn with_several_steps_command_lines_are_asked_for_in_the_last() {
         assert_eq!(o.killed[0].cmdline, "app --fake");
     });
 }
+
+/// A task that owns its cgroup makes its lists unreadable once signalled, then forks a child the
+/// stop never sees. The fallback cannot list anyone: it still kills the process it holds, and the
+/// report says that the subtree could not be listed instead of blaming processes stuck in their
+/// exit.
+#[test]
+fn the_fallback_kills_what_it_holds_when_the_task_hides_its_lists() {
+    paused(async {
+        let w = Fake::new();
+        w.without_cgroup_kill();
+        let app = w.spawn(Spec::new("app").ignores(Signal::TERM));
+        w.refuse_listing_after(100 * MS);
+        w.spawn_later(200 * MS, Spec::new("child").ignores(Signal::TERM));
+        let o = stop(&w, &term(1000), &StopOptions::default()).await;
+        assert!(!w.alive(app), "the held process survived: {o:?}");
+        assert_eq!(
+            w.signals_of(app).last().map(String::as_str),
+            Some("SIGKILL")
+        );
+        assert_eq!(o.outcome, Verdict::Survivors, "the child is left: {o:?}");
+        assert!(o.errors.count > 0, "{o:?}");
+        assert!(
+            o.warnings
+                .iter()
+                .any(|w| w.contains("not listed completely")),
+            "{:?}",
+            o.warnings
+        );
+        assert!(
+            !o.warnings.iter().any(|w| w.contains("stuck in their exit")),
+            "{:?}",
+            o.warnings
+        );
+    });
+}

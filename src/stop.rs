@@ -1200,6 +1200,7 @@ impl<K: Kernel> Engine<'_, K> {
                     (c, m)
                 }
                 Err(e) => {
+                    whole = false;
                     errors.push(e);
                     return ControlFlow::Continue(());
                 }
@@ -1246,8 +1247,8 @@ impl<K: Kernel> Engine<'_, K> {
             }
             self.describe_pending(Some(deadline));
         }
-        // Complete when neither the walk nor a read was cut short, even if it ended past the
-        // deadline (on a slow machine): every member was listed.
+        // Complete when neither the walk nor a read was cut short or failed, even if it ended
+        // past the deadline (on a slow machine): every member was listed.
         let complete = walked.is_continue() && whole;
         tracing::debug!(cgroup = %self.cg.rel(), untracked = listed.len(), complete, "listed the subtree for the final kill");
         self.pre_kill = Some((listed, complete));
@@ -1289,15 +1290,19 @@ impl<K: Kernel> Engine<'_, K> {
                         out.extend(m.ids);
                     }
                 }
-                Err(e) => errors.push(e),
+                Err(e) => {
+                    // A cgroup that could not be listed was not listed whole.
+                    whole = false;
+                    errors.push(e);
+                }
             }
             ControlFlow::Continue(())
         });
         for e in errors {
             self.problems.add(e);
         }
-        // Whole when neither the walk nor a read was cut short, even if it ended past the
-        // budget.
+        // Whole when neither the walk nor a read was cut short or failed, even if it ended past
+        // the budget.
         walked.is_continue() && whole
     }
 
@@ -1437,7 +1442,17 @@ impl<K: Kernel> Engine<'_, K> {
         }
         self.step_done.clear();
         self.own_threads.clear();
-        let killed = self.pass(Signal::KILL, &[], deadline, false)?;
+        let mut killed = self.pass(Signal::KILL, &[], deadline, false)?;
+        // Every process held and not listed in this round too: a task that owns its cgroup can
+        // make its lists unreadable, and one held was proven a member when it was signalled.
+        // (The `cgroup.kill` path does the same for those that write spares.)
+        for p in self.w.tracked() {
+            if !self.step_done.contains_key(&p.pid())
+                && matches!(p.send_signal(Signal::KILL), Ok(true))
+            {
+                killed += 1;
+            }
+        }
         if froze && let Err(e) = self.set_frozen(false) {
             self.problems.add(Error::os(
                 "write '0' to",
@@ -1481,7 +1496,7 @@ impl<K: Kernel> Engine<'_, K> {
     /// number keeps falling, the stop waits on (event-driven, a second at a time, at most
     /// [`DYING_MAX`] in all) before it reports what is left.
     async fn confirmed_survivors(&mut self) -> Result<(Vec<Survivor>, usize)> {
-        let (mut survivors, mut n) = self.survivors();
+        let (mut survivors, mut n, _) = self.survivors();
         let hard_end = deadline_after(DYING_MAX);
         if n == 0 {
             // Populated, yet no process listed: the last ones are between leaving cgroup.procs
@@ -1489,8 +1504,10 @@ impl<K: Kernel> Engine<'_, K> {
             if self.w.wait_empty(hard_end, false, |_| {}).await? == Wake::Empty {
                 return Ok((Vec::new(), 0));
             }
-            (survivors, n) = self.survivors();
-            if n == 0 {
+            let whole;
+            (survivors, n, whole) = self.survivors();
+            // Said only of a subtree listed whole (one that could not be is said so above).
+            if n == 0 && whole {
                 self.warnings.push(format!(
                     "the cgroup stayed populated for {}s after the kill without listing any \
                      process (tasks stuck in their exit)",
@@ -1512,7 +1529,7 @@ impl<K: Kernel> Engine<'_, K> {
                 return Ok((Vec::new(), 0));
             }
             let before = n;
-            (survivors, n) = self.survivors();
+            (survivors, n, _) = self.survivors();
             if n >= before {
                 break;
             }
@@ -1523,14 +1540,18 @@ impl<K: Kernel> Engine<'_, K> {
     /// The processes still present, described from sources that cannot block (at most
     /// [`MAX_LISTED`], and within a time budget), their memory released where possible.
     /// Returns them and how many there are (at least).
-    fn survivors(&mut self) -> (Vec<Survivor>, usize) {
+    fn survivors(&mut self) -> (Vec<Survivor>, usize, bool) {
         let mut pids = Vec::new();
-        if !self.list_members(&mut pids, Instant::now() + SURVIVOR_REPORT_BUDGET) {
-            self.warnings.push(format!(
-                "the subtree was not listed completely within {} ms: survivors_total counts only \
-                 those listed",
+        let whole = self.list_members(&mut pids, Instant::now() + SURVIVOR_REPORT_BUDGET);
+        if !whole {
+            let w = format!(
+                "the subtree was not listed completely (within {} ms, or a list could not be \
+                 read: see errors): survivors_total counts only those listed",
                 SURVIVOR_REPORT_BUDGET.as_millis()
-            ));
+            );
+            if !self.warnings.contains(&w) {
+                self.warnings.push(w);
+            }
         }
         let mut out = Vec::new();
         let budget_end = std::time::Instant::now() + SURVIVOR_REPORT_BUDGET;
@@ -1549,7 +1570,7 @@ impl<K: Kernel> Engine<'_, K> {
             out.push(s);
         }
         self.release.collect(&mut out, budget_end);
-        (out, pids.len())
+        (out, pids.len(), whole)
     }
 }
 

@@ -517,6 +517,70 @@ fn the_fallback_always_sends_one_kill_round() {
         .all(|p| !alive(*p))));
 }
 
+/// A task that owns its cgroup (a delegated user's, stopped by that user) hides its lists once
+/// signalled (`chmod 0` on `cgroup.procs` and `cgroup.threads`) and forks a child the stop never
+/// sees (the `chmod` ignores SIGTERM, so the stop's second pass cannot kill it before it hides
+/// them), where only the fallback kills (forced here; a kernel before 5.14, a threaded cgroup). The
+/// process the stop holds is killed all the same, through its pidfd, and the report says the
+/// subtree could not be listed, not that someone is stuck in their exit.
+#[test]
+fn a_task_that_hides_its_lists_is_killed_where_held_and_reported_truly() {
+    require_cgroup_v2!();
+    let Some(user) = TestUser::try_new() else {
+        return;
+    };
+    let tc = TestCgroup::new("hides-lists");
+    for f in ["", "cgroup.procs", "cgroup.threads", "cgroup.freeze"] {
+        chown(tc.path.join(f), Some(user.uid), Some(user.uid)).unwrap();
+    }
+    std::fs::set_permissions(
+        &tc.scratch,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let cg = tc.path.display();
+    let p = tc.spawn(&format!(
+        r#"exec setpriv --reuid={u} --regid={u} --clear-groups -- bash -c 'trap "(trap \"\" TERM; exec chmod 0 {cg}/cgroup.procs {cg}/cgroup.threads); setsid sleep 1000 & echo \$! > $SCRATCH/child" TERM; echo ready; while :; do sleep 1 & wait $!; done'"#,
+        u = user.uid
+    ));
+    p.wait_line("ready");
+    let out = as_user(
+        user.uid,
+        None,
+        &[
+            bin().to_str().unwrap(),
+            "stop",
+            "--grace",
+            "500ms",
+            "--kill-timeout",
+            "1s",
+            "--json",
+            &tc.rel,
+        ],
+        &[("GRACEKILL_FORCE_FALLBACK", "1")],
+    )
+    .output()
+    .unwrap();
+    let v = json(&out);
+    let child: i32 = read(&tc.file("child"))
+        .trim()
+        .parse()
+        .expect("the child's pid");
+    assert!(
+        wait_until(Duration::from_secs(2), || !alive(p.pid())),
+        "the held process survived: {v}"
+    );
+    assert!(
+        alive(child),
+        "the test's premise: the stop never saw the child"
+    );
+    assert_eq!(out.status.code(), Some(4), "{v} {}", stderr(&out));
+    assert!(v["errors"]["count"].as_u64().unwrap() > 0, "{v}");
+    let warnings = v["warnings"].to_string();
+    assert!(warnings.contains("not listed completely"), "{v}");
+    assert!(!warnings.contains("stuck in their exit"), "{v}");
+}
+
 /// The final kill counted all `n` processes of the task; or, on an emulated machine (where the
 /// step's pass does not get through them within a short grace, and the listing before the kill
 /// stops reading after a few milliseconds rather than make the kill late), it says its count is

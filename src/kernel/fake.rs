@@ -143,6 +143,8 @@ enum Event {
     Exit(i32, i32),
     Reap(i32),
     Spawn(Spec),
+    /// From now on the task's lists cannot be read (its owner made them unreadable).
+    RefuseListing,
 }
 
 #[derive(Debug)]
@@ -159,6 +161,8 @@ struct State {
     cgroup_kill_refused: bool,
     /// Opening the fallback's `cgroup.freeze` fails (EACCES).
     fallback_path_refused: bool,
+    /// Reading `cgroup.procs` fails (EACCES).
+    listing_refused: bool,
     record: Option<FinalKillRecord>,
     budget: usize,
     /// The most pidfds one watcher held at once.
@@ -198,6 +202,7 @@ impl Fake {
             has_cgroup_kill: true,
             cgroup_kill_refused: false,
             fallback_path_refused: false,
+            listing_refused: false,
             record: None,
             budget: 1 << 16,
             peak_held: 0,
@@ -246,6 +251,13 @@ impl Fake {
     /// Opening `cgroup.freeze` for the fallback fails with `EACCES`.
     pub fn refuse_fallback_path(&self) {
         self.0.borrow_mut().fallback_path_refused = true;
+    }
+
+    /// `after` from now, the task's lists become unreadable (EACCES), as a task that owns its
+    /// cgroup can make them with `chmod`.
+    pub fn refuse_listing_after(&self, after: Duration) {
+        let at = Instant::now() + after;
+        self.0.borrow_mut().at(at, Event::RefuseListing);
     }
 
     /// Freezes a cgroup, as its owner might have (before the stop: it has taken effect).
@@ -407,6 +419,7 @@ impl State {
                 Event::Spawn(spec) => {
                     self.spawn(spec);
                 }
+                Event::RefuseListing => self.listing_refused = true,
             }
         }
     }
@@ -608,6 +621,13 @@ impl TaskCgroup for FakeCg {
     fn members(&self) -> Result<Members> {
         let mut s = self.world.0.borrow_mut();
         s.advance(Instant::now());
+        if s.listing_refused {
+            return Err(Error::os(
+                "read",
+                &self.path.join("cgroup.procs"),
+                Errno::ACCESS,
+            ));
+        }
         let ids: Vec<i32> = s
             .procs
             .iter()
