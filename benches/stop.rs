@@ -8,7 +8,8 @@
 //! error or correctness failure, e.g. a process surviving gracekill; missed *speed* targets are
 //! reported, never fatal, because these machines are noisy.
 //!
-//! `--samples FILE` writes every sample of the plotted distributions as JSON (for
+//! `--out FILE` and `--samples FILE` (relative to the directory cargo was run in) write the
+//! tables, and every sample of the plotted distributions as JSON (for
 //! `ci/plot-bench`). `--only latency,scale,...` runs some scenarios; `--sizes 1000,5000` sets the scale
 //! scenario's process counts. `--profile perf|callgrind|strace` instead starts 5000 processes and runs one library stop of
 //! them under the tool (output in `target/`).
@@ -1169,10 +1170,10 @@ fn run(args: &[String]) -> Result<bool> {
         }
     }
     println!("{md}");
-    if let Some(path) = value("--out") {
+    if let Some(path) = value("--out").map(invoked_path) {
         std::fs::write(&path, &md).with_context(|| format!("write {path}"))?;
     }
-    if let Some(path) = value("--samples") {
+    if let Some(path) = value("--samples").map(invoked_path) {
         let figures: Vec<serde_json::Value> = b
             .samples
             .iter()
@@ -1185,4 +1186,19 @@ fn run(args: &[String]) -> Result<bool> {
     }
     result?;
     Ok(b.failures.is_empty())
+}
+
+/// A path given on the command line, as the user meant it: cargo runs a bench in its package's
+/// directory (`cli/`), so a relative path is taken from the directory cargo was invoked in
+/// (`$PWD`, which cargo passes on unchanged), or from the workspace's root without one.
+fn invoked_path(path: String) -> String {
+    let p = std::path::Path::new(&path);
+    if p.is_absolute() {
+        return path;
+    }
+    let base = std::env::var_os("PWD")
+        .map(std::path::PathBuf::from)
+        .filter(|d| d.is_absolute())
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".."));
+    base.join(p).to_string_lossy().into_owned()
 }
