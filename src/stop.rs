@@ -274,6 +274,7 @@ pub(crate) async fn run_engine<K: Kernel>(
         step_done: HashMap::new(),
         budget: k.fd_budget(),
         thread_tgid: HashMap::new(),
+        held_threads: HashMap::new(),
         own_threads: HashMap::new(),
         release: k.memory_release(),
         pre_kill: None,
@@ -395,6 +396,10 @@ struct Engine<'a, K: Kernel> {
     budget: usize,
     /// The process of each thread signalled in a threaded cgroup, for the report.
     thread_tgid: HashMap<i32, i32>,
+    /// One thread pidfd per process signalled through a threaded cgroup (within the descriptor
+    /// budget): not tracked (a thread's exit is not its process's), but kept so that a fallback
+    /// round kills the process even when the lists can no longer be read.
+    held_threads: HashMap<i32, K::Proc>,
     /// The members listed shortly before the final kill's deadline that the stop holds no
     /// pidfd for (see [`PRE_KILL_LEAD`]), and whether the listing was complete.
     pre_kill: Option<(Vec<i32>, bool)>,
@@ -1026,9 +1031,14 @@ impl<K: Kernel> Engine<'_, K> {
             }
         }
         self.describe_early(if threaded { pidfd.tgid() } else { id });
-        let track = !threaded && self.w.tracked_count() < self.budget;
+        let room = self.w.tracked_count() + self.held_threads.len() < self.budget;
+        let track = !threaded && room;
         if track {
             self.w.track(pidfd)?;
+        } else if threaded && room {
+            // One per process, the first met (later steps and the fallback's rounds reach it
+            // again through some thread).
+            self.held_threads.entry(pidfd.tgid()).or_insert(pidfd);
         }
         self.step_done.insert(key, track);
         Ok(true)
@@ -1445,13 +1455,33 @@ impl<K: Kernel> Engine<'_, K> {
         let mut killed = self.pass(Signal::KILL, &[], deadline, false)?;
         // Every process held and not listed in this round too: a task that owns its cgroup can
         // make its lists unreadable, and one held was proven a member when it was signalled.
-        // (The `cgroup.kill` path does the same for those that write spares.)
+        // (The `cgroup.kill` path does the same for those that write spares.) A process reached
+        // through a thread is held by that thread, and killed through it while it lives.
+        let mut errors = Vec::new();
         for p in self.w.tracked() {
-            if !self.step_done.contains_key(&p.pid())
-                && matches!(p.send_signal(Signal::KILL), Ok(true))
-            {
-                killed += 1;
+            if !self.step_done.contains_key(&p.pid()) {
+                match p.send_signal(Signal::KILL) {
+                    Ok(true) => killed += 1,
+                    Ok(false) => {}
+                    Err(e) => errors.push(e),
+                }
             }
+        }
+        for t in self.held_threads.values() {
+            if self.step_done.contains_key(&t.tgid()) {
+                continue;
+            }
+            match t.send_signal_to_group(Signal::KILL) {
+                Ok(true) => {
+                    self.step_done.insert(t.tgid(), false);
+                    killed += 1;
+                }
+                Ok(false) => {}
+                Err(e) => errors.push(e),
+            }
+        }
+        for e in errors {
+            self.problems.add(e);
         }
         if froze && let Err(e) = self.set_frozen(false) {
             self.problems.add(Error::os(

@@ -518,32 +518,65 @@ fn the_fallback_always_sends_one_kill_round() {
 }
 
 /// A task that owns its cgroup (a delegated user's, stopped by that user) hides its lists once
-/// signalled (`chmod 0` on `cgroup.procs` and `cgroup.threads`) and forks a child the stop never
-/// sees (the `chmod` ignores SIGTERM, so the stop's second pass cannot kill it before it hides
-/// them), where only the fallback kills (forced here; a kernel before 5.14, a threaded cgroup). The
-/// process the stop holds is killed all the same, through its pidfd, and the report says the
-/// subtree could not be listed, not that someone is stuck in their exit.
+/// signalled (`chmod 0` on `cgroup.procs` and `cgroup.threads`; from then on it ignores SIGTERM,
+/// so the stop's later passes cannot kill its `chmod` first) and forks a child the stop never
+/// sees, where only the fallback kills (forced here; a kernel before 5.14). The process the stop
+/// holds is killed all the same, through its pidfd, and the report says the subtree could not be
+/// listed, not that someone is stuck in their exit.
 #[test]
 fn a_task_that_hides_its_lists_is_killed_where_held_and_reported_truly() {
+    hides_its_lists(false);
+}
+
+/// The same in a threaded cgroup, where `cgroup.kill` refuses and the fallback always kills: the
+/// process reached through one of its threads is held by that thread, and killed through it.
+#[test]
+fn a_threaded_task_that_hides_its_lists_is_killed_where_held() {
+    hides_its_lists(true);
+}
+
+fn hides_its_lists(threaded: bool) {
     require_cgroup_v2!();
     let Some(user) = TestUser::try_new() else {
         return;
     };
-    let tc = TestCgroup::new("hides-lists");
-    for f in ["", "cgroup.procs", "cgroup.threads", "cgroup.freeze"] {
-        chown(tc.path.join(f), Some(user.uid), Some(user.uid)).unwrap();
+    let tc = TestCgroup::new(if threaded { "hides-thr" } else { "hides-lists" });
+    let (dir, rel) = if threaded {
+        let t = tc.child("t");
+        std::fs::write(t.join("cgroup.type"), "threaded").unwrap();
+        (t, format!("{}/t", tc.rel))
+    } else {
+        (tc.path.clone(), tc.rel.clone())
+    };
+    // What a delegation hands over (systemd's Delegate=), and the kill's files.
+    for f in [
+        "",
+        "cgroup.procs",
+        "cgroup.threads",
+        "cgroup.freeze",
+        "cgroup.kill",
+    ] {
+        chown(dir.join(f), Some(user.uid), Some(user.uid)).unwrap();
     }
     std::fs::set_permissions(
         &tc.scratch,
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
     )
     .unwrap();
-    let cg = tc.path.display();
-    let p = tc.spawn(&format!(
-        r#"exec setpriv --reuid={u} --regid={u} --clear-groups -- bash -c 'trap "(trap \"\" TERM; exec chmod 0 {cg}/cgroup.procs {cg}/cgroup.threads); setsid sleep 1000 & echo \$! > $SCRATCH/child" TERM; echo ready; while :; do sleep 1 & wait $!; done'"#,
-        u = user.uid
-    ));
+    let cg = dir.display();
+    let p = tc.spawn_in(
+        &dir,
+        &format!(
+            r#"exec setpriv --reuid={u} --regid={u} --clear-groups -- bash -c 'trap "trap \"\" TERM; chmod 0 {cg}/cgroup.procs {cg}/cgroup.threads; setsid sleep 1000 & echo \$! > $SCRATCH/child" TERM; echo ready; while :; do sleep 1 & wait $!; done'"#,
+            u = user.uid
+        ),
+    );
     p.wait_line("ready");
+    let env: &[(&str, &str)] = if threaded {
+        &[]
+    } else {
+        &[("GRACEKILL_FORCE_FALLBACK", "1")]
+    };
     let out = as_user(
         user.uid,
         None,
@@ -555,9 +588,9 @@ fn a_task_that_hides_its_lists_is_killed_where_held_and_reported_truly() {
             "--kill-timeout",
             "1s",
             "--json",
-            &tc.rel,
+            &rel,
         ],
-        &[("GRACEKILL_FORCE_FALLBACK", "1")],
+        env,
     )
     .output()
     .unwrap();
@@ -572,12 +605,17 @@ fn a_task_that_hides_its_lists_is_killed_where_held_and_reported_truly() {
     );
     assert!(
         alive(child),
-        "the test's premise: the stop never saw the child"
+        "the test's premise: the stop never saw the child: {v}"
     );
     assert_eq!(out.status.code(), Some(4), "{v} {}", stderr(&out));
+    let last = v["steps"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["via"], "fallback", "{v}");
     assert!(v["errors"]["count"].as_u64().unwrap() > 0, "{v}");
     let warnings = v["warnings"].to_string();
-    assert!(warnings.contains("not listed completely"), "{v}");
+    assert!(
+        warnings.contains("survivors_total counts only those listed"),
+        "{v}"
+    );
     assert!(!warnings.contains("stuck in their exit"), "{v}");
 }
 
