@@ -116,7 +116,8 @@ pub struct Survivor {
 pub struct Problems {
     /// How many.
     pub count: usize,
-    /// The first five, one line each.
+    /// The first five different ones, one line each (a cause met at every read, such as an
+    /// unreadable list, is one example however often it is counted, and leaves room for others).
     pub examples: Vec<String>,
 }
 
@@ -132,7 +133,10 @@ impl Problems {
     pub fn add(&mut self, what: impl std::fmt::Display) {
         self.count += 1;
         if self.examples.len() < 5 {
-            self.examples.push(what.to_string());
+            let what = what.to_string();
+            if !self.examples.contains(&what) {
+                self.examples.push(what);
+            }
         }
     }
 }
