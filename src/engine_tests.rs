@@ -385,6 +385,18 @@ fn without_cgroup_kill_the_fallback_freezes_kills_each_and_thaws() {
     });
 }
 
+/// Two TERM-ignoring processes, a 400 ms grace: the stop kills by the fallback, at the deadline.
+async fn two_killed_by_the_fallback_at_400ms(w: &Fake) -> (Outcome, i32, i32) {
+    let a = w.spawn(Spec::new("a").ignores(Signal::TERM));
+    let b = w.spawn(Spec::new("b").ignores(Signal::TERM));
+    let o = stop(w, &term(400), &StopOptions::default()).await;
+    assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+    let kill = &o.steps[1];
+    assert_eq!(kill.via, Some("fallback"));
+    assert!((400.0..401.0).contains(&kill.at_ms), "{}", kill.at_ms);
+    (o, a, b)
+}
+
 /// A threaded cgroup refuses `cgroup.kill` when it is written (`EOPNOTSUPP`): the final kill
 /// is then the fallback, on time, and the refusal is the expected answer there, not an error.
 #[test]
@@ -392,13 +404,7 @@ fn a_refused_cgroup_kill_falls_back_at_once_without_an_error() {
     paused(async {
         let w = Fake::new();
         w.refuse_cgroup_kill();
-        let a = w.spawn(Spec::new("a").ignores(Signal::TERM));
-        let b = w.spawn(Spec::new("b").ignores(Signal::TERM));
-        let o = stop(&w, &term(400), &StopOptions::default()).await;
-        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
-        let kill = &o.steps[1];
-        assert_eq!(kill.via, Some("fallback"));
-        assert!((400.0..401.0).contains(&kill.at_ms), "{}", kill.at_ms);
+        let (o, a, b) = two_killed_by_the_fallback_at_400ms(&w).await;
         assert_eq!(o.errors.count, 0, "{:?}", o.errors);
         // The record other stops read says how the kill went.
         let rec = crate::kernel::Kernel::final_kill_record(&w, &w.cgroup(0)).expect("recorded");
@@ -420,13 +426,7 @@ fn a_fallback_that_cannot_freeze_still_kills_everyone_on_time() {
         let w = Fake::new();
         w.refuse_cgroup_kill();
         w.refuse_fallback_path();
-        let a = w.spawn(Spec::new("a").ignores(Signal::TERM));
-        let b = w.spawn(Spec::new("b").ignores(Signal::TERM));
-        let o = stop(&w, &term(400), &StopOptions::default()).await;
-        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
-        let kill = &o.steps[1];
-        assert_eq!(kill.via, Some("fallback"));
-        assert!((400.0..401.0).contains(&kill.at_ms), "{}", kill.at_ms);
+        let (o, a, b) = two_killed_by_the_fallback_at_400ms(&w).await;
         assert_eq!(o.errors.count, 1, "{:?}", o.errors);
         assert!(
             o.errors.examples[0].contains("cgroup.freeze"),

@@ -414,23 +414,7 @@ fn a_process_the_stopper_may_not_signal_is_recorded_and_still_killed() {
     );
     user_proc.wait_line("ready");
     let rel = format!("{}/task", tc.rel);
-    let out = as_user(
-        user.uid,
-        None,
-        &[
-            bin().to_str().unwrap(),
-            "stop",
-            "--grace",
-            "300ms",
-            "--kill-timeout",
-            "2s",
-            "--json",
-            &rel,
-        ],
-        &[],
-    )
-    .output()
-    .unwrap();
+    let out = stop_json_as(user.uid, &rel, "300ms", "2s", &[]);
     let v = json(&out);
     assert_eq!(out.status.code(), Some(3), "{v} {}", stderr(&out));
     assert!(v["errors"]["count"].as_u64().unwrap() >= 1, "{v}");
@@ -577,23 +561,7 @@ fn hides_its_lists(threaded: bool) {
     } else {
         &[("GRACEKILL_FORCE_FALLBACK", "1")]
     };
-    let out = as_user(
-        user.uid,
-        None,
-        &[
-            bin().to_str().unwrap(),
-            "stop",
-            "--grace",
-            "500ms",
-            "--kill-timeout",
-            "1s",
-            "--json",
-            &rel,
-        ],
-        env,
-    )
-    .output()
-    .unwrap();
+    let out = stop_json_as(user.uid, &rel, "500ms", "1s", env);
     let v = json(&out);
     let child: i32 = read(&tc.file("child"))
         .trim()
@@ -617,6 +585,28 @@ fn hides_its_lists(threaded: bool) {
         "{v}"
     );
     assert!(!warnings.contains("stuck in their exit"), "{v}");
+}
+
+/// `gracekill stop --json` of the cgroup `rel` run as the user `uid`, with `env`.
+fn stop_json_as(
+    uid: u32,
+    rel: &str,
+    grace: &str,
+    kill_timeout: &str,
+    env: &[(&str, &str)],
+) -> std::process::Output {
+    let gk = bin();
+    let argv = [
+        gk.to_str().unwrap(),
+        "stop",
+        "--grace",
+        grace,
+        "--kill-timeout",
+        kill_timeout,
+        "--json",
+        rel,
+    ];
+    as_user(uid, None, &argv, env).output().unwrap()
 }
 
 /// The final kill counted all `n` processes of the task; or, on an emulated machine (where the
