@@ -883,3 +883,27 @@ fn the_fallback_kills_what_it_holds_when_the_task_hides_its_lists() {
         );
     });
 }
+
+/// The fallback's kill of a process it holds can be refused (`EPERM`: the process changed its
+/// credentials after its SIGTERM, and the stopper is not root). The refusal is reported, the
+/// process is a survivor, and nothing claims the task ended.
+#[test]
+fn a_refused_kill_of_a_held_process_is_reported_not_hidden() {
+    paused(async {
+        let w = Fake::new();
+        w.without_cgroup_kill();
+        let app = w.spawn(Spec::new("app").ignores(Signal::TERM).forbids(Signal::KILL));
+        w.refuse_listing_after(100 * MS);
+        let o = stop(&w, &term(1000), &StopOptions::default()).await;
+        assert!(w.alive(app));
+        assert_eq!(o.outcome, Verdict::Survivors, "{o:?}");
+        assert!(
+            o.errors
+                .examples
+                .iter()
+                .any(|e| e.contains("send SIGKILL") && e.contains("not permitted")),
+            "{:?}",
+            o.errors
+        );
+    });
+}

@@ -62,6 +62,8 @@ pub struct Spec {
     pub stuck: bool,
     /// How long its exit takes once SIGKILLed (tearing down a large address space).
     pub dies_after: Duration,
+    /// Signals the stopper may not send it (`EPERM`: it changed its credentials).
+    pub forbidden: Vec<Signal>,
 }
 
 impl Spec {
@@ -73,6 +75,7 @@ impl Spec {
             reaped_after: Some(Duration::from_millis(1)),
             stuck: false,
             dies_after: Duration::ZERO,
+            forbidden: Vec::new(),
         }
     }
     pub fn on(mut self, sig: Signal, r: Reaction) -> Spec {
@@ -93,6 +96,12 @@ impl Spec {
         self.reaped_after = d;
         self
     }
+    /// The stopper may not send it `sig` (`EPERM`).
+    pub fn forbids(mut self, sig: Signal) -> Spec {
+        self.forbidden.push(sig);
+        self
+    }
+
     pub fn stuck(mut self) -> Spec {
         self.stuck = true;
         self
@@ -734,6 +743,17 @@ impl TaskProc for FakeProc {
         !self.world.alive(self.pid)
     }
     fn send_signal(&self, sig: Signal) -> Result<bool> {
+        if self.world.0.borrow().procs[&self.pid]
+            .spec
+            .forbidden
+            .contains(&sig)
+        {
+            return Err(Error::os(
+                format!("send {sig} to"),
+                std::path::Path::new(&format!("/proc/{}", self.pid)),
+                Errno::PERM,
+            ));
+        }
         Ok(self
             .world
             .0
