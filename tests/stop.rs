@@ -254,9 +254,14 @@ fn ladder_int_then_term_reaches_a_process_that_only_honours_term() {
     let cg = TestCgroup::new("ladder");
     let mut p = cg.spawn(r#"trap '' INT; trap 'echo term > "$SCRATCH/got"; exit 0' TERM; echo ready; while :; do sleep 1 & wait $!; done"#);
     p.wait_line("ready");
+    // The second step's grace must outlast the TERM handler: scaled on slow machines.
+    let then = format!(
+        "TERM:{}ms",
+        common::slow(Duration::from_secs(1)).as_millis()
+    );
     let t = Instant::now();
     let out = gracekill(&[
-        "stop", "--json", "--signal", "INT", "--grace", "1s", "--then", "TERM:1s", &cg.rel,
+        "stop", "--json", "--signal", "INT", "--grace", "1s", "--then", &then, &cg.rel,
     ]);
     let took = t.elapsed();
     let v = json(&out);
