@@ -102,6 +102,9 @@ pub(crate) trait TaskProc: Sized {
     fn send_signal_to_group(&self, sig: Signal) -> Result<bool>;
     /// Its wait status, once it has been reaped (and the kernel keeps it: Linux 6.15).
     fn exit_status(&self) -> Option<i32>;
+    /// For a thread: a handle on its whole process, which outlives the thread (itself otherwise,
+    /// or when that cannot be had safely).
+    fn into_process(self) -> Self;
 }
 
 /// Watches the task's cgroup and the processes the engine holds (see [`Watcher`]).
@@ -297,6 +300,9 @@ impl TaskProc for PidFd {
     }
     fn exit_status(&self) -> Option<i32> {
         crate::sys::pidfd_exit_status(std::os::fd::AsFd::as_fd(self))
+    }
+    fn into_process(self) -> Self {
+        PidFd::into_process(self)
     }
 }
 

@@ -396,9 +396,10 @@ struct Engine<'a, K: Kernel> {
     budget: usize,
     /// The process of each thread signalled in a threaded cgroup, for the report.
     thread_tgid: HashMap<i32, i32>,
-    /// One thread pidfd per process signalled through a threaded cgroup (within the descriptor
-    /// budget): not tracked (a thread's exit is not its process's), but kept so that a fallback
-    /// round kills the process even when the lists can no longer be read.
+    /// One pidfd per process signalled through a threaded cgroup (within the descriptor budget),
+    /// of the process rather than of the thread met (see [`TaskProc::into_process`]): not
+    /// tracked (its threads elsewhere are not the task), but kept so that a fallback round kills
+    /// the process even when the lists can no longer be read.
     held_threads: HashMap<i32, K::Proc>,
     /// The members listed shortly before the final kill's deadline that the stop holds no
     /// pidfd for (see [`PRE_KILL_LEAD`]), and whether the listing was complete.
@@ -989,6 +990,13 @@ impl<K: Kernel> Engine<'_, K> {
             self.step_done.insert(key, false);
             return Ok(false);
         }
+        // Reached through a thread: signal and hold its process, before the signal tells the
+        // task to end that thread (a thread's pidfd reaches nothing once its thread is gone).
+        let pidfd = if threaded {
+            pidfd.into_process()
+        } else {
+            pidfd
+        };
         // A leader that has exited (`pthread_exit`) stays listed here while its live threads may
         // all be elsewhere: signal its process only if one of them is within the target (else
         // the signal would reach only threads outside it).
@@ -1035,10 +1043,16 @@ impl<K: Kernel> Engine<'_, K> {
         let track = !threaded && room;
         if track {
             self.w.track(pidfd)?;
-        } else if threaded && room {
-            // One per process, the first met (later steps and the fallback's rounds reach it
-            // again through some thread).
-            self.held_threads.entry(pidfd.tgid()).or_insert(pidfd);
+        } else if threaded
+            && room
+            && self
+                .held_threads
+                .get(&pidfd.tgid())
+                .is_none_or(TaskProc::has_exited)
+        {
+            // One per process (later steps and the fallback's rounds reach it again through some
+            // thread); one that has exited gives way to a newcomer that reused its id.
+            self.held_threads.insert(pidfd.tgid(), pidfd);
         }
         self.step_done.insert(key, track);
         Ok(true)
@@ -1456,7 +1470,7 @@ impl<K: Kernel> Engine<'_, K> {
         // Every process held and not listed in this round too: a task that owns its cgroup can
         // make its lists unreadable, and one held was proven a member when it was signalled.
         // (The `cgroup.kill` path does the same for those that write spares.) A process reached
-        // through a thread is held by that thread, and killed through it while it lives.
+        // through a thread is held by its own pidfd, whichever of its threads is left.
         let mut errors = Vec::new();
         for p in self.w.tracked() {
             if !self.step_done.contains_key(&p.pid()) {

@@ -519,6 +519,67 @@ fn a_threaded_task_that_hides_its_lists_is_killed_where_held() {
     hides_its_lists(true);
 }
 
+/// A threaded task can also end the very thread a stopper met first (it reads the same list, in
+/// the same order) before hiding its lists. The stop must hold the process, not that thread: a
+/// thread's pidfd signals nothing once its thread is gone, and the process would be spared.
+/// The main thread waits in a sibling threaded cgroup, so only the workers are listed.
+#[test]
+fn a_threaded_task_cannot_drop_the_thread_it_is_held_by() {
+    require_cgroup_v2!();
+    let Some(user) = TestUser::try_new() else {
+        return;
+    };
+    let helper = common::c_helper("drop_held_thread");
+    let tc = TestCgroup::new("drop-held");
+    let (t, aside) = (tc.child("t"), tc.child("aside"));
+    for d in [&t, &aside] {
+        std::fs::write(d.join("cgroup.type"), "threaded").unwrap();
+    }
+    for f in [
+        "",
+        "cgroup.procs",
+        "cgroup.threads",
+        "cgroup.freeze",
+        "cgroup.kill",
+    ] {
+        chown(t.join(f), Some(user.uid), Some(user.uid)).unwrap();
+    }
+    let p = tc.spawn_in(
+        &t,
+        &format!(
+            "exec setpriv --reuid={u} --regid={u} --clear-groups -- '{}' '{}'",
+            helper.display(),
+            t.display(),
+            u = user.uid
+        ),
+    );
+    let tgid: i32 = p
+        .wait_prefix("ready")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    std::fs::write(aside.join("cgroup.threads"), tgid.to_string()).unwrap();
+    assert_eq!(
+        read(&t.join("cgroup.threads")).lines().count(),
+        3,
+        "the test's premise: only the three workers are listed in t"
+    );
+    let rel = format!("{}/t", tc.rel);
+    let out = stop_json_as(user.uid, &rel, "500ms", "1s", &[]);
+    let v = json(&out);
+    let dropped = p.wait_prefix("dropped");
+    assert!(
+        wait_until(Duration::from_secs(2), || !alive(tgid)),
+        "the process survived once its first-met thread ({dropped}) was gone: {v}"
+    );
+    assert!(!tc.populated(), "{v}");
+    let last = v["steps"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["via"], "fallback", "{v}");
+    assert!(v["survivors"].as_array().unwrap().is_empty(), "{v}");
+}
+
 fn hides_its_lists(threaded: bool) {
     require_cgroup_v2!();
     let Some(user) = TestUser::try_new() else {

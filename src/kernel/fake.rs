@@ -763,6 +763,9 @@ impl TaskProc for FakeProc {
     fn send_signal_to_group(&self, sig: Signal) -> Result<bool> {
         self.send_signal(sig)
     }
+    fn into_process(self) -> Self {
+        self
+    }
     fn exit_status(&self) -> Option<i32> {
         let mut s = self.world.0.borrow_mut();
         s.advance(Instant::now());
