@@ -108,6 +108,10 @@ const PRE_KILL_LEAD: Duration = Duration::from_millis(50);
 /// reported as survivors.
 const DYING_MAX: Duration = Duration::from_secs(5);
 
+/// How long dying processes are given to show their number falling (or, where the subtree
+/// cannot be listed, to empty it) before the next look.
+const DYING_ROUND: Duration = Duration::from_secs(1);
+
 /// How long survivors that all look stuck are watched for one of them exiting, before they are
 /// reported as stuck.
 const STUCK_PROBE: Duration = Duration::from_millis(200);
@@ -1540,12 +1544,18 @@ impl<K: Kernel> Engine<'_, K> {
     /// number keeps falling, the stop waits on (event-driven, a second at a time, at most
     /// [`DYING_MAX`] in all) before it reports what is left.
     async fn confirmed_survivors(&mut self) -> Result<(Vec<Survivor>, usize)> {
-        let (mut survivors, mut n, _) = self.survivors();
+        let (mut survivors, mut n, listed_whole) = self.survivors();
         let hard_end = deadline_after(DYING_MAX);
         if n == 0 {
             // Populated, yet no process listed: the last ones are between leaving cgroup.procs
             // and the end of their exit. Not survivors: wait for `populated 0`, event-driven.
-            if self.w.wait_empty(hard_end, false, |_| {}).await? == Wake::Empty {
+            // A subtree that could not be listed shows no number to see falling: one round.
+            let until = if listed_whole {
+                hard_end
+            } else {
+                deadline_after(DYING_ROUND).min(hard_end)
+            };
+            if self.w.wait_empty(until, false, |_| {}).await? == Wake::Empty {
                 return Ok((Vec::new(), 0));
             }
             let whole;
@@ -1566,7 +1576,7 @@ impl<K: Kernel> Engine<'_, K> {
             let round = if survivors.iter().all(is_stuck) {
                 STUCK_PROBE
             } else {
-                Duration::from_secs(1)
+                DYING_ROUND
             };
             let more = deadline_after(round).min(hard_end);
             if self.w.wait_empty(more, false, |_| {}).await? == Wake::Empty {

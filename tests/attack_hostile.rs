@@ -646,6 +646,13 @@ fn hides_its_lists(threaded: bool) {
         "{v}"
     );
     assert!(!warnings.contains("stuck in their exit"), "{v}");
+    // 0.5 s grace, 1 s kill timeout, then one 1 s look at a subtree it cannot count (not the
+    // 5 s given to a number seen falling).
+    let elapsed = v["elapsed_ms"].as_f64().unwrap();
+    assert!(
+        elapsed < slow(Duration::from_millis(3500)).as_secs_f64() * 1000.0,
+        "{elapsed} ms: {v}"
+    );
 }
 
 /// `gracekill stop --json` of the cgroup `rel` run as the user `uid`, with `env`.
