@@ -970,7 +970,8 @@ impl<K: Kernel> Engine<'_, K> {
         match self.step_done.get(&key) {
             // Tracked and still held: the same process, already signalled in this step.
             Some(true) if !threaded && self.w.held(id).is_some() => return Ok(false),
-            // Tracked, exited since, and listed again: the pid was reused by a new member.
+            // Tracked, exited since, and listed again: the pid was reused by a new member, or
+            // the same process is still listed after its exit (told apart once opened).
             Some(true) => {}
             // Not tracked (over the descriptor budget): cannot tell a reused pid from the same
             // process, so assume the same; the final kill takes any newcomer.
@@ -988,6 +989,12 @@ impl<K: Kernel> Engine<'_, K> {
             Ok(None) => return Ok(false),
             Err(e) => return Err(e),
         };
+        // Exited, yet still listed (the kernel lists a task until its last context switch, and
+        // its pidfd is readable before that): nothing to signal, and no newcomer; signalling it
+        // would count it twice and report its exit twice. One poll, of a pidfd just opened.
+        if pidfd.has_exited() {
+            return Ok(false);
+        }
         // One signal per process per step: a process reached through one of its threads (or
         // through several) may also be listed by its leader's pid.
         if threaded && self.step_done.contains_key(&pidfd.tgid()) {

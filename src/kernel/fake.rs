@@ -64,6 +64,10 @@ pub struct Spec {
     pub dies_after: Duration,
     /// Signals the stopper may not send it (`EPERM`: it changed its credentials).
     pub forbidden: Vec<Signal>,
+    /// How long it stays listed in its cgroup after its exit (the kernel lists a task until its
+    /// last context switch): meanwhile it can be opened and proven, and a signal to it succeeds
+    /// without effect, as for any zombie.
+    pub listed_after_exit: Duration,
 }
 
 impl Spec {
@@ -76,6 +80,7 @@ impl Spec {
             stuck: false,
             dies_after: Duration::ZERO,
             forbidden: Vec::new(),
+            listed_after_exit: Duration::ZERO,
         }
     }
     pub fn on(mut self, sig: Signal, r: Reaction) -> Spec {
@@ -99,6 +104,11 @@ impl Spec {
     /// The stopper may not send it `sig` (`EPERM`).
     pub fn forbids(mut self, sig: Signal) -> Spec {
         self.forbidden.push(sig);
+        self
+    }
+    /// Still listed for `d` after its exit.
+    pub fn listed_after_exit(mut self, d: Duration) -> Spec {
+        self.listed_after_exit = d;
         self
     }
 
@@ -137,6 +147,14 @@ struct Proc {
     pending: Vec<Signal>,
 }
 
+impl Proc {
+    /// Is it listed in its cgroup at `now`: alive, or exited within `listed_after_exit`?
+    fn listed(&self, now: Instant) -> bool {
+        self.exited
+            .is_none_or(|(t, _)| now < t + self.spec.listed_after_exit)
+    }
+}
+
 #[derive(Debug)]
 struct Cg {
     rel: String,
@@ -152,6 +170,9 @@ enum Event {
     Exit(i32, i32),
     Reap(i32),
     Spawn(Spec),
+    /// An exited process leaves the listing (see `Spec::listed_after_exit`): nothing to do but
+    /// wake whoever watches `populated`.
+    Unlisted,
     /// From now on the task's lists cannot be read (its owner made them unreadable).
     RefuseListing,
 }
@@ -429,6 +450,7 @@ impl State {
                     self.spawn(spec);
                 }
                 Event::RefuseListing => self.listing_refused = true,
+                Event::Unlisted => {}
             }
         }
     }
@@ -456,8 +478,12 @@ impl State {
             return;
         }
         p.exited = Some((t, status));
+        let linger = p.spec.listed_after_exit;
         if let Some(d) = p.spec.reaped_after {
             self.at(t + d, Event::Reap(pid));
+        }
+        if !linger.is_zero() {
+            self.at(t + linger, Event::Unlisted);
         }
     }
 
@@ -487,9 +513,10 @@ impl State {
     }
 
     fn populated(&self, root: usize) -> bool {
+        let now = Instant::now();
         self.procs
             .values()
-            .any(|p| p.exited.is_none() && self.within(p.spec.cg, root))
+            .any(|p| p.listed(now) && self.within(p.spec.cg, root))
     }
 
     fn signal(&mut self, pid: i32, sig: Signal, now: Instant) -> bool {
@@ -498,7 +525,9 @@ impl State {
             return false;
         };
         if p.exited.is_some() {
-            return false;
+            // A zombie still listed takes the signal, to no effect; one no longer listed is
+            // taken as gone (reaped, for the tests' purposes).
+            return p.listed(now);
         }
         let line = format!("{sig} {}[{pid}]", p.spec.comm);
         self.note(now, line);
@@ -637,10 +666,11 @@ impl TaskCgroup for FakeCg {
                 Errno::ACCESS,
             ));
         }
+        let now = Instant::now();
         let ids: Vec<i32> = s
             .procs
             .iter()
-            .filter(|(_, p)| p.exited.is_none() && p.spec.cg == self.id)
+            .filter(|(_, p)| p.listed(now) && p.spec.cg == self.id)
             .map(|(&pid, _)| pid)
             .collect();
         Ok(Members {
@@ -1015,9 +1045,10 @@ impl Kernel for Fake {
     fn open_member(&self, cg: &FakeCg, id: i32, _threaded: bool) -> Result<Option<FakeProc>> {
         let mut s = self.0.borrow_mut();
         s.advance(Instant::now());
+        let now = Instant::now();
         Ok(s.procs
             .get(&id)
-            .filter(|p| p.exited.is_none() && p.spec.cg == cg.id)
+            .filter(|p| p.listed(now) && p.spec.cg == cg.id)
             .map(|_| FakeProc {
                 world: self.clone(),
                 pid: id,
