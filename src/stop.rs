@@ -1147,6 +1147,13 @@ impl<K: Kernel> Engine<'_, K> {
         // is killed anyway and counted as far as it was listed.
         let _ = self.w.refresh();
         let mut alive: Vec<i32> = self.w.tracked().map(TaskProc::pid).collect();
+        // The processes held through threaded cgroups are killed too (see `send_final_kill`).
+        alive.extend(
+            self.held_threads
+                .values()
+                .filter(|p| !p.has_exited())
+                .map(TaskProc::tgid),
+        );
         let complete = match self.pre_kill.take() {
             // Listed during the grace: nothing but the kill happens at the deadline.
             Some((listed, complete)) => {
@@ -1418,9 +1425,13 @@ impl<K: Kernel> Engine<'_, K> {
                     tracing::debug!(cgroup = %self.cg.rel(), "final kill via cgroup.kill");
                     // cgroup.kill signals each process through its leader, and silently
                     // spares a process whose leader has exited (`pthread_exit`) while its other
-                    // threads live on: SIGKILL every process we hold through its pidfd too.
+                    // threads live on: SIGKILL every process we hold through its pidfd too
+                    // (those reached through a threaded child cgroup included).
                     for p in self.w.tracked() {
                         let _ = p.send_signal(Signal::KILL);
+                    }
+                    for p in self.held_threads.values() {
+                        let _ = p.send_signal_to_group(Signal::KILL);
                     }
                     return Ok(("cgroup.kill", 0));
                 }

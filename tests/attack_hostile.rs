@@ -578,6 +578,17 @@ fn a_threaded_task_cannot_drop_the_thread_it_is_held_by() {
     let last = v["steps"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["via"], "fallback", "{v}");
     assert!(v["survivors"].as_array().unwrap().is_empty(), "{v}");
+    // The premise held (the lists were hidden before the kill), and the report names the
+    // process it killed though no list showed it.
+    assert!(v["errors"]["count"].as_u64().unwrap() > 0, "{v}");
+    assert!(
+        v["killed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["pid"] == tgid),
+        "{v}"
+    );
 }
 
 fn hides_its_lists(threaded: bool) {
