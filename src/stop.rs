@@ -989,12 +989,6 @@ impl<K: Kernel> Engine<'_, K> {
             Ok(None) => return Ok(false),
             Err(e) => return Err(e),
         };
-        // Exited, yet still listed (the kernel lists a task until its last context switch, and
-        // its pidfd is readable before that): nothing to signal, and no newcomer; signalling it
-        // would count it twice and report its exit twice. One poll, of a pidfd just opened.
-        if pidfd.has_exited() {
-            return Ok(false);
-        }
         // One signal per process per step: a process reached through one of its threads (or
         // through several) may also be listed by its leader's pid.
         if threaded && self.step_done.contains_key(&pidfd.tgid()) {
@@ -1113,7 +1107,14 @@ impl<K: Kernel> Engine<'_, K> {
     /// tries once more.
     fn open_proven(&mut self, c: &K::Cg, id: i32, threaded: bool) -> Result<Option<K::Proc>> {
         let k = self.k;
-        let open = |c: &K::Cg| k.open_member(c, id, threaded);
+        // Exited, yet still listed (the kernel lists a task until its last context switch, and
+        // its pidfd is readable before that): no member, and no newcomer that reused the pid;
+        // signalled or tracked again it would be counted and its exit reported twice. One poll,
+        // of a pidfd just opened.
+        let open = |c: &K::Cg| {
+            k.open_member(c, id, threaded)
+                .map(|p| p.filter(|p| !p.has_exited()))
+        };
         match open(c) {
             Err(Error::Os {
                 errno: Errno::MFILE | Errno::NFILE,
