@@ -535,15 +535,7 @@ fn a_threaded_task_cannot_drop_the_thread_it_is_held_by() {
     for d in [&t, &aside] {
         std::fs::write(d.join("cgroup.type"), "threaded").unwrap();
     }
-    for f in [
-        "",
-        "cgroup.procs",
-        "cgroup.threads",
-        "cgroup.freeze",
-        "cgroup.kill",
-    ] {
-        chown(t.join(f), Some(user.uid), Some(user.uid)).unwrap();
-    }
+    delegate(&t, user.uid);
     let p = tc.spawn_in(
         &t,
         &format!(
@@ -604,16 +596,7 @@ fn hides_its_lists(threaded: bool) {
     } else {
         (tc.path.clone(), tc.rel.clone())
     };
-    // What a delegation hands over (systemd's Delegate=), and the kill's files.
-    for f in [
-        "",
-        "cgroup.procs",
-        "cgroup.threads",
-        "cgroup.freeze",
-        "cgroup.kill",
-    ] {
-        chown(dir.join(f), Some(user.uid), Some(user.uid)).unwrap();
-    }
+    delegate(&dir, user.uid);
     std::fs::set_permissions(
         &tc.scratch,
         std::os::unix::fs::PermissionsExt::from_mode(0o777),
@@ -664,6 +647,20 @@ fn hides_its_lists(threaded: bool) {
         elapsed < slow(Duration::from_millis(3500)).as_secs_f64() * 1000.0,
         "{elapsed} ms: {v}"
     );
+}
+
+/// Hands the cgroup `dir` to `uid` as a delegation does (systemd's `Delegate=`): the directory,
+/// its lists, and the kill's files.
+fn delegate(dir: &Path, uid: u32) {
+    for f in [
+        "",
+        "cgroup.procs",
+        "cgroup.threads",
+        "cgroup.freeze",
+        "cgroup.kill",
+    ] {
+        chown(dir.join(f), Some(uid), Some(uid)).unwrap();
+    }
 }
 
 /// `gracekill stop --json` of the cgroup `rel` run as the user `uid`, with `env`.
