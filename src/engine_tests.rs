@@ -917,28 +917,34 @@ fn a_refused_kill_of_a_held_process_is_reported_not_hidden() {
 
 /// A process that has exited stays listed until its last context switch, and its pidfd is
 /// readable before that. A pass that lists it again then must not take it for a newcomer that
-/// reused its pid: it is not signalled (or counted) again, and its exit is reported once.
+/// reused its pid: it is not signalled (or counted) again, its exit is reported once, and when
+/// it is still listed as the final kill nears (a long linger) it is not reported as killed.
 #[test]
 fn an_exited_process_still_listed_is_not_signalled_or_reported_twice() {
-    paused(async {
-        let w = Fake::new();
-        let app = w.spawn(
-            Spec::new("app")
-                .on(
-                    Signal::TERM,
-                    Reaction::Exit {
-                        after: Duration::ZERO,
-                        code: 7,
-                    },
-                )
-                .listed_after_exit(5 * MS),
-        );
-        let stubborn = w.spawn(Spec::new("stubborn").ignores(Signal::TERM));
-        let o = stop(&w, &term(1000), &StopOptions::default()).await;
-        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
-        assert_eq!(o.steps[0].signalled, 2, "{o:?}");
-        assert_eq!(w.signals_of(app), ["SIGTERM"], "{:?}", w.log());
-        let pids: Vec<i32> = o.exits.iter().map(|e| e.pid).collect();
-        assert_eq!(pids, [app, stubborn], "{o:?}");
-    });
+    for linger in [5 * MS, 1100 * MS] {
+        paused(async {
+            let w = Fake::new();
+            let app = w.spawn(
+                Spec::new("app")
+                    .on(
+                        Signal::TERM,
+                        Reaction::Exit {
+                            after: Duration::ZERO,
+                            code: 7,
+                        },
+                    )
+                    .listed_after_exit(linger),
+            );
+            let stubborn = w.spawn(Spec::new("stubborn").ignores(Signal::TERM));
+            let o = stop(&w, &term(1000), &StopOptions::default()).await;
+            assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+            assert_eq!(o.steps[0].signalled, 2, "{o:?}");
+            assert_eq!(w.signals_of(app), ["SIGTERM"], "{:?}", w.log());
+            let pids: Vec<i32> = o.exits.iter().map(|e| e.pid).collect();
+            assert_eq!(pids, [app, stubborn], "{o:?}");
+            let killed: Vec<i32> = o.killed.iter().map(|k| k.pid).collect();
+            assert_eq!(killed, [stubborn], "linger {linger:?}: {o:?}");
+            assert_eq!(o.killed_total, 1, "{o:?}");
+        });
+    }
 }

@@ -280,6 +280,7 @@ pub(crate) async fn run_engine<K: Kernel>(
         thread_tgid: HashMap::new(),
         held_threads: HashMap::new(),
         own_threads: HashMap::new(),
+        not_members: std::collections::HashSet::new(),
         release: k.memory_release(),
         pre_kill: None,
     };
@@ -411,6 +412,10 @@ struct Engine<'a, K: Kernel> {
     /// Threads seen in a domain cgroup's `cgroup.threads` and found to belong to a process
     /// listed in the same cgroup's `cgroup.procs` (tid -> tgid), so they are looked up once.
     own_threads: HashMap<i32, i32>,
+    /// The ids found to be no members when opened (gone, elsewhere, or exited and still listed)
+    /// since the current listing began (so at most one listing's worth): the listing before the
+    /// final kill leaves them out of the kill's report.
+    not_members: std::collections::HashSet<i32>,
     /// The survivors' memory release, each process once in the stop.
     release: K::Release,
 }
@@ -870,6 +875,7 @@ impl<K: Kernel> Engine<'_, K> {
         let mut seen = 0usize;
         let mut errors = Vec::new();
         let mut fatal = None;
+        self.not_members.clear();
         let _ = cg.walk(deadline.map(Instant::into_std), |c| {
             let c = match c {
                 Ok(c) => c,
@@ -1115,7 +1121,7 @@ impl<K: Kernel> Engine<'_, K> {
             k.open_member(c, id, threaded)
                 .map(|p| p.filter(|p| !p.has_exited()))
         };
-        match open(c) {
+        let opened = match open(c) {
             Err(Error::Os {
                 errno: Errno::MFILE | Errno::NFILE,
                 ..
@@ -1127,7 +1133,15 @@ impl<K: Kernel> Engine<'_, K> {
                 open(c)
             }
             r => r,
+        };
+        if let Ok(p) = &opened {
+            if p.is_some() {
+                self.not_members.remove(&id);
+            } else {
+                self.not_members.insert(id);
+            }
         }
+        opened
     }
 
     async fn final_kill(mut self) -> Result<Outcome> {
@@ -1222,6 +1236,7 @@ impl<K: Kernel> Engine<'_, K> {
         let extra = self.extra_signals(signal);
         let latecomers = self.policy.kill_mode == KillMode::ControlGroup;
         let mut listed = Vec::new();
+        self.not_members.clear();
         let mut errors = Vec::new();
         let (mut first, mut seen, mut late, mut past) = (true, 0usize, 0usize, false);
         let mut whole = true;
@@ -1249,7 +1264,12 @@ impl<K: Kernel> Engine<'_, K> {
                 }
             };
             if m.threaded {
-                listed.extend(m.ids.iter().filter_map(|t| self.thread_tgid.get(t)));
+                listed.extend(
+                    m.ids
+                        .iter()
+                        .filter_map(|t| self.thread_tgid.get(t))
+                        .filter(|tgid| !self.held_exited(**tgid)),
+                );
                 return ControlFlow::Continue(());
             }
             let threads: std::collections::HashSet<i32> = m.threads.iter().copied().collect();
@@ -1274,7 +1294,8 @@ impl<K: Kernel> Engine<'_, K> {
                 if let Err(e) = r {
                     errors.push(e);
                 }
-                if self.w.held(pid).is_none() {
+                // Alive but not held (over the descriptor budget): killed, and named so.
+                if self.w.held(pid).is_none() && !self.not_members.contains(&pid) {
                     listed.push(pid);
                 }
             }
@@ -1297,6 +1318,13 @@ impl<K: Kernel> Engine<'_, K> {
         self.pre_kill = Some((listed, complete));
     }
 
+    /// Has the process `tgid`, held through a threaded cgroup, exited?
+    fn held_exited(&self, tgid: i32) -> bool {
+        self.held_threads
+            .get(&tgid)
+            .is_some_and(TaskProc::has_exited)
+    }
+
     /// Opens `pid`, proves it a member of `c` and tracks it, without a signal (within the
     /// descriptor budget).
     fn track_member(&mut self, c: &K::Cg, pid: i32) -> Result<()> {
@@ -1316,6 +1344,7 @@ impl<K: Kernel> Engine<'_, K> {
         let mut first = true;
         let mut whole = true;
         let thread_tgid = &self.thread_tgid;
+        let held_threads = &self.held_threads;
         let walked = self.cg.walk(Some(budget_end.into_std()), |c| {
             // The task's own cgroup is always listed, as far as the budget lets its lists be
             // read; the budget bounds the rest.
@@ -1327,8 +1356,12 @@ impl<K: Kernel> Engine<'_, K> {
                 Ok((m, all)) => {
                     whole &= all;
                     if m.threaded {
-                        // Threads: their processes, as far as the signal passes learnt them.
-                        out.extend(m.ids.iter().filter_map(|t| thread_tgid.get(t)));
+                        // Threads: their processes, as far as the signal passes learnt them
+                        // (not those held and known to have exited: a thread is listed a
+                        // little after its exit).
+                        out.extend(m.ids.iter().filter_map(|t| thread_tgid.get(t)).filter(
+                            |tgid| !held_threads.get(*tgid).is_some_and(TaskProc::has_exited),
+                        ));
                     } else {
                         out.extend(m.ids);
                     }
