@@ -280,7 +280,7 @@ pub(crate) async fn run_engine<K: Kernel>(
         thread_tgid: HashMap::new(),
         held_threads: HashMap::new(),
         own_threads: HashMap::new(),
-        not_members: std::collections::HashSet::new(),
+        last_not_member: None,
         release: k.memory_release(),
         pre_kill: None,
     };
@@ -412,10 +412,10 @@ struct Engine<'a, K: Kernel> {
     /// Threads seen in a domain cgroup's `cgroup.threads` and found to belong to a process
     /// listed in the same cgroup's `cgroup.procs` (tid -> tgid), so they are looked up once.
     own_threads: HashMap<i32, i32>,
-    /// The ids found to be no members when opened (gone, elsewhere, or exited and still listed)
-    /// since the current listing began (so at most one listing's worth): the listing before the
-    /// final kill leaves them out of the kill's report.
-    not_members: std::collections::HashSet<i32>,
+    /// The id the last open found to be no member (gone, elsewhere, or exited and still
+    /// listed): the listing before the final kill resets it before each visit, and leaves such
+    /// an id out of the kill's report.
+    last_not_member: Option<i32>,
     /// The survivors' memory release, each process once in the stop.
     release: K::Release,
 }
@@ -875,7 +875,6 @@ impl<K: Kernel> Engine<'_, K> {
         let mut seen = 0usize;
         let mut errors = Vec::new();
         let mut fatal = None;
-        self.not_members.clear();
         let _ = cg.walk(deadline.map(Instant::into_std), |c| {
             let c = match c {
                 Ok(c) => c,
@@ -1134,12 +1133,8 @@ impl<K: Kernel> Engine<'_, K> {
             }
             r => r,
         };
-        if let Ok(p) = &opened {
-            if p.is_some() {
-                self.not_members.remove(&id);
-            } else {
-                self.not_members.insert(id);
-            }
+        if matches!(opened, Ok(None)) {
+            self.last_not_member = Some(id);
         }
         opened
     }
@@ -1190,6 +1185,8 @@ impl<K: Kernel> Engine<'_, K> {
         }
         alive.sort_unstable();
         alive.dedup();
+        // A thread is listed a little after its exit: not its process, if held and gone.
+        alive.retain(|&pid| !self.held_exited(pid));
         let (via, signalled) = self.send_final_kill().await?;
         let sent = Instant::now();
         let deadline = deadline_after_from(sent, self.policy.kill_timeout);
@@ -1236,7 +1233,7 @@ impl<K: Kernel> Engine<'_, K> {
         let extra = self.extra_signals(signal);
         let latecomers = self.policy.kill_mode == KillMode::ControlGroup;
         let mut listed = Vec::new();
-        self.not_members.clear();
+        let budget = self.budget;
         let mut errors = Vec::new();
         let (mut first, mut seen, mut late, mut past) = (true, 0usize, 0usize, false);
         let mut whole = true;
@@ -1264,12 +1261,7 @@ impl<K: Kernel> Engine<'_, K> {
                 }
             };
             if m.threaded {
-                listed.extend(
-                    m.ids
-                        .iter()
-                        .filter_map(|t| self.thread_tgid.get(t))
-                        .filter(|tgid| !self.held_exited(**tgid)),
-                );
+                listed.extend(m.ids.iter().filter_map(|t| self.thread_tgid.get(t)));
                 return ControlFlow::Continue(());
             }
             let threads: std::collections::HashSet<i32> = m.threads.iter().copied().collect();
@@ -1285,6 +1277,7 @@ impl<K: Kernel> Engine<'_, K> {
                     listed.push(pid);
                     continue;
                 }
+                self.last_not_member = None;
                 let r = if latecomers {
                     self.signal_member(c, pid, false, &threads, signal, extra)
                         .map(|sent| late += usize::from(sent))
@@ -1295,7 +1288,7 @@ impl<K: Kernel> Engine<'_, K> {
                     errors.push(e);
                 }
                 // Alive but not held (over the descriptor budget): killed, and named so.
-                if self.w.held(pid).is_none() && !self.not_members.contains(&pid) {
+                if self.w.held(pid).is_none() && self.last_not_member != Some(pid) {
                     listed.push(pid);
                 }
             }
@@ -1312,8 +1305,10 @@ impl<K: Kernel> Engine<'_, K> {
             self.describe_pending(Some(deadline));
         }
         // Complete when neither the walk nor a read was cut short or failed, even if it ended
-        // past the deadline (on a slow machine): every member was listed.
-        let complete = walked.is_continue() && whole;
+        // past the deadline (on a slow machine): every member was listed. Not when pidfds were
+        // given up meanwhile (out of descriptors): those skipped as held earlier are in neither
+        // list.
+        let complete = walked.is_continue() && whole && self.budget == budget;
         tracing::debug!(cgroup = %self.cg.rel(), untracked = listed.len(), complete, "listed the subtree for the final kill");
         self.pre_kill = Some((listed, complete));
     }
@@ -1344,7 +1339,6 @@ impl<K: Kernel> Engine<'_, K> {
         let mut first = true;
         let mut whole = true;
         let thread_tgid = &self.thread_tgid;
-        let held_threads = &self.held_threads;
         let walked = self.cg.walk(Some(budget_end.into_std()), |c| {
             // The task's own cgroup is always listed, as far as the budget lets its lists be
             // read; the budget bounds the rest.
@@ -1356,12 +1350,8 @@ impl<K: Kernel> Engine<'_, K> {
                 Ok((m, all)) => {
                     whole &= all;
                     if m.threaded {
-                        // Threads: their processes, as far as the signal passes learnt them
-                        // (not those held and known to have exited: a thread is listed a
-                        // little after its exit).
-                        out.extend(m.ids.iter().filter_map(|t| thread_tgid.get(t)).filter(
-                            |tgid| !held_threads.get(*tgid).is_some_and(TaskProc::has_exited),
-                        ));
+                        // Threads: their processes, as far as the signal passes learnt them.
+                        out.extend(m.ids.iter().filter_map(|t| thread_tgid.get(t)));
                     } else {
                         out.extend(m.ids);
                     }
@@ -1649,6 +1639,11 @@ impl<K: Kernel> Engine<'_, K> {
     fn survivors(&mut self) -> (Vec<Survivor>, usize, bool) {
         let mut pids = Vec::new();
         let whole = self.list_members(&mut pids, Instant::now() + SURVIVOR_REPORT_BUDGET);
+        // In a threaded cgroup each thread lists its process: once each, and not one held and
+        // gone (a thread is listed a little after its exit).
+        pids.sort_unstable();
+        pids.dedup();
+        pids.retain(|&pid| !self.held_exited(pid));
         if !whole {
             let w = format!(
                 "the subtree was not listed completely (within {} ms, or a list could not be \

@@ -193,6 +193,8 @@ struct State {
     fallback_path_refused: bool,
     /// Reading `cgroup.procs` fails (EACCES).
     listing_refused: bool,
+    /// From then on, opening a pidfd fails with `ENFILE` (the system's file table is full).
+    opens_refused_from: Option<Instant>,
     record: Option<FinalKillRecord>,
     budget: usize,
     /// The most pidfds one watcher held at once.
@@ -233,6 +235,7 @@ impl Fake {
             cgroup_kill_refused: false,
             fallback_path_refused: false,
             listing_refused: false,
+            opens_refused_from: None,
             record: None,
             budget: 1 << 16,
             peak_held: 0,
@@ -306,6 +309,11 @@ impl Fake {
     /// Writing `cgroup.freeze` fails with EACCES.
     pub fn refuse_freeze(&self) {
         self.0.borrow_mut().freeze_refused = true;
+    }
+
+    /// From `after` on, every pidfd open fails with `ENFILE`.
+    pub fn refuse_opens_after(&self, after: Duration) {
+        self.0.borrow_mut().opens_refused_from = Some(Instant::now() + after);
     }
 
     /// The stop may hold this many pidfds at once.
@@ -1046,6 +1054,13 @@ impl Kernel for Fake {
         let mut s = self.0.borrow_mut();
         s.advance(Instant::now());
         let now = Instant::now();
+        if s.opens_refused_from.is_some_and(|t| now >= t) {
+            return Err(Error::os(
+                "pidfd_open",
+                std::path::Path::new(&format!("/proc/{id}")),
+                Errno::NFILE,
+            ));
+        }
         Ok(s.procs
             .get(&id)
             .filter(|p| p.listed(now) && p.spec.cg == cg.id)
