@@ -1017,6 +1017,7 @@ impl<K: Kernel> Engine<'_, K> {
             && !self.k.has_live_thread_in(id, self.cg.ns_path_bytes())
         {
             tracing::debug!(cgroup = %c.rel(), pid = id, "exited leader, no live thread here: not a member");
+            self.last_not_member = Some(id);
             return Ok(false);
         }
         let tgid = if threaded { pidfd.tgid() } else { id };
@@ -1185,8 +1186,6 @@ impl<K: Kernel> Engine<'_, K> {
         }
         alive.sort_unstable();
         alive.dedup();
-        // A thread is listed a little after its exit: not its process, if held and gone.
-        alive.retain(|&pid| !self.held_exited(pid));
         let (via, signalled) = self.send_final_kill().await?;
         let sent = Instant::now();
         let deadline = deadline_after_from(sent, self.policy.kill_timeout);
@@ -1261,7 +1260,7 @@ impl<K: Kernel> Engine<'_, K> {
                 }
             };
             if m.threaded {
-                listed.extend(m.ids.iter().filter_map(|t| self.thread_tgid.get(t)));
+                listed.extend(self.thread_processes(&m.ids));
                 return ControlFlow::Continue(());
             }
             let threads: std::collections::HashSet<i32> = m.threads.iter().copied().collect();
@@ -1313,11 +1312,23 @@ impl<K: Kernel> Engine<'_, K> {
         self.pre_kill = Some((listed, complete));
     }
 
-    /// Has the process `tgid`, held through a threaded cgroup, exited?
-    fn held_exited(&self, tgid: i32) -> bool {
-        self.held_threads
-            .get(&tgid)
-            .is_some_and(TaskProc::has_exited)
+    /// The processes of the threads `tids` listed in a threaded cgroup, as far as the signal
+    /// passes learnt them: each once, and not one held that has exited (a thread is listed a
+    /// little after its exit). One poll per process, not per thread.
+    fn thread_processes(&self, tids: &[i32]) -> Vec<i32> {
+        let mut tgids: Vec<i32> = tids
+            .iter()
+            .filter_map(|t| self.thread_tgid.get(t).copied())
+            .collect();
+        tgids.sort_unstable();
+        tgids.dedup();
+        tgids.retain(|tgid| {
+            !self
+                .held_threads
+                .get(tgid)
+                .is_some_and(TaskProc::has_exited)
+        });
+        tgids
     }
 
     /// Opens `pid`, proves it a member of `c` and tracks it, without a signal (within the
@@ -1338,7 +1349,6 @@ impl<K: Kernel> Engine<'_, K> {
         let mut errors = Vec::new();
         let mut first = true;
         let mut whole = true;
-        let thread_tgid = &self.thread_tgid;
         let walked = self.cg.walk(Some(budget_end.into_std()), |c| {
             // The task's own cgroup is always listed, as far as the budget lets its lists be
             // read; the budget bounds the rest.
@@ -1350,8 +1360,7 @@ impl<K: Kernel> Engine<'_, K> {
                 Ok((m, all)) => {
                     whole &= all;
                     if m.threaded {
-                        // Threads: their processes, as far as the signal passes learnt them.
-                        out.extend(m.ids.iter().filter_map(|t| thread_tgid.get(t)));
+                        out.extend(self.thread_processes(&m.ids));
                     } else {
                         out.extend(m.ids);
                     }
@@ -1639,11 +1648,9 @@ impl<K: Kernel> Engine<'_, K> {
     fn survivors(&mut self) -> (Vec<Survivor>, usize, bool) {
         let mut pids = Vec::new();
         let whole = self.list_members(&mut pids, Instant::now() + SURVIVOR_REPORT_BUDGET);
-        // In a threaded cgroup each thread lists its process: once each, and not one held and
-        // gone (a thread is listed a little after its exit).
+        // A process with threads in several threaded cgroups is listed by each.
         pids.sort_unstable();
         pids.dedup();
-        pids.retain(|&pid| !self.held_exited(pid));
         if !whole {
             let w = format!(
                 "the subtree was not listed completely (within {} ms, or a list could not be \
