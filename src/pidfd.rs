@@ -163,10 +163,11 @@ impl PidFd {
 
     /// For signalling and holding a process reached through one of its threads: a pidfd of the
     /// whole process, which, unlike a thread's, signals the process for as long as any of it
-    /// lives (a task can end the one thread it was met through). It is opened by the thread-group id while this thread
-    /// is known alive before and after, so that id cannot have been reused meanwhile. `self`
-    /// when it already is a process pidfd, when the thread has exited meanwhile, or when the
-    /// open fails (this pidfd still signals the process while its thread lives).
+    /// lives (a task can end the one thread it was met through). It is opened by the
+    /// thread-group id while this thread is known alive before and after, so that id cannot
+    /// have been reused meanwhile. `self` when it already is a process pidfd, when the thread
+    /// has exited meanwhile, or when the open fails (this pidfd still signals the process while
+    /// its thread lives).
     pub fn into_process(self) -> PidFd {
         let Some(tgid) = self.thread_of else {
             return self;
