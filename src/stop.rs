@@ -910,6 +910,9 @@ impl<K: Kernel> Engine<'_, K> {
                 .map(|&id| (id, members.threaded))
                 .collect();
             let mut aliens_done = false;
+            // Listed processes found to be no member here: their threads listed here are not
+            // theirs to answer for (see `alien_threads`).
+            let mut not_here = std::collections::HashSet::new();
             let mut i = 0;
             loop {
                 if i == ids.len() {
@@ -918,7 +921,7 @@ impl<K: Kernel> Engine<'_, K> {
                     }
                     aliens_done = true;
                     ids.extend(
-                        self.alien_threads(&members, deadline)
+                        self.alien_threads(&members, &not_here, deadline)
                             .into_iter()
                             .map(|t| (t, true)),
                     );
@@ -931,8 +934,12 @@ impl<K: Kernel> Engine<'_, K> {
                 {
                     return ControlFlow::Break(());
                 }
+                self.last_not_member = None;
                 match self.signal_member(c, id, threaded, &thread_set, sig, extra) {
                     Ok(true) => n += 1,
+                    Ok(false) if !threaded && self.last_not_member == Some(id) => {
+                        not_here.insert(id);
+                    }
                     Ok(false) => {}
                     Err(e) => errors.push(e),
                 }
@@ -1069,11 +1076,18 @@ impl<K: Kernel> Engine<'_, K> {
         Ok(true)
     }
 
-    /// The threads listed in a domain cgroup whose process is not listed there: a process whose
-    /// leader has exited in another cgroup, with a live thread here. `cgroup.procs` lists only
-    /// leaders, so without this such a thread is never found (and `cgroup.kill` spares it).
-    /// Each unknown thread costs one read of `/proc/<tid>/status` (never its memory), once.
-    fn alien_threads(&mut self, m: &crate::cgroup::Members, deadline: Option<Instant>) -> Vec<i32> {
+    /// The threads listed in a domain cgroup whose process is not listed there, or is listed but
+    /// was just found to be no member (`not_here`): a process whose leader has exited in
+    /// another cgroup, with a live thread here. `cgroup.procs` lists only leaders (and, in a
+    /// domain cgroup with threaded children, every process of that threaded subtree), so
+    /// without this such a thread is never found (and `cgroup.kill` spares it). Each unknown
+    /// thread costs one read of `/proc/<tid>/status` (never its memory), once.
+    fn alien_threads(
+        &mut self,
+        m: &crate::cgroup::Members,
+        not_here: &std::collections::HashSet<i32>,
+        deadline: Option<Instant>,
+    ) -> Vec<i32> {
         if m.threaded || m.threads.is_empty() {
             return Vec::new();
         }
@@ -1097,6 +1111,9 @@ impl<K: Kernel> Engine<'_, K> {
             match tgid {
                 // A leader missing from cgroup.procs has exited since the threads were read.
                 Some(g) if g == tid => {}
+                // Listed, yet its leader is elsewhere (exited in a threaded child, whose
+                // process this domain cgroup lists too): this thread is the way to it.
+                Some(g) if not_here.contains(&g) => aliens.push(tid),
                 Some(g) if listed.contains(&g) && self.own_threads.len() < 1 << 17 => {
                     self.own_threads.insert(tid, g);
                 }

@@ -1284,6 +1284,70 @@ fn a_process_whose_leader_exited_is_stopped_where_its_threads_live() {
 }
 
 #[test]
+fn an_exited_leader_in_a_threaded_child_cannot_hide_its_thread_in_the_parent() {
+    require_cgroup_v2!();
+    let zl = common::c_helper("zombie_leader");
+    // P's leader exits in the threaded child a; its live thread moves up into the target
+    // itself, now "domain threaded". The target's cgroup.procs lists P (it lists the whole
+    // threaded subtree), but P's leader is in a; a's cgroup.threads lists no one (a dead
+    // leader is not listed), and cgroup.kill spares a process whose leader has exited.
+    for (signal, fallback, code) in [("TERM", "0", 0), ("WINCH", "0", 3), ("WINCH", "1", 3)] {
+        let what = format!("--signal {signal}, fallback {fallback}");
+        let tc = TestCgroup::new("zl-up");
+        let a = tc.child("a");
+        std::fs::write(a.join("cgroup.type"), "threaded").unwrap();
+        let p = tc.spawn_in(
+            &a,
+            &format!(
+                "exec '{}' '{}' '{}'",
+                zl.display(),
+                a.join("cgroup.procs").display(),
+                tc.path.join("cgroup.threads").display()
+            ),
+        );
+        let ready = p.wait_prefix("ready");
+        let (tgid, tid): (i32, i32) = {
+            let mut w = ready.split_whitespace().map(|x| x.parse().unwrap());
+            (w.next().unwrap(), w.next().unwrap())
+        };
+        assert_eq!(read(&tc.path.join("cgroup.procs")).trim(), tgid.to_string());
+        assert_eq!(
+            read(&tc.path.join("cgroup.threads")).trim(),
+            tid.to_string()
+        );
+        assert_eq!(read(&a.join("cgroup.threads")).trim(), "", "{what}");
+        let out = gracekill_env(
+            &[
+                "stop",
+                "--signal",
+                signal,
+                "--grace",
+                "300ms",
+                "--kill-timeout",
+                "2s",
+                "--json",
+                &tc.rel,
+            ],
+            &[("GRACEKILL_FORCE_FALLBACK", fallback)],
+        );
+        let v = json(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{what}: {v} {}",
+            stderr(&out)
+        );
+        assert_eq!(v["steps"][0]["signalled"], 1, "{what}: {v}");
+        assert_eq!(v["survivors_total"], 0, "{what}: {v}");
+        assert!(
+            wait_until(Duration::from_secs(2), || !alive(tid)),
+            "{what}: the thread lives on: {v}"
+        );
+        assert!(!tc.populated(), "{what}");
+    }
+}
+
+#[test]
 fn cgroup_kill_sparing_an_exited_leader_does_not_spare_the_process() {
     require_cgroup_v2!();
     let zl = common::c_helper("zombie_leader");
