@@ -32,6 +32,31 @@ const INFO: u8 = 1;
 const PROC: u8 = 2;
 static METHOD: AtomicU8 = AtomicU8::new(UNKNOWN);
 
+/// `ioctl(PIDFD_GET_INFO)`'s answer; `ENOTTY`, as from a kernel without it, whenever the
+/// `/proc` proof is in use: forcing that proof (`GRACEKILL_FORCE_PROC_MEMBERSHIP=1`) then
+/// behaves like such a kernel wherever a pidfd's cgroup is asked for.
+fn pidfd_info(fd: BorrowedFd<'_>) -> std::result::Result<sys::PidfdFacts, Errno> {
+    if membership_method() == Membership::ProcFile {
+        return Err(Errno::NOTTY);
+    }
+    sys::pidfd_facts(fd)
+}
+
+/// Opens the process of thread `tid` by its tgid and proves the thread a member of `cg` through
+/// `/proc/<tgid>/task/<tid>/cgroup`: `/proc/<tgid>/task/<tid>` exists only while `tid` is a
+/// thread of the process holding `tgid`, and that process is checked alive after the read, so
+/// the pidfd names the process the read described.
+fn thread_by_proc(cg: &Cgroup, tid: i32) -> Result<Option<PidFd>> {
+    let Some(tgid) = crate::procinfo::tgid_of(tid) else {
+        return Ok(None);
+    };
+    let Some(p) = PidFd::open(tgid)? else {
+        return Ok(None);
+    };
+    let in_cg = proc_proof(cg, &format!("{tgid}/task/{tid}"))?;
+    Ok((in_cg && !p.has_exited()).then_some(p))
+}
+
 /// The membership proof in use: probed on first use, then cached.
 pub fn membership_method() -> Membership {
     match METHOD.load(Ordering::Relaxed) {
@@ -113,10 +138,11 @@ impl PidFd {
     /// thread is a member of `cg`. Signals through the result go to its whole process
     /// ([`PidFd::send_signal_to_group`]). `None` when the thread is gone or elsewhere.
     ///
-    /// Linux 6.9+ (`PIDFD_THREAD`) proves it exactly with `PIDFD_GET_INFO`; before that the
-    /// process is opened by its tgid (from `/proc/<tid>/status`) and the thread's
-    /// `/proc/<tgid>/task/<tid>/cgroup` is read, then the pidfd checked to be alive, as the
-    /// `/proc` proof does for processes.
+    /// With `PIDFD_GET_INFO` (Linux 6.13) a thread pidfd (`PIDFD_THREAD`, 6.9) proves it
+    /// exactly. Without it (before 6.13: 6.9 to 6.12 have `PIDFD_THREAD` but cannot tell a
+    /// thread pidfd's cgroup), or before 6.9, the process is opened by its tgid (from
+    /// `/proc/<tid>/status`) and the thread's `/proc/<tgid>/task/<tid>/cgroup` is read, then
+    /// the pidfd checked to be alive, as the `/proc` proof does for processes.
     ///
     /// # Errors
     /// Unexpected OS errors only.
@@ -124,6 +150,9 @@ impl PidFd {
         let Some(t) = Pid::from_raw(tid) else {
             return Ok(None);
         };
+        if membership_method() == Membership::ProcFile {
+            return thread_by_proc(cg, tid);
+        }
         let os = |e| {
             Error::os(
                 "pidfd_open (thread)",
@@ -136,7 +165,7 @@ impl PidFd {
             t,
             PidfdFlags::NONBLOCK | PidfdFlags::from_bits_retain(PIDFD_THREAD),
         ) {
-            Ok(fd) => match sys::pidfd_facts(fd.as_fd()) {
+            Ok(fd) => match pidfd_info(fd.as_fd()) {
                 Ok(f) if f.cgroup_id == Some(cg.id()) => Ok(f.tgid.map(|tgid| PidFd {
                     fd,
                     pid: tid,
@@ -146,17 +175,8 @@ impl PidFd {
                 Err(e) => Err(os(e)),
             },
             Err(Errno::SRCH) => Ok(None),
-            Err(Errno::INVAL) => {
-                // No PIDFD_THREAD (before 6.9): open the process and prove via /proc.
-                let Some(tgid) = crate::procinfo::tgid_of(tid) else {
-                    return Ok(None);
-                };
-                let Some(p) = PidFd::open(tgid)? else {
-                    return Ok(None);
-                };
-                let in_cg = proc_proof(cg, &format!("{tgid}/task/{tid}"))?;
-                Ok((in_cg && !p.has_exited()).then_some(p))
-            }
+            // No PIDFD_THREAD (before 6.9).
+            Err(Errno::INVAL) => thread_by_proc(cg, tid),
             Err(e) => Err(os(e)),
         }
     }

@@ -1057,7 +1057,9 @@ echo ready; wait"#,
 #[test]
 fn threaded_cgroups_are_stopped_with_or_without_the_fallback() {
     require_cgroup_v2!();
-    for fallback in ["0", "1"] {
+    // The `/proc` proof forced: how a kernel without PIDFD_GET_INFO proves threads (6.9 to
+    // 6.12 have thread pidfds, but cannot tell their cgroup).
+    for (fallback, proc_proof) in [("0", "0"), ("1", "0"), ("0", "1")] {
         // A domain cgroup with a threaded child; a TERM-ignoring process whose only thread was
         // moved into the threaded child (its `cgroup.procs` there cannot even be read).
         let tc = TestCgroup::new("threaded");
@@ -1069,7 +1071,11 @@ fn threaded_cgroups_are_stopped_with_or_without_the_fallback() {
         let polite = tc.spawn("echo ready; exec sleep 1000");
         polite.wait_line("ready");
         std::fs::write(t1.join("cgroup.threads"), polite.pid().to_string()).unwrap();
-        let env = [("GRACEKILL_FORCE_FALLBACK", fallback)];
+        let env = [
+            ("GRACEKILL_FORCE_FALLBACK", fallback),
+            ("GRACEKILL_FORCE_PROC_MEMBERSHIP", proc_proof),
+        ];
+        let fallback = format!("{fallback} (proc proof {proc_proof})");
 
         // The threaded cgroup itself: the polite one ends on SIGTERM, the deaf one is killed
         // (cgroup.kill refuses to work in a threaded cgroup: the fallback runs either way).
