@@ -983,3 +983,73 @@ fn pidfds_given_up_during_the_last_listing_make_the_count_partial() {
         });
     }
 }
+
+/// A watcher that refuses every pidfd (`epoll_ctl`: `ENOSPC`, as when a task of the stopper's
+/// user has used up `fs.epoll.max_user_watches`) costs the early wakeups, never the stop: in
+/// every kill mode each process gets the stop signal once, the whole grace, then the kill, and
+/// the refusal is reported.
+#[test]
+fn a_watcher_refusing_pidfds_does_not_end_the_stop() {
+    paused(async {
+        for mode in [KillMode::ControlGroup, KillMode::Mixed, KillMode::Process] {
+            let w = Fake::new();
+            w.refuse_watch();
+            let main = w.spawn(Spec::new("main").ignores(Signal::TERM));
+            let other = w.spawn(Spec::new("other").ignores(Signal::TERM));
+            let p = policy(&[(Signal::TERM, 500)], 1000, mode);
+            let cg = w.cgroup(0);
+            let o = run_engine(&w, &cg, &p, &with_main(main))
+                .await
+                .unwrap_or_else(|e| panic!("{mode:?}: the stop ended in an error: {e}"));
+            assert_eq!(signals(&o), ["SIGTERM", "SIGKILL"], "{mode:?}: {o:?}");
+            let at = o.steps[1].at_ms;
+            assert!((500.0..510.0).contains(&at), "{mode:?}: kill at {at} ms");
+            let terms = w
+                .signals_of(main)
+                .iter()
+                .filter(|s| *s == "SIGTERM")
+                .count();
+            assert_eq!(terms, 1, "{mode:?}: {:?}", w.log());
+            assert_eq!(w.exit_of(main).map(|e| e.1), Some(9), "{mode:?}");
+            assert!(o.errors.count >= 1, "{mode:?}: {:?}", o.errors);
+            assert!(o.errors.examples[0].contains("epoll_ctl"), "{:?}", o.errors);
+            if mode == KillMode::Process {
+                assert_eq!(o.outcome, Verdict::Remaining, "{o:?}");
+                assert!(w.alive(other));
+            } else {
+                assert_eq!(o.outcome, Verdict::Killed, "{mode:?}: {o:?}");
+                assert!(!w.alive(other));
+                // Mixed mode sends the stop signal to the main process only.
+                let terms = w
+                    .signals_of(other)
+                    .iter()
+                    .filter(|s| *s == "SIGTERM")
+                    .count();
+                let want = usize::from(mode == KillMode::ControlGroup);
+                assert_eq!(terms, want, "{mode:?}: {:?}", w.log());
+            }
+        }
+    });
+}
+
+/// The engine's own event loop failing once the stop signal is out (nothing a task can cause:
+/// what it can is counted and the stop goes on, as above) still ends in the kill: it can no
+/// longer time the grace, so the kill goes out at once, then the error is returned.
+#[test]
+fn an_engine_failure_after_the_signals_still_sends_the_final_kill() {
+    paused(async {
+        for mode in [KillMode::ControlGroup, KillMode::Process] {
+            let w = Fake::new();
+            w.fail_waits();
+            let main = w.spawn(Spec::new("main").ignores(Signal::TERM));
+            let other = w.spawn(Spec::new("other").ignores(Signal::TERM));
+            let p = policy(&[(Signal::TERM, 500)], 1000, mode);
+            let cg = w.cgroup(0);
+            let r = run_engine(&w, &cg, &p, &with_main(main)).await;
+            assert!(r.is_err(), "{mode:?}: {r:?}");
+            assert_eq!(w.signals_of(main)[0], "SIGTERM", "{mode:?}");
+            assert_eq!(w.exit_of(main), Some((0.0, 9)), "{mode:?}: {:?}", w.log());
+            assert_eq!(w.alive(other), mode == KillMode::Process, "{mode:?}");
+        }
+    });
+}

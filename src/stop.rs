@@ -281,6 +281,8 @@ pub(crate) async fn run_engine<K: Kernel>(
         held_threads: HashMap::new(),
         own_threads: HashMap::new(),
         last_not_member: None,
+        main_unwatched: false,
+        signalling: false,
         release: k.memory_release(),
         pre_kill: None,
     };
@@ -333,6 +335,16 @@ fn bare_outcome(
         cgroup_removed: cg.is_removed(),
         ..Outcome::nothing(cg.rel().to_string(), verdict, policy.summary())
     }
+}
+
+/// How the stop signals' steps ended.
+enum StepsEnd {
+    /// The cgroup emptied, at this moment.
+    Emptied(Instant),
+    /// Process mode: the main process is gone.
+    MainGone,
+    /// The last grace is over, or a second request cut it short.
+    KillDue,
 }
 
 /// How a grace period ended.
@@ -416,6 +428,10 @@ struct Engine<'a, K: Kernel> {
     /// listed): the listing before the final kill resets it before each visit, and leaves such
     /// an id out of the kill's report.
     last_not_member: Option<i32>,
+    /// The main process was signalled but the watcher refused it: its exit cannot end a grace.
+    main_unwatched: bool,
+    /// The first stop signal may have gone out.
+    signalling: bool,
     /// The survivors' memory release, each process once in the stop.
     release: K::Release,
 }
@@ -516,6 +532,39 @@ impl<K: Kernel> Engine<'_, K> {
 
     async fn run(mut self) -> Result<Outcome> {
         let _mark = self.k.mark_stopping(self.cg);
+        match self.grace_steps().await {
+            Ok(StepsEnd::Emptied(at)) => Ok(self.graceful(at)),
+            Ok(StepsEnd::MainGone) => Ok(self.remaining(None)),
+            Ok(StepsEnd::KillDue) => self.final_kill().await,
+            // Nothing signalled yet: nothing to finish.
+            Err(e) if self.steps.is_empty() && !self.signalling => Err(e),
+            Err(e) => {
+                // The engine itself failed once signals had gone out (its event loop, not the
+                // task: what a task can make fail is counted in `errors` and the stop goes on).
+                // It can no longer time the grace: the final kill goes out now, then the error
+                // is returned.
+                tracing::warn!(cgroup = %self.cg.rel(), error = %e, "stop failed after signalling: final kill now");
+                self.emergency_kill().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The final kill without waiting or counting (see [`Engine::run`]): the main process only
+    /// in process mode, else `cgroup.kill` or a fallback round; errors are dropped, as the
+    /// stop is already failing with one.
+    async fn emergency_kill(&mut self) {
+        if self.policy.kill_mode == KillMode::Process {
+            if let Some(main) = self.main_process() {
+                let _ = main.send_signal(Signal::KILL);
+            }
+            return;
+        }
+        let _ = self.send_final_kill().await;
+    }
+
+    /// The stop signals and their graces, until the task ends or the final kill is due.
+    async fn grace_steps(&mut self) -> Result<StepsEnd> {
         let escalate = self.opts.escalate.clone();
         for (i, step) in self.policy.steps.iter().enumerate() {
             let at = Instant::now();
@@ -524,6 +573,7 @@ impl<K: Kernel> Engine<'_, K> {
                 .checked_add(step.grace)
                 .unwrap_or_else(|| deadline_after(step.grace));
             self.last_step = i + 1 == self.policy.steps.len();
+            self.signalling = true;
             let signalled = self.signal_step(step.signal, deadline, i == 0)?;
             if self.last_step {
                 // Including those described in earlier steps.
@@ -548,14 +598,14 @@ impl<K: Kernel> Engine<'_, K> {
                 GraceEnd::Empty => {
                     let emptied = Instant::now();
                     self.settle_exits(deadline).await;
-                    return Ok(self.graceful(emptied));
+                    return Ok(StepsEnd::Emptied(emptied));
                 }
-                GraceEnd::MainGone => return Ok(self.remaining(None)),
+                GraceEnd::MainGone => return Ok(StepsEnd::MainGone),
                 GraceEnd::Escalated => break,
                 GraceEnd::Deadline => {}
             }
         }
-        self.final_kill().await
+        Ok(StepsEnd::KillDue)
     }
 
     /// Process mode ended with the main process gone: other processes are left as asked.
@@ -591,7 +641,7 @@ impl<K: Kernel> Engine<'_, K> {
         // (the only one tracked) exiting ends the step.
         let mut catch_latecomers = self.policy.kill_mode == KillMode::ControlGroup
             || (proc_mode && self.w.tracked_count() > 0);
-        if proc_mode && self.w.tracked_count() == 0 {
+        if proc_mode && self.w.tracked_count() == 0 && !self.main_unwatched {
             // No main process: nothing was signalled, and this mode touches nothing else.
             return Ok(GraceEnd::MainGone);
         }
@@ -696,7 +746,8 @@ impl<K: Kernel> Engine<'_, K> {
                     }
                 }
                 self.describe_pending(Some(deadline));
-                self.w.track(main)?;
+                // Refused, its exit cannot be watched: the grace is waited out in full.
+                self.main_unwatched = !self.track_or_note(main);
                 return Ok(usize::from(sent));
             }
             if self.policy.kill_mode == KillMode::Process {
@@ -1058,9 +1109,12 @@ impl<K: Kernel> Engine<'_, K> {
         }
         self.describe_early(if threaded { pidfd.tgid() } else { id });
         let room = self.w.tracked_count() + self.held_threads.len() < self.budget;
-        let track = !threaded && room;
+        let mut track = !threaded && room;
         if track {
-            self.w.track(pidfd)?;
+            // Refused (`epoll_ctl`: out of memory, or of the user's epoll watches, which a task
+            // of the same user can use up): signalled and done for this step all the same,
+            // as one over the budget is.
+            track = self.track_or_note(pidfd);
         } else if threaded
             && room
             && self
@@ -1159,7 +1213,8 @@ impl<K: Kernel> Engine<'_, K> {
 
     async fn final_kill(mut self) -> Result<Outcome> {
         self.ask_cmdlines(true);
-        if !self.w.state()?.populated {
+        // Unreadable, it is taken as populated: the kill goes out.
+        if !self.w.state().map(|e| e.populated).unwrap_or(true) {
             let emptied = Instant::now();
             self.settle_exits(deadline_after(self.policy.kill_timeout))
                 .await;
@@ -1418,6 +1473,9 @@ impl<K: Kernel> Engine<'_, K> {
     async fn final_kill_main(mut self) -> Result<Outcome> {
         let at = Instant::now();
         let mut killed = Vec::new();
+        // Whether its exit is watched; if the watcher refuses it, the kill timeout is waited
+        // out before it is looked at again.
+        let mut watched = false;
         if let Some(main) = self.main_process() {
             match main.send_signal(Signal::KILL) {
                 Ok(true) => killed.push(Killed {
@@ -1428,7 +1486,7 @@ impl<K: Kernel> Engine<'_, K> {
                 Ok(false) => {}
                 Err(e) => self.problems.add(e),
             }
-            self.w.track(main)?;
+            watched = self.track_or_note(main);
         }
         self.steps.push(StepReport {
             signal: Signal::KILL,
@@ -1438,7 +1496,7 @@ impl<K: Kernel> Engine<'_, K> {
             by_pid: None,
         });
         let deadline = deadline_after(self.policy.kill_timeout);
-        let wake = self.w.wait_empty(deadline, true, |_| {}).await?;
+        let wake = self.w.wait_empty(deadline, watched, |_| {}).await?;
         if wake == Wake::Deadline
             && let Some(main) = self.main_process()
         {
@@ -1447,10 +1505,10 @@ impl<K: Kernel> Engine<'_, K> {
             let pid = main.pid();
             let mut s = self.k.describe(pid);
             if !is_stuck(&s) {
-                self.w.track(main)?;
+                let watched = self.track_or_note(main);
                 if self
                     .w
-                    .wait_empty(deadline_after(DYING_GRACE), true, |_| {})
+                    .wait_empty(deadline_after(DYING_GRACE), watched, |_| {})
                     .await?
                     != Wake::Deadline
                 {
@@ -1462,6 +1520,17 @@ impl<K: Kernel> Engine<'_, K> {
             return Ok(self.outcome(Verdict::Survivors, None, killed, total, vec![s], 1));
         }
         Ok(self.remaining(Some(killed)))
+    }
+
+    /// Hands `p` to the watcher; a refusal is reported and answered `false` (not watched).
+    fn track_or_note(&mut self, p: K::Proc) -> bool {
+        match self.w.track(p) {
+            Ok(()) => true,
+            Err(e) => {
+                self.problems.add(e);
+                false
+            }
+        }
     }
 
     /// Sends the final SIGKILL to the whole subtree: `cgroup.kill`, or one fallback round.

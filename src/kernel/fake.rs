@@ -195,6 +195,11 @@ struct State {
     listing_refused: bool,
     /// From then on, opening a pidfd fails with `ENFILE` (the system's file table is full).
     opens_refused_from: Option<Instant>,
+    /// Holding a pidfd in the watcher fails with `ENOSPC` (`epoll_ctl`: a task of the
+    /// stopper's user used up `fs.epoll.max_user_watches`).
+    watch_refused: bool,
+    /// Every wait of the watcher fails (`EBADF`): the engine's own event loop is broken.
+    waits_fail: bool,
     record: Option<FinalKillRecord>,
     budget: usize,
     /// The most pidfds one watcher held at once.
@@ -236,6 +241,8 @@ impl Fake {
             fallback_path_refused: false,
             listing_refused: false,
             opens_refused_from: None,
+            watch_refused: false,
+            waits_fail: false,
             record: None,
             budget: 1 << 16,
             peak_held: 0,
@@ -314,6 +321,17 @@ impl Fake {
     /// From `after` on, every pidfd open fails with `ENFILE`.
     pub fn refuse_opens_after(&self, after: Duration) {
         self.0.borrow_mut().opens_refused_from = Some(Instant::now() + after);
+    }
+
+    /// Every pidfd the watcher is given is refused (`ENOSPC`).
+    pub fn refuse_watch(&self) {
+        self.0.borrow_mut().watch_refused = true;
+    }
+
+    /// Every wait of the watcher fails: the engine's own event loop is broken (not something a
+    /// task can cause).
+    pub fn fail_waits(&self) {
+        self.0.borrow_mut().waits_fail = true;
     }
 
     /// The stop may hold this many pidfds at once.
@@ -879,6 +897,13 @@ impl TaskWatch for FakeWatch {
         })
     }
     fn track(&mut self, p: FakeProc) -> Result<()> {
+        if self.world.0.borrow().watch_refused {
+            return Err(Error::os(
+                "epoll_ctl add pidfd of",
+                std::path::Path::new(&format!("/proc/{}", p.pid)),
+                Errno::NOSPC,
+            ));
+        }
         self.tracked.insert(p.pid, p);
         let mut s = self.world.0.borrow_mut();
         s.peak_held = s.peak_held.max(self.tracked.len());
@@ -909,6 +934,9 @@ impl TaskWatch for FakeWatch {
         stop_when_tracked_gone: bool,
         mut on_wake: impl FnMut(&Self),
     ) -> Result<Wake> {
+        if self.world.0.borrow().waits_fail {
+            return Err(Error::os("epoll_wait", Path::new("/task"), Errno::BADF));
+        }
         loop {
             self.drain();
             if !self.state()?.populated {
