@@ -1681,8 +1681,10 @@ impl<K: Kernel> Engine<'_, K> {
     /// number keeps falling, the stop waits on (event-driven, a second at a time, at most
     /// [`DYING_MAX`] in all) before it reports what is left.
     async fn confirmed_survivors(&mut self) -> Result<(Vec<Survivor>, usize)> {
-        let (mut survivors, mut n, listed_whole) = self.survivors();
+        // From the first look on: each look (listing and describing) takes at most
+        // SURVIVOR_REPORT_BUDGET, and none starts after this.
         let hard_end = deadline_after(DYING_MAX);
+        let (mut survivors, mut n, listed_whole) = self.survivors();
         if n == 0 {
             // Populated, yet no process listed: the last ones are between leaving cgroup.procs
             // and the end of their exit. Not survivors: wait for `populated 0`, event-driven.
@@ -1732,8 +1734,12 @@ impl<K: Kernel> Engine<'_, K> {
     /// [`MAX_LISTED`], and within a time budget), their memory released where possible.
     /// Returns them and how many there are (at least).
     fn survivors(&mut self) -> (Vec<Survivor>, usize, bool) {
+        // One budget for the whole look: the listing may use three fifths of it, the
+        // descriptions (and the wait for memory releases) what is left.
+        let start = Instant::now();
+        let budget_end = (start + SURVIVOR_REPORT_BUDGET).into_std();
         let mut pids = Vec::new();
-        let whole = self.list_members(&mut pids, Instant::now() + SURVIVOR_REPORT_BUDGET);
+        let whole = self.list_members(&mut pids, start + SURVIVOR_REPORT_BUDGET * 3 / 5);
         // A process with threads in several threaded cgroups is listed by each.
         pids.sort_unstable();
         pids.dedup();
@@ -1741,14 +1747,13 @@ impl<K: Kernel> Engine<'_, K> {
             let w = format!(
                 "the subtree was not listed completely (within {} ms, or a list could not be \
                  read: see errors): survivors_total counts only those listed",
-                SURVIVOR_REPORT_BUDGET.as_millis()
+                (SURVIVOR_REPORT_BUDGET * 3 / 5).as_millis()
             );
             if !self.warnings.contains(&w) {
                 self.warnings.push(w);
             }
         }
         let mut out = Vec::new();
-        let budget_end = std::time::Instant::now() + SURVIVOR_REPORT_BUDGET;
         for &pid in pids.iter().take(MAX_LISTED) {
             if std::time::Instant::now() >= budget_end {
                 break;
