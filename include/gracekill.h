@@ -331,11 +331,11 @@ struct gracekill_outcome {
    */
   int32_t verdict;
   /**
-   * The `gracekill stop` exit code for the verdict: 0, 3 or 4.
+   * The `gracekill stop` exit code for the verdict: 0, 3, 4 or 5.
    */
   int32_t exit_code;
   /**
-   * The verdict's name: `empty`, `graceful`, `killed` or `survivors`.
+   * The verdict's name: `empty`, `graceful`, `killed`, `survivors` or `remaining`.
    */
   const char *verdict_name;
   /**

@@ -61,7 +61,8 @@ pub struct StepReport {
     pub at_ms: f64,
     /// How many processes were sent the signal (for the final kill: how many were alive).
     pub signalled: usize,
-    /// For the final kill: `cgroup.kill` or `fallback` (freeze, SIGKILL each, thaw).
+    /// For the final kill: `cgroup.kill`, `fallback` (freeze, SIGKILL each, thaw), or `pidfd`
+    /// (process mode: the main process only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub via: Option<&'static str>,
     /// For a final kill sent by another stop of the same task running at the same time: that

@@ -229,9 +229,9 @@ pub struct gracekill_exit {
 pub struct gracekill_outcome {
     /// `GRACEKILL_VERDICT_*`.
     pub verdict: i32,
-    /// The `gracekill stop` exit code for the verdict: 0, 3 or 4.
+    /// The `gracekill stop` exit code for the verdict: 0, 3, 4 or 5.
     pub exit_code: i32,
-    /// The verdict's name: `empty`, `graceful`, `killed` or `survivors`.
+    /// The verdict's name: `empty`, `graceful`, `killed`, `survivors` or `remaining`.
     pub verdict_name: *const c_char,
     /// The cgroup, relative to the cgroup2 mount (`/jobs/web`).
     pub cgroup: *const c_char,
