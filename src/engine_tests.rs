@@ -1053,3 +1053,55 @@ fn an_engine_failure_after_the_signals_still_sends_the_final_kill() {
         }
     });
 }
+
+/// Survivors counted once are not forgotten because a later look could not list them (the
+/// task made its lists unreadable, or the stopper ran out of descriptors): the report keeps
+/// the last whole count rather than saying none are left.
+#[test]
+fn a_later_look_that_cannot_list_does_not_erase_the_survivors() {
+    paused(async {
+        let w = Fake::new();
+        for i in 0..3 {
+            w.spawn(
+                Spec::new(&format!("stuck{i}"))
+                    .ignores(Signal::TERM)
+                    .stuck(),
+            );
+        }
+        // After the kill timeout's first look (at 1500 ms), before the next.
+        w.refuse_listing_after(1600 * MS);
+        let o = stop(&w, &term(500), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Survivors, "{o:?}");
+        assert_eq!(o.survivors_total, 3, "{o:?}");
+        assert_eq!(o.survivors.len(), 3, "{o:?}");
+    });
+}
+
+/// The survivors' memory releases hold a pidfd each: they stay within the stop's descriptor
+/// budget, and those not tried for lack of one say so.
+#[test]
+fn memory_releases_keep_within_the_descriptor_budget() {
+    paused(async {
+        let w = Fake::new();
+        w.set_budget(2);
+        let pids: Vec<i32> = (0..5)
+            .map(|i| {
+                w.spawn(
+                    Spec::new(&format!("stuck{i}"))
+                        .ignores(Signal::TERM)
+                        .stuck(),
+                )
+            })
+            .collect();
+        let o = stop(&w, &term(500), &StopOptions::default()).await;
+        assert_eq!(o.survivors_total, 5, "{o:?}");
+        let started: usize = pids.iter().map(|&p| w.releases_of(p)).sum();
+        assert!(started <= 2, "{started} releases started, budget 2");
+        let untried = o
+            .survivors
+            .iter()
+            .filter(|s| s.mrelease_error.as_deref() == Some("not tried: no descriptor to spare"))
+            .count();
+        assert_eq!(untried, 5 - started, "{o:?}");
+    });
+}

@@ -183,6 +183,9 @@ pub(crate) trait MemoryRelease {
     /// Notes in each of `out` whose release was started what came of it, waiting until `until`
     /// at most for the answers still missing.
     fn collect(&mut self, out: &mut [Survivor], until: std::time::Instant);
+    /// Lets go of the processes that have exited; returns how many are still held (each a
+    /// descriptor, counted in the stop's budget).
+    fn prune(&mut self) -> usize;
 }
 
 /// The kernel as the engine sees it.
@@ -600,6 +603,12 @@ impl<P: Send + Sync + 'static> MemoryRelease for ThreadRelease<P> {
             .is_some_and(|q| q.send((seq, proc.clone())).is_ok());
         let answer = (!queued).then(|| Err("no thread to run process_mrelease".to_string()));
         self.state.insert(pid, Started { seq, proc, answer });
+    }
+
+    fn prune(&mut self) -> usize {
+        let exited = self.exited;
+        self.state.retain(|_, s| !exited(&s.proc));
+        self.state.len()
     }
 
     fn collect(&mut self, out: &mut [Survivor], until: std::time::Instant) {

@@ -1332,7 +1332,9 @@ impl<K: Kernel> Engine<'_, K> {
                 }
             };
             if m.threaded {
-                listed.extend(self.thread_processes(&m.ids));
+                let (tgids, all) = self.thread_processes(&m.ids, read_until.into());
+                whole &= all;
+                listed.extend(tgids);
                 return ControlFlow::Continue(());
             }
             let threads: std::collections::HashSet<i32> = m.threads.iter().copied().collect();
@@ -1384,14 +1386,27 @@ impl<K: Kernel> Engine<'_, K> {
         self.pre_kill = Some((listed, complete));
     }
 
-    /// The processes of the threads `tids` listed in a threaded cgroup, as far as the signal
-    /// passes learnt them: each once, and not one held that has exited (a thread is listed a
-    /// little after its exit). One poll per process, not per thread.
-    fn thread_processes(&self, tids: &[i32]) -> Vec<i32> {
-        let mut tgids: Vec<i32> = tids
-            .iter()
-            .filter_map(|t| self.thread_tgid.get(t).copied())
-            .collect();
+    /// The processes of the threads `tids` listed in a threaded cgroup: each once, and not one
+    /// held that has exited (a thread is listed a little after its exit). A thread the signal
+    /// passes did not meet (a latecomer, or one of a process they met through another thread)
+    /// costs one read of `/proc/<tid>/status`, until `until`; also answers whether every thread
+    /// was placed (or found gone) in time. One poll per process, not per thread.
+    fn thread_processes(&self, tids: &[i32], until: Instant) -> (Vec<i32>, bool) {
+        let mut whole = true;
+        let mut tgids = Vec::new();
+        for (n, t) in tids.iter().enumerate() {
+            if let Some(&g) = self.thread_tgid.get(t) {
+                tgids.push(g);
+                continue;
+            }
+            if !whole || (n.is_multiple_of(CLOCK_EVERY) && Instant::now() >= until) {
+                whole = false;
+                continue;
+            }
+            if let Some(g) = self.k.tgid_of(*t) {
+                tgids.push(g);
+            }
+        }
         tgids.sort_unstable();
         tgids.dedup();
         tgids.retain(|tgid| {
@@ -1400,7 +1415,7 @@ impl<K: Kernel> Engine<'_, K> {
                 .get(tgid)
                 .is_some_and(TaskProc::has_exited)
         });
-        tgids
+        (tgids, whole)
     }
 
     /// Opens `pid`, proves it a member of `c` and tracks it, without a signal (within the
@@ -1432,7 +1447,9 @@ impl<K: Kernel> Engine<'_, K> {
                 Ok((m, all)) => {
                     whole &= all;
                     if m.threaded {
-                        out.extend(self.thread_processes(&m.ids));
+                        let (tgids, all) = self.thread_processes(&m.ids, budget_end);
+                        whole &= all;
+                        out.extend(tgids);
                     } else {
                         out.extend(m.ids);
                     }
@@ -1722,7 +1739,14 @@ impl<K: Kernel> Engine<'_, K> {
                 return Ok((Vec::new(), 0));
             }
             let before = n;
-            (survivors, n, _) = self.survivors();
+            let (later, m, whole) = self.survivors();
+            // A look that could not list the subtree (the task made its lists unreadable, or
+            // the stopper ran out of descriptors) says nothing about the number falling: the
+            // last whole look stands (the warning says the listing was incomplete).
+            if !whole && m < before {
+                break;
+            }
+            (survivors, n) = (later, m);
             if n >= before {
                 break;
             }
@@ -1754,12 +1778,17 @@ impl<K: Kernel> Engine<'_, K> {
             }
         }
         let mut out = Vec::new();
+        // The releases hold a pidfd each, within the stop's descriptor budget like the rest.
+        let mut held = self.w.tracked_count() + self.held_threads.len() + self.release.prune();
         for &pid in pids.iter().take(MAX_LISTED) {
             if std::time::Instant::now() >= budget_end {
                 break;
             }
             let mut s = self.k.describe(pid);
-            if !self.release.started(pid) {
+            if !self.release.started(pid) && held >= self.budget {
+                s.mrelease_error = Some("not tried: no descriptor to spare".to_string());
+            } else if !self.release.started(pid) {
+                held += 1;
                 match self.k.open(pid) {
                     Ok(Some(p)) => self.release.start(pid, p),
                     Ok(None) => s.mrelease_error = Some(errno_name(Errno::SRCH)),

@@ -391,6 +391,97 @@ fn v1_frozen_process_is_reported_as_a_survivor() {
     p.wait();
 }
 
+/// Survivors in a threaded cgroup are counted by their threads, every one of them: more than
+/// the stop remembers from its signal pass (200 processes), none of them held (64 descriptors:
+/// none to spare for holding), all frozen by the cgroup v1 freezer so that SIGKILL cannot end
+/// them.
+#[test]
+fn survivors_in_a_threaded_cgroup_are_all_counted() {
+    require_cgroup_v2!();
+    let Some(freezer) = common::v1_freezer() else {
+        if common::strict() {
+            panic!("no cgroup v1 freezer hierarchy mounted: this test needs one");
+        }
+        eprintln!("SKIPPED survivors_in_a_threaded_cgroup_are_all_counted: no v1 freezer");
+        return;
+    };
+    let cg = TestCgroup::new("v1frozen-thr");
+    let t = cg.child("t");
+    std::fs::write(t.join("cgroup.type"), "threaded").unwrap();
+    let v1 = freezer.join(&cg.rel[1..]);
+    std::fs::create_dir(&v1).unwrap();
+    struct Thaw(std::path::PathBuf);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+            let t = Instant::now();
+            while std::fs::remove_dir(&self.0).is_err() && t.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+    // Just past the 200 remembered, so that the look-ups fit the listing's 150 ms even under
+    // emulation.
+    let n = 210;
+    let mut p = cg.spawn_in(
+        &t,
+        &format!(
+            "echo $$ > '{}'; for i in $(seq {n}); do sleep 1000 & done; echo ready; wait",
+            v1.join("cgroup.procs").display()
+        ),
+    );
+    p.wait_line("ready");
+    let thaw = Thaw(v1.clone());
+    assert!(wait_until(Duration::from_secs(5), || {
+        read(&t.join("cgroup.threads")).lines().count() == n + 1
+    }));
+    std::fs::write(v1.join("freezer.state"), "FROZEN").unwrap();
+    assert!(wait_until(Duration::from_secs(10), || read(
+        &v1.join("freezer.state")
+    )
+    .trim()
+        == "FROZEN"));
+    let rel = format!("{}/t", cg.rel);
+    // The signal pass must meet them all (it remembers the first 200): scaled under emulation.
+    let grace = format!("{}ms", common::slow(Duration::from_millis(300)).as_millis());
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(r#"ulimit -n 64 && exec "$0" "$@""#)
+        .arg(common::bin())
+        .args([
+            "stop",
+            "--json",
+            "--grace",
+            &grace,
+            "--kill-timeout",
+            "1s",
+            &rel,
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(4), "{v}");
+    let other: Vec<String> = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.to_string())
+        .filter(|w| !w.contains("v1 freezer"))
+        .collect();
+    assert_eq!(v["survivors_total"], n + 1, "{} {other:?}", v["errors"]);
+    // Nothing ran out of descriptors: the memory releases, too, keep within the budget.
+    assert_eq!(v["errors"]["count"], 0, "{}", v["errors"]);
+    assert_eq!(
+        v["survivors"][0]["mrelease_error"],
+        "not tried: no descriptor to spare"
+    );
+    assert_eq!(v["survivors"].as_array().unwrap().len(), 100);
+    drop(thaw);
+    assert!(wait_until(Duration::from_secs(10), || !cg.populated()));
+    p.wait();
+}
+
 #[test]
 fn already_empty_cgroup_is_reported_empty() {
     require_cgroup_v2!();

@@ -772,6 +772,10 @@ impl MemoryRelease for FakeRelease {
         self.started.insert(pid, p);
         *self.world.0.borrow_mut().releases.entry(pid).or_default() += 1;
     }
+    fn prune(&mut self) -> usize {
+        self.started.retain(|_, p| !p.has_exited());
+        self.started.len()
+    }
     fn collect(&mut self, out: &mut [Survivor], _until: std::time::Instant) {
         for s in out {
             if self.started.contains_key(&s.pid) {
