@@ -1105,3 +1105,24 @@ fn memory_releases_keep_within_the_descriptor_budget() {
         assert_eq!(untried, 5 - started, "{o:?}");
     });
 }
+
+/// A child forked on the signal (a shell's trap starting a helper) is found by the step's next
+/// enumeration pass, at once: not left to the listing before the final kill.
+#[test]
+fn a_child_forked_on_the_signal_is_signalled_by_the_next_pass() {
+    paused(async {
+        let w = Fake::new();
+        let sh = w.spawn(Spec::new("sh").on(Signal::TERM, Reaction::Fork));
+        let o = stop(&w, &term(1000), &StopOptions::default()).await;
+        let child = sh + 1;
+        assert!(
+            w.log()
+                .iter()
+                .any(|l| l == &format!("0 SIGTERM sh-child[{child}]")),
+            "{:?}",
+            w.log()
+        );
+        assert_eq!(o.steps[0].signalled, 2, "{o:?}");
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+    });
+}

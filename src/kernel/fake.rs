@@ -46,6 +46,9 @@ pub enum Reaction {
     Exit { after: Duration, code: i32 },
     /// Ignored (or blocked).
     Ignore,
+    /// Forks a child at once (a shell's trap starting a helper), which ignores that signal; the
+    /// process itself goes on.
+    Fork,
 }
 
 /// A process of the world, as a test describes it.
@@ -602,6 +605,12 @@ impl State {
                 self.at(now + after, Event::Exit(pid, code << 8));
             }
             Reaction::Ignore => {}
+            Reaction::Fork => {
+                let child = Spec::new(&format!("{}-child", p.spec.comm))
+                    .in_cgroup(p.spec.cg)
+                    .ignores(sig);
+                self.spawn(child);
+            }
         }
     }
 
