@@ -1687,16 +1687,21 @@ fn unreaped_exits_cannot_hold_up_the_stop() {
     require!(common::installed("python3"));
     let tc = TestCgroup::new("unreaped");
     // The parent stays outside the cgroup and never waits for its 150 children, which join
-    // the cgroup and sleep until SIGTERM.
+    // the cgroup and sleep until SIGTERM; the last of them takes 300 ms more to exit.
     let parent = r#"
 import os, sys, time
+SLOW = "import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: (time.sleep(0.3), sys.exit(0)))\ntime.sleep(1000)"
 procs = os.path.join(sys.argv[1], "cgroup.procs")
-for _ in range(150):
-    if os.fork() == 0:
+for i in range(150):
+    pid = os.fork()
+    if pid == 0:
         with open(procs, "w") as f:
             f.write("0")
+        if i == 149:
+            os.execvp("python3", ["python3", "-c", SLOW])
         os.execvp("sleep", ["sleep", "1000"])
-print("ready", flush=True)
+    last = pid
+print("ready", last, flush=True)
 time.sleep(1000)
 "#;
     let mut p = common::Proc::new(
@@ -1708,16 +1713,35 @@ time.sleep(1000)
             .spawn()
             .unwrap(),
     );
-    p.wait_line("ready");
+    let last: i64 = p
+        .wait_prefix("ready")
+        .split_whitespace()
+        .last()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The 150, the slow one with its SIGTERM handler in place.
+    let term_caught = || {
+        read(Path::new(&format!("/proc/{last}/status")))
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
+            .is_some_and(|m| m & (1 << 14) != 0)
+    };
     assert!(wait_until(slow(Duration::from_secs(10)), || tc
         .pids()
         .len()
-        == 150));
+        == 150
+        && term_caught()));
     let out = gracekill(&["stop", "--grace", "5s", "--json", &tc.rel]);
     let v = json(&out);
     assert_eq!(v["outcome"], "graceful", "{v}");
     let exits = v["exits"].as_array().unwrap();
     assert_eq!(exits.len(), 100, "the first 99 and the last: {v}");
+    assert!(
+        exits.last().unwrap()["pid"] == last,
+        "the last to exit is kept (pid {last}): {v}"
+    );
     assert!(
         exits
             .iter()
