@@ -1557,12 +1557,13 @@ impl<K: Kernel> Engine<'_, K> {
             self.k
                 .record_final_kill(self.cg, self.k.now_ns(), "cgroup.kill");
             match kill.write_kill() {
-                Ok(()) => {
+                // Removed meanwhile (it emptied: a populated cgroup cannot be removed), or
+                // written: either way, what the stop signalled and holds is killed too.
+                // cgroup.kill signals each process through its leader, and silently spares a
+                // process whose leader has exited (`pthread_exit`) while its other threads live
+                // on; and a process the stop holds may have moved itself out.
+                Ok(()) | Err(Errno::NOENT | Errno::NODEV) => {
                     tracing::debug!(cgroup = %self.cg.rel(), "final kill via cgroup.kill");
-                    // cgroup.kill signals each process through its leader, and silently
-                    // spares a process whose leader has exited (`pthread_exit`) while its other
-                    // threads live on: SIGKILL every process we hold through its pidfd too
-                    // (those reached through a threaded child cgroup included).
                     for p in self.w.tracked() {
                         let _ = p.send_signal(Signal::KILL);
                     }
@@ -1571,8 +1572,6 @@ impl<K: Kernel> Engine<'_, K> {
                     }
                     return Ok(("cgroup.kill", 0));
                 }
-                // Removed meanwhile: whatever was in it is gone.
-                Err(Errno::NOENT | Errno::NODEV) => return Ok(("cgroup.kill", 0)),
                 // A threaded cgroup (or one made threaded since): the fallback kills, as
                 // designed for it.
                 Err(Errno::OPNOTSUPP) => {
