@@ -172,7 +172,7 @@ impl Watcher {
 
     /// Closes tracked pidfds until at most `keep` remain (out of descriptors: waking on them is
     /// only an optimization; `cgroup.events` still reports emptiness). The pidfds kept for exit
-    /// statuses go first: those statuses are then reported as unknown.
+    /// statuses go first: those exits are then missing from the timeline.
     pub fn shed(&mut self, keep: usize) {
         self.exited.clear();
         let extra: Vec<u64> = self
