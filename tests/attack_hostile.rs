@@ -1237,28 +1237,34 @@ fn a_wedged_mmap_lock_cannot_hold_up_the_kill() {
     assert!(!tc.populated());
 }
 
+/// Starts the `zombie_leader` helper in cgroup `from`: its leader exits there and its live
+/// thread writes its tid to `to` (a `cgroup.procs` or `cgroup.threads`). Returns the process,
+/// its tgid and the live thread's tid, once it is ready.
+fn start_zombie_leader(tc: &TestCgroup, from: &Path, to: &Path) -> (common::Proc, i32, i32) {
+    let zl = common::c_helper("zombie_leader");
+    let p = tc.spawn_in(
+        from,
+        &format!(
+            "exec '{}' '{}' '{}'",
+            zl.display(),
+            from.join("cgroup.procs").display(),
+            to.display()
+        ),
+    );
+    let ready = p.wait_prefix("ready");
+    let mut w = ready.split_whitespace().map(|x| x.parse().unwrap());
+    let (tgid, tid) = (w.next().unwrap(), w.next().unwrap());
+    (p, tgid, tid)
+}
+
 #[test]
 fn a_process_whose_leader_exited_is_stopped_where_its_threads_live() {
     require_cgroup_v2!();
-    let zl = common::c_helper("zombie_leader");
     // Domain siblings: the leader exits (a zombie, still listed in a/cgroup.procs while a
     // shows `populated 0`); its live thread moves to b, whose cgroup.procs stays empty.
     let tc = TestCgroup::new("zombie-leader");
     let (a, b) = (tc.child("a"), tc.child("b"));
-    let p = tc.spawn_in(
-        &a,
-        &format!(
-            "exec '{}' '{}' '{}'",
-            zl.display(),
-            a.join("cgroup.procs").display(),
-            b.join("cgroup.procs").display()
-        ),
-    );
-    let ready = p.wait_prefix("ready");
-    let (tgid, tid): (i32, i32) = {
-        let mut w = ready.split_whitespace().map(|x| x.parse().unwrap());
-        (w.next().unwrap(), w.next().unwrap())
-    };
+    let (_p, tgid, tid) = start_zombie_leader(&tc, &a, &b.join("cgroup.procs"));
     assert_eq!(
         read(&b.join("cgroup.procs")).trim(),
         "",
@@ -1292,7 +1298,6 @@ fn a_process_whose_leader_exited_is_stopped_where_its_threads_live() {
 #[test]
 fn an_exited_leader_in_a_threaded_child_cannot_hide_its_thread_in_the_parent() {
     require_cgroup_v2!();
-    let zl = common::c_helper("zombie_leader");
     // P's leader exits in the threaded child a; its live thread moves up into the target
     // itself, now "domain threaded". The target's cgroup.procs lists P (it lists the whole
     // threaded subtree), but P's leader is in a; a's cgroup.threads lists no one (a dead
@@ -1302,20 +1307,7 @@ fn an_exited_leader_in_a_threaded_child_cannot_hide_its_thread_in_the_parent() {
         let tc = TestCgroup::new("zl-up");
         let a = tc.child("a");
         std::fs::write(a.join("cgroup.type"), "threaded").unwrap();
-        let p = tc.spawn_in(
-            &a,
-            &format!(
-                "exec '{}' '{}' '{}'",
-                zl.display(),
-                a.join("cgroup.procs").display(),
-                tc.path.join("cgroup.threads").display()
-            ),
-        );
-        let ready = p.wait_prefix("ready");
-        let (tgid, tid): (i32, i32) = {
-            let mut w = ready.split_whitespace().map(|x| x.parse().unwrap());
-            (w.next().unwrap(), w.next().unwrap())
-        };
+        let (_p, tgid, tid) = start_zombie_leader(&tc, &a, &tc.path.join("cgroup.threads"));
         assert_eq!(read(&tc.path.join("cgroup.procs")).trim(), tgid.to_string());
         assert_eq!(
             read(&tc.path.join("cgroup.threads")).trim(),
@@ -1356,20 +1348,11 @@ fn an_exited_leader_in_a_threaded_child_cannot_hide_its_thread_in_the_parent() {
 #[test]
 fn cgroup_kill_sparing_an_exited_leader_does_not_spare_the_process() {
     require_cgroup_v2!();
-    let zl = common::c_helper("zombie_leader");
     for fd_limit in [1024, 64] {
         // No migration: the live thread stays with its exited leader. cgroup.kill is a no-op
         // for such a process; a stop signal it ignores (SIGWINCH) makes the final kill needed.
         let tc = TestCgroup::new("kill-spares");
-        let procs = tc.path.join("cgroup.procs");
-        let p = tc.spawn(&format!(
-            "exec '{}' '{}' '{}'",
-            zl.display(),
-            procs.display(),
-            procs.display()
-        ));
-        let ready = p.wait_prefix("ready");
-        let tgid: i32 = ready.split_whitespace().next().unwrap().parse().unwrap();
+        let (_p, tgid, _) = start_zombie_leader(&tc, &tc.path, &tc.path.join("cgroup.procs"));
         // With 64 descriptors no pidfd is held: the kill rounds must find it again.
         let out = gracekill_with_fd_limit(
             fd_limit,
@@ -1440,32 +1423,12 @@ fn process_mode_never_reports_graceful_while_the_cgroup_is_populated() {
 #[test]
 fn exited_leaders_placed_crosswise_are_both_stopped() {
     require_cgroup_v2!();
-    let zl = common::c_helper("zombie_leader");
     // P's leader sits in a with its live thread in b; Q's the other way round. Each cgroup
     // lists the other's exited leader, so cgroup.procs alone finds neither live thread.
     let tc = TestCgroup::new("crosswise");
     let (a, b) = (tc.child("a"), tc.child("b"));
-    let start = |from: &Path, to: &Path| {
-        let p = tc.spawn_in(
-            from,
-            &format!(
-                "exec '{}' '{}' '{}'",
-                zl.display(),
-                from.join("cgroup.procs").display(),
-                to.join("cgroup.procs").display()
-            ),
-        );
-        let tgid: i32 = p
-            .wait_prefix("ready")
-            .split_whitespace()
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        (p, tgid)
-    };
-    let (_p, p) = start(&a, &b);
-    let (_q, q) = start(&b, &a);
+    let (_p, p, _) = start_zombie_leader(&tc, &a, &b.join("cgroup.procs"));
+    let (_q, q, _) = start_zombie_leader(&tc, &b, &a.join("cgroup.procs"));
     let out = gracekill(&[
         "stop",
         "--grace",

@@ -308,6 +308,19 @@ fn forced_fallback_kills_a_fork_loop_completely() {
     }
 }
 
+/// Thaws (and removes) a cgroup v1 freezer cgroup when dropped.
+struct Thaw(std::path::PathBuf);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+        let t = Instant::now();
+        while std::fs::remove_dir(&self.0).is_err() && t.elapsed() < Duration::from_secs(10) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 #[test]
 fn v1_frozen_process_is_reported_as_a_survivor() {
     require_cgroup_v2!();
@@ -323,16 +336,6 @@ fn v1_frozen_process_is_reported_as_a_survivor() {
     let cg = TestCgroup::new("v1frozen");
     let v1 = freezer.join(&cg.rel[1..]);
     std::fs::create_dir(&v1).unwrap();
-    struct Thaw(std::path::PathBuf);
-    impl Drop for Thaw {
-        fn drop(&mut self) {
-            let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
-            let t = Instant::now();
-            while std::fs::remove_dir(&self.0).is_err() && t.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
     let mut p = cg.spawn("echo ready; while :; do sleep 1 & wait $!; done");
     p.wait_line("ready");
     // Declared after `p`, so on a failed assertion it drops (thaws) first: reaping a frozen
@@ -410,16 +413,6 @@ fn survivors_in_a_threaded_cgroup_are_all_counted() {
     std::fs::write(t.join("cgroup.type"), "threaded").unwrap();
     let v1 = freezer.join(&cg.rel[1..]);
     std::fs::create_dir(&v1).unwrap();
-    struct Thaw(std::path::PathBuf);
-    impl Drop for Thaw {
-        fn drop(&mut self) {
-            let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
-            let t = Instant::now();
-            while std::fs::remove_dir(&self.0).is_err() && t.elapsed() < Duration::from_secs(10) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
     // Just past the 200 remembered, so that the look-ups fit the listing's 150 ms even under
     // emulation.
     let n = 210;
