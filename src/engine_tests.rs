@@ -1074,6 +1074,27 @@ fn a_later_look_that_cannot_list_does_not_erase_the_survivors() {
         assert_eq!(o.outcome, Verdict::Survivors, "{o:?}");
         assert_eq!(o.survivors_total, 3, "{o:?}");
         assert_eq!(o.survivors.len(), 3, "{o:?}");
+
+        // Nor does such a look keep one that has exited since: a process slow to die of
+        // SIGKILL (not stuck) is no survivor once gone.
+        let w = Fake::new();
+        let slow = w.spawn(
+            Spec::new("slow")
+                .ignores(Signal::TERM)
+                .dies_after(1200 * MS),
+        );
+        for i in 0..2 {
+            w.spawn(
+                Spec::new(&format!("stuck{i}"))
+                    .ignores(Signal::TERM)
+                    .stuck(),
+            );
+        }
+        w.refuse_listing_after(1600 * MS);
+        let o = stop(&w, &term(500), &StopOptions::default()).await;
+        assert_eq!(w.exit_of(slow).map(|e| e.1), Some(9));
+        assert_eq!(o.survivors_total, 2, "{o:?}");
+        assert!(o.survivors.iter().all(|s| s.pid != slow), "{o:?}");
     });
 }
 

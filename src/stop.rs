@@ -1738,12 +1738,22 @@ impl<K: Kernel> Engine<'_, K> {
                 return Ok((Vec::new(), 0));
             }
             let before = n;
-            let (later, m, whole) = self.survivors();
-            // A look that could not list the subtree (the task made its lists unreadable, or
-            // the stopper ran out of descriptors) says nothing about the number falling: the
-            // last whole look stands (the warning says the listing was incomplete).
-            if !whole && m < before {
-                break;
+            let (mut later, mut m, whole) = self.survivors();
+            if !whole {
+                // A look that could not list the whole subtree (the task made some lists
+                // unreadable, or the stopper ran short of descriptors): the earlier survivors it
+                // did not list are looked at again, one by one, and kept while still there.
+                let listed: std::collections::HashSet<i32> = later.iter().map(|s| s.pid).collect();
+                for old in &survivors {
+                    if listed.contains(&old.pid) {
+                        continue;
+                    }
+                    let now = self.k.describe(old.pid);
+                    if !now.state.is_empty() && (now.state != "Z" || !now.threads.is_empty()) {
+                        later.push(now);
+                        m += 1;
+                    }
+                }
             }
             (survivors, n) = (later, m);
             if n >= before {
