@@ -1147,3 +1147,33 @@ fn a_child_forked_on_the_signal_is_signalled_by_the_next_pass() {
         assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
     });
 }
+
+/// Process mode, the watcher refusing the main process: its exit is seen at the step's
+/// deadline at the latest, and ends the stop there, without the later steps, a false "nothing
+/// was signalled" or a kill of nobody.
+#[test]
+fn an_unwatched_main_process_that_exits_ends_the_stop_at_the_deadline() {
+    paused(async {
+        let w = Fake::new();
+        w.refuse_watch();
+        let main = w.spawn(Spec::new("main").flushes(Signal::TERM, 100 * MS));
+        let helper = w.spawn(Spec::new("helper"));
+        let p = policy(
+            &[(Signal::TERM, 1000), (Signal::INT, 1000)],
+            1000,
+            KillMode::Process,
+        );
+        let o = stop(&w, &p, &with_main(main)).await;
+        assert_eq!(o.outcome, Verdict::Remaining, "{o:?}");
+        assert_eq!(signals(&o), ["SIGTERM"], "{o:?}");
+        assert!((1000.0..1010.0).contains(&o.elapsed_ms), "{}", o.elapsed_ms);
+        assert!(
+            !o.warnings
+                .iter()
+                .any(|m| m.contains("nothing was signalled")),
+            "{o:?}"
+        );
+        assert_eq!(w.exit_of(main).map(|e| e.1), Some(0));
+        assert!(w.alive(helper));
+    });
+}

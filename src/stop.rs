@@ -669,6 +669,13 @@ impl<K: Kernel> Engine<'_, K> {
                     self.list_before_kill(deadline, signal);
                     continue;
                 }
+                // An unwatched main process (the watcher refused it) is looked for at the
+                // deadline: gone, the step is over as if its exit had been seen.
+                Wake::Deadline | Wake::Frozen
+                    if proc_mode && self.main_unwatched && self.main_process().is_none() =>
+                {
+                    return Ok(GraceEnd::MainGone);
+                }
                 Wake::Deadline | Wake::Frozen => return Ok(GraceEnd::Deadline),
                 Wake::TrackedGone if proc_mode => return Ok(GraceEnd::MainGone),
                 Wake::TrackedGone => {}
@@ -1490,9 +1497,9 @@ impl<K: Kernel> Engine<'_, K> {
     async fn final_kill_main(mut self) -> Result<Outcome> {
         let at = Instant::now();
         let mut killed = Vec::new();
-        // Whether its exit is watched; if the watcher refuses it, the kill timeout is waited
-        // out before it is looked at again.
-        let mut watched = false;
+        // Whether its exit is watched (nothing to watch without it); if the watcher refuses it,
+        // the kill timeout is waited out before it is looked at again.
+        let mut watched = true;
         if let Some(main) = self.main_process() {
             match main.send_signal(Signal::KILL) {
                 Ok(true) => killed.push(Killed {
