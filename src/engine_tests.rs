@@ -1177,3 +1177,25 @@ fn an_unwatched_main_process_that_exits_ends_the_stop_at_the_deadline() {
         assert!(w.alive(helper));
     });
 }
+
+/// The same failure on the fallback's path (no `cgroup.kill`), the watcher breaking once the
+/// first pass has signalled: the kill round still SIGKILLs every member and thaws the cgroup.
+#[test]
+fn an_engine_failure_on_the_fallback_path_still_kills_and_thaws() {
+    paused(async {
+        let w = Fake::new();
+        w.without_cgroup_kill();
+        w.break_watcher_after_refreshes(1);
+        let pids: Vec<i32> = (0..3)
+            .map(|i| w.spawn(Spec::new(&format!("p{i}")).ignores(Signal::TERM)))
+            .collect();
+        let cg = w.cgroup(0);
+        let r = run_engine(&w, &cg, &term(500), &StopOptions::default()).await;
+        assert!(r.is_err(), "{r:?}");
+        for p in pids {
+            assert_eq!(w.signals_of(p)[0], "SIGTERM", "{:?}", w.log());
+            assert_eq!(w.exit_of(p), Some((0.0, 9)), "{:?}", w.log());
+        }
+        assert!(!w.freeze_written(0), "left frozen: {:?}", w.log());
+    });
+}

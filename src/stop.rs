@@ -282,7 +282,7 @@ pub(crate) async fn run_engine<K: Kernel>(
         own_threads: HashMap::new(),
         last_not_member: None,
         main_unwatched: false,
-        signalling: false,
+        sent_any: false,
         release: k.memory_release(),
         pre_kill: None,
     };
@@ -430,8 +430,8 @@ struct Engine<'a, K: Kernel> {
     last_not_member: Option<i32>,
     /// The main process was signalled but the watcher refused it: its exit cannot end a grace.
     main_unwatched: bool,
-    /// The first stop signal may have gone out.
-    signalling: bool,
+    /// A stop signal has gone out to some process.
+    sent_any: bool,
     /// The survivors' memory release, each process once in the stop.
     release: K::Release,
 }
@@ -537,7 +537,7 @@ impl<K: Kernel> Engine<'_, K> {
             Ok(StepsEnd::MainGone) => Ok(self.remaining(None)),
             Ok(StepsEnd::KillDue) => self.final_kill().await,
             // Nothing signalled yet: nothing to finish.
-            Err(e) if self.steps.is_empty() && !self.signalling => Err(e),
+            Err(e) if !self.sent_any => Err(e),
             Err(e) => {
                 // The engine itself failed once signals had gone out (its event loop, not the
                 // task: what a task can make fail is counted in `errors` and the stop goes on).
@@ -573,7 +573,6 @@ impl<K: Kernel> Engine<'_, K> {
                 .checked_add(step.grace)
                 .unwrap_or_else(|| deadline_after(step.grace));
             self.last_step = i + 1 == self.policy.steps.len();
-            self.signalling = true;
             let signalled = self.signal_step(step.signal, deadline, i == 0)?;
             if self.last_step {
                 // Including those described in earlier steps.
@@ -740,6 +739,7 @@ impl<K: Kernel> Engine<'_, K> {
                     }
                 };
                 if sent {
+                    self.sent_any = true;
                     self.describe_early(main.pid());
                 }
                 if first {
@@ -953,9 +953,14 @@ impl<K: Kernel> Engine<'_, K> {
             };
             // After the read: exits seen so far are forgotten, so a pidfd still held names the
             // listed process (see `Watcher::held`). One epoll_wait instead of a poll per pid.
+            // Failing, the stop's own event loop is broken: a stop signal's pass ends here (the
+            // stop then fails, with its final kill sent at once); a kill pass goes on, as the
+            // kill must.
             if let Err(e) = self.w.refresh() {
-                fatal = Some(e);
-                return ControlFlow::Break(());
+                fatal.get_or_insert(e);
+                if sig != Signal::KILL {
+                    return ControlFlow::Break(());
+                }
             }
             let thread_set: std::collections::HashSet<i32> =
                 members.threads.iter().copied().collect();
@@ -1051,6 +1056,7 @@ impl<K: Kernel> Engine<'_, K> {
         if !threaded && let Some(held) = self.w.held(id) {
             // Alive and holding its pid since the list was read, so it is the listed process.
             let sent = send_all(held, sig, extra)?;
+            self.sent_any |= sent;
             self.step_done.insert(key, true);
             return Ok(sent);
         }
@@ -1107,6 +1113,7 @@ impl<K: Kernel> Engine<'_, K> {
         if !sent {
             return Ok(false);
         }
+        self.sent_any = true;
         if threaded {
             // The process is done for this step, whichever of its ids comes next.
             self.step_done.insert(pidfd.tgid(), false);
@@ -1624,13 +1631,24 @@ impl<K: Kernel> Engine<'_, K> {
         // task in uninterruptible sleep can hold that up, and SIGKILL ends tasks whether frozen
         // or not; anyone forked meanwhile is taken by the next round. Later rounds wait for the
         // freeze to take, up to 1 s and never past the kill deadline.
+        // An error of the stop's own watcher (its event loop) is returned once the round is
+        // done: it must not leave the cgroup frozen, nor spare those held.
+        let mut fatal = None;
         if froze && let Some(d) = deadline {
             let limit = d.min(Instant::now() + Duration::from_secs(1));
-            self.w.wait_frozen(limit).await?;
+            if let Err(e) = self.w.wait_frozen(limit).await {
+                fatal = Some(e);
+            }
         }
         self.step_done.clear();
         self.own_threads.clear();
-        let mut killed = self.pass(Signal::KILL, &[], deadline, false)?;
+        let mut killed = match self.pass(Signal::KILL, &[], deadline, false) {
+            Ok(n) => n,
+            Err(e) => {
+                fatal.get_or_insert(e);
+                0
+            }
+        };
         // Every process held and not listed in this round too: a task that owns its cgroup can
         // make its lists unreadable, and one held was proven a member when it was signalled.
         // (The `cgroup.kill` path does the same for those that write spares.) A process reached
@@ -1669,7 +1687,10 @@ impl<K: Kernel> Engine<'_, K> {
             ));
         }
         tracing::debug!(cgroup = %self.cg.rel(), killed, "fallback kill round");
-        Ok(killed)
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok(killed),
+        }
     }
 
     /// After the final kill: waits for the cgroup to empty, until `deadline`. Whenever every

@@ -203,6 +203,8 @@ struct State {
     watch_refused: bool,
     /// Every wait of the watcher fails (`EBADF`): the engine's own event loop is broken.
     waits_fail: bool,
+    /// How many more refreshes of the watcher succeed; at none left, refreshes and waits fail.
+    refreshes_left: Option<usize>,
     record: Option<FinalKillRecord>,
     budget: usize,
     /// The most pidfds one watcher held at once.
@@ -246,6 +248,7 @@ impl Fake {
             opens_refused_from: None,
             watch_refused: false,
             waits_fail: false,
+            refreshes_left: None,
             record: None,
             budget: 1 << 16,
             peak_held: 0,
@@ -335,6 +338,16 @@ impl Fake {
     /// task can cause).
     pub fn fail_waits(&self) {
         self.0.borrow_mut().waits_fail = true;
+    }
+
+    /// After `n` more refreshes the watcher breaks: every refresh and wait fails from then on.
+    pub fn break_watcher_after_refreshes(&self, n: usize) {
+        self.0.borrow_mut().refreshes_left = Some(n);
+    }
+
+    /// Whether `cgroup.freeze` of `cg` is written `1`.
+    pub fn freeze_written(&self, cg: usize) -> bool {
+        self.0.borrow().cgroups[cg].freeze
     }
 
     /// The stop may hold this many pidfds at once.
@@ -857,6 +870,12 @@ pub struct FakeWatch {
 }
 
 impl FakeWatch {
+    /// Is the watcher's event loop broken (see [`Fake::fail_waits`])?
+    fn broken(&self) -> bool {
+        let s = self.world.0.borrow();
+        s.waits_fail || s.refreshes_left == Some(0)
+    }
+
     /// Moves the held processes that have exited to the exits, as the real watcher's drain does.
     fn drain(&mut self) {
         let gone: Vec<i32> = self
@@ -926,6 +945,13 @@ impl TaskWatch for FakeWatch {
         self.tracked.get(&pid)
     }
     fn refresh(&mut self) -> Result<()> {
+        let mut s = self.world.0.borrow_mut();
+        match &mut s.refreshes_left {
+            Some(0) => return Err(Error::os("epoll_wait", Path::new("/task"), Errno::BADF)),
+            Some(n) => *n -= 1,
+            None => {}
+        }
+        drop(s);
         self.drain();
         Ok(())
     }
@@ -947,7 +973,7 @@ impl TaskWatch for FakeWatch {
         stop_when_tracked_gone: bool,
         mut on_wake: impl FnMut(&Self),
     ) -> Result<Wake> {
-        if self.world.0.borrow().waits_fail {
+        if self.broken() {
             return Err(Error::os("epoll_wait", Path::new("/task"), Errno::BADF));
         }
         loop {
@@ -966,6 +992,9 @@ impl TaskWatch for FakeWatch {
         }
     }
     async fn wait_frozen(&mut self, deadline: Instant) -> Result<Wake> {
+        if self.broken() {
+            return Err(Error::os("epoll_wait", Path::new("/task"), Errno::BADF));
+        }
         loop {
             self.drain();
             let ev = self.state()?;
