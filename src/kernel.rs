@@ -139,6 +139,10 @@ pub(crate) trait TaskWatch: Sized {
     async fn wait_reaped(&mut self, until: Instant, patient: Option<(i32, Instant)>) -> Result<()>;
     /// The exits seen, in order, with when each was seen.
     fn take_exits(&mut self) -> Vec<(Self::Proc, Instant)>;
+    /// Why the watcher is blind (no epoll watch could be had: see `watch.rs`), if it is.
+    fn blind(&self) -> Option<String> {
+        None
+    }
 }
 
 /// What the final kill writes, opened before the first signal.
@@ -348,6 +352,9 @@ impl TaskWatch for Watcher {
     }
     fn take_exits(&mut self) -> Vec<(PidFd, Instant)> {
         Watcher::take_exits(self)
+    }
+    fn blind(&self) -> Option<String> {
+        Watcher::blind(self).map(str::to_string)
     }
 }
 

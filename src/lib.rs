@@ -86,6 +86,6 @@ pub use error::{Error, ErrorKind, Result};
 pub use policy::{KillMode, Policy, Signal, Step};
 pub use report::{Outcome, Verdict};
 pub use stop::{
-    KillMethod, Progress, StopOptions, stop, stop_blocking, stop_named, stop_named_blocking,
-    stop_task, stop_task_blocking,
+    KillMethod, Progress, StopOptions, StopRuntime, stop, stop_blocking, stop_named,
+    stop_named_blocking, stop_task, stop_task_blocking,
 };

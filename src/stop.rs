@@ -255,6 +255,7 @@ pub(crate) async fn run_engine<K: Kernel>(
         }
         Err(e) => return Err(e),
     };
+    let blind = w.blind();
     let mut engine = Engine {
         k,
         cg,
@@ -291,6 +292,12 @@ pub(crate) async fn run_engine<K: Kernel>(
         return Ok(engine.outcome(Verdict::Empty, Some(t0), Vec::new(), 0, Vec::new(), 0));
     }
     engine.kill = Some(k.kill_path(cg, opts.kill_method)?);
+    if let Some(why) = blind {
+        engine.warnings.push(format!(
+            "no epoll watch could be had ({why}): the stop waited with poll(2) on cgroup.events \
+             alone, without waking on process exits or waiting for exit statuses"
+        ));
+    }
     engine.run().await
 }
 
@@ -302,17 +309,66 @@ pub fn stop_blocking(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result
     runtime(cg)?.block_on(stop(cg, policy, opts))
 }
 
-fn runtime(cg: &Cgroup) -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            Error::os(
-                "create tokio runtime for",
-                cg.path(),
-                crate::cgroup::errno_of(&e),
-            )
-        })
+fn runtime(cg: &Cgroup) -> Result<StopRuntime> {
+    StopRuntime::new().map_err(|e| {
+        Error::os(
+            "create tokio runtime for",
+            cg.path(),
+            crate::cgroup::errno_of(&e),
+        )
+    })
+}
+
+/// A single-threaded tokio runtime for a stop, as the blocking calls and the CLI use: with
+/// tokio's I/O driver, or, when that cannot be had for lack of epoll watches, memory or
+/// descriptors (a task of the same user can use up `fs.epoll.max_user_watches`), with timers
+/// only, its stops' watchers blind (they wait with `poll(2)`; see `watch.rs`).
+pub struct StopRuntime {
+    rt: tokio::runtime::Runtime,
+    /// Why it has no I/O driver.
+    no_io: Option<String>,
+}
+
+impl StopRuntime {
+    /// Builds it.
+    ///
+    /// # Errors
+    /// Neither runtime could be built.
+    pub fn new() -> std::io::Result<StopRuntime> {
+        let with_io = if std::env::var_os("GRACEKILL_FORCE_NO_IO_RUNTIME").is_some_and(|v| v == "1")
+        {
+            Err(std::io::Error::other(
+                "forced (GRACEKILL_FORCE_NO_IO_RUNTIME=1)",
+            ))
+        } else {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        };
+        match with_io {
+            Ok(rt) => Ok(StopRuntime { rt, no_io: None }),
+            // Whatever kept the I/O driver from being built (its epoll registrations refused,
+            // as a task of the same user can make them): timers only.
+            Err(e) => match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
+                Ok(rt) => Ok(StopRuntime {
+                    rt,
+                    no_io: Some(format!("no tokio I/O driver: {e}")),
+                }),
+                Err(_) => Err(e),
+            },
+        }
+    }
+
+    /// Runs `f` to completion on it.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        match &self.no_io {
+            Some(why) => crate::watch::without_io(why.clone(), || self.rt.block_on(f)),
+            None => self.rt.block_on(f),
+        }
+    }
 }
 
 fn membership_name() -> &'static str {

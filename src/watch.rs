@@ -11,7 +11,15 @@
 //! Deadlines are a `timerfd` (`CLOCK_MONOTONIC`, armed for the absolute deadline) in the same
 //! epoll set: a kernel timer with nanosecond resolution, where tokio's timer wheel rounds up to
 //! the next millisecond.
+//!
+//! Without epoll watches to spare (`epoll_ctl` answers `ENOSPC` once a task of the same user
+//! holds `fs.epoll.max_user_watches` of them, `ENOMEM` under memory pressure), the watcher is
+//! *blind*: a wait is `poll(2)` on `cgroup.events` alone, with the deadline as its timeout, on
+//! tokio's blocking pool (poll needs no watch); exits are found by polling the held pidfds in
+//! one `poll(2)` whenever asked, not woken on; no exit status is waited for. The stop still
+//! signals, waits for `populated 0` and kills on time.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
@@ -47,10 +55,13 @@ pub enum Wake {
 /// Watches one cgroup and the processes the engine has opened in it.
 #[derive(Debug)]
 pub struct Watcher {
-    epoll: AsyncFd<OwnedFd>,
+    /// The epoll set and the deadline's timerfd in it; `None`: blind (see the module docs).
+    epoll: Option<(AsyncFd<OwnedFd>, OwnedFd)>,
+    /// Why it is blind.
+    blind: Option<String>,
+    /// The deadline of the current wait, for a blind wait.
+    deadline: Cell<Option<Instant>>,
     events: EventsFile,
-    /// The deadline of the current wait.
-    timer: OwnedFd,
     /// Tracked pidfds by epoll key.
     tracked: HashMap<u64, PidFd>,
     /// pid -> key, for the pids currently tracked.
@@ -68,12 +79,51 @@ pub struct Watcher {
 pub const MAX_EXITS: usize = crate::report::MAX_LISTED;
 
 impl Watcher {
-    /// Starts watching `cg`'s `cgroup.events`.
+    /// Starts watching `cg`'s `cgroup.events`: blind (see the module docs) when no epoll watch
+    /// can be had, or when `GRACEKILL_FORCE_BLIND_WATCH=1` asks for it (tests).
     ///
     /// # Errors
-    /// Opening the file (missing on the root cgroup) or creating the epoll instance.
+    /// Opening the file (missing on the root cgroup); creating the epoll set or its timer for
+    /// another reason than a shortage.
     pub fn new(cg: &Cgroup) -> Result<Watcher> {
         let events = cg.open_events()?;
+        let forced = std::env::var_os("GRACEKILL_FORCE_BLIND_WATCH").is_some_and(|v| v == "1");
+        let (epoll, blind) = if forced {
+            (
+                None,
+                Some("forced (GRACEKILL_FORCE_BLIND_WATCH=1)".to_string()),
+            )
+        } else if let Some(why) = NO_IO_RUNTIME.with(|c| {
+            let why = c.take();
+            c.set(why.clone());
+            why
+        }) {
+            (None, Some(why))
+        } else {
+            match Self::epoll_set(cg, &events) {
+                Ok(set) => (Some(set), None),
+                Err(e) if is_shortage(&e) => (None, Some(e.to_string())),
+                Err(e) => return Err(e),
+            }
+        };
+        if let Some(why) = &blind {
+            tracing::warn!(cgroup = %cg.rel(), why, "no epoll watch: waiting with poll(2) on cgroup.events alone");
+        }
+        Ok(Watcher {
+            epoll,
+            blind,
+            deadline: Cell::new(None),
+            events,
+            tracked: HashMap::new(),
+            by_pid: HashMap::new(),
+            next_key: 1,
+            exited: Vec::new(),
+            reaps_pending: 0,
+        })
+    }
+
+    /// The epoll set holding `events` and a deadline timerfd, registered with tokio.
+    fn epoll_set(cg: &Cgroup, events: &EventsFile) -> Result<(AsyncFd<OwnedFd>, OwnedFd)> {
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC)
             .map_err(|e| Error::os("epoll_create for", cg.path(), e))?;
         epoll::add(
@@ -102,16 +152,12 @@ impl Watcher {
                 crate::cgroup::errno_of(&e),
             )
         })?;
-        Ok(Watcher {
-            epoll,
-            events,
-            timer,
-            tracked: HashMap::new(),
-            by_pid: HashMap::new(),
-            next_key: 1,
-            exited: Vec::new(),
-            reaps_pending: 0,
-        })
+        Ok((epoll, timer))
+    }
+
+    /// Why this watcher is blind (see the module docs), if it is.
+    pub fn blind(&self) -> Option<&str> {
+        self.blind.as_deref()
     }
 
     /// Reads `cgroup.events` now (this also re-arms the priority notification).
@@ -130,19 +176,21 @@ impl Watcher {
     pub fn track(&mut self, pidfd: PidFd) -> Result<()> {
         let key = self.next_key;
         self.next_key += 1;
-        epoll::add(
-            self.epoll.get_ref(),
-            pidfd.as_fd(),
-            epoll::EventData::new_u64(key),
-            epoll::EventFlags::IN,
-        )
-        .map_err(|e| {
-            Error::os(
-                "epoll_ctl add pidfd of",
-                std::path::Path::new(&format!("/proc/{}", pidfd.pid())),
-                e,
+        if let Some((ep, _)) = &self.epoll {
+            epoll::add(
+                ep.get_ref(),
+                pidfd.as_fd(),
+                epoll::EventData::new_u64(key),
+                epoll::EventFlags::IN,
             )
-        })?;
+            .map_err(|e| {
+                Error::os(
+                    "epoll_ctl add pidfd of",
+                    std::path::Path::new(&format!("/proc/{}", pidfd.pid())),
+                    e,
+                )
+            })?;
+        }
         if let Some(old) = self.by_pid.insert(pidfd.pid(), key) {
             self.tracked.remove(&old);
         }
@@ -205,7 +253,9 @@ impl Watcher {
             }
             // Out of the epoll set, since it stays open: an exited pidfd stays readable and
             // would wake every level-triggered wait at once.
-            let _ = epoll::delete(self.epoll.get_ref(), p.as_fd());
+            if let Some((ep, _)) = &self.epoll {
+                let _ = epoll::delete(ep.get_ref(), p.as_fd());
+            }
             if self.exited.len() >= MAX_EXITS {
                 // Full: the first ones and always the latest (which says how the task ended;
                 // the Thermos integration records its status), so the newest replaces the last.
@@ -237,6 +287,10 @@ impl Watcher {
         until: Instant,
         patient: Option<(i32, Instant)>,
     ) -> Result<()> {
+        // Blind: no watch to wait on the reaps with (the statuses taken are reported).
+        let Some((ep, _)) = &self.epoll else {
+            return Ok(());
+        };
         if !exit_info_supported() {
             return Ok(());
         }
@@ -253,7 +307,7 @@ impl Watcher {
             }
             // No event flags: only EPOLLHUP (the reap) and EPOLLERR are reported.
             epoll::add(
-                self.epoll.get_ref(),
+                ep.get_ref(),
                 p.as_fd(),
                 epoll::EventData::new_u64(REAP_BIT | i as u64),
                 epoll::EventFlags::empty(),
@@ -295,15 +349,28 @@ impl Watcher {
     }
 
     /// Waits until something in the epoll set is ready (one wakeup per event: tokio's
-    /// readiness is cleared only when nothing is left to drain).
+    /// readiness is cleared only when nothing is left to drain). Blind: until `cgroup.events`
+    /// changes or the deadline passes (`poll(2)` on a blocking thread, on a duplicate of the
+    /// file's descriptor, so that a wait given up leaves nothing behind but that thread until
+    /// the deadline).
     async fn next_event(&self) -> Result<()> {
-        let mut guard = self.epoll.readable().await.map_err(|e| {
-            Error::os(
-                "wait on epoll for",
-                std::path::Path::new("cgroup.events"),
-                crate::cgroup::errno_of(&e),
-            )
-        })?;
+        let os = |e| Error::os("wait on", std::path::Path::new("cgroup.events"), e);
+        let Some((ep, _)) = &self.epoll else {
+            let deadline = self.deadline.get().map(Instant::into_std);
+            let fd = self
+                .events
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| os(crate::cgroup::errno_of(&e)))?;
+            return tokio::task::spawn_blocking(move || poll_pri(&fd, deadline))
+                .await
+                .map_err(|_| os(rustix::io::Errno::INTR))?
+                .map_err(os);
+        };
+        let mut guard = ep
+            .readable()
+            .await
+            .map_err(|e| os(crate::cgroup::errno_of(&e)))?;
         if !self.drain_peek()? {
             guard.clear_ready();
         }
@@ -323,13 +390,16 @@ impl Watcher {
     /// Fills `buf` (up to its capacity) with what is ready now, without blocking.
     fn ready_now(&self, buf: &mut Vec<epoll::Event>) -> Result<()> {
         buf.clear();
+        let Some((ep, _)) = &self.epoll else {
+            return Ok(());
+        };
         let zero = rustix::time::Timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
         loop {
             match epoll::wait(
-                self.epoll.get_ref(),
+                ep.get_ref(),
                 rustix::buffer::spare_capacity(&mut *buf),
                 Some(&zero),
             ) {
@@ -349,6 +419,9 @@ impl Watcher {
     /// Drains ready epoll events without blocking; forgets exited pidfds. Returns whether
     /// anything was ready.
     fn drain(&mut self) -> Result<bool> {
+        if self.epoll.is_none() {
+            return Ok(self.drain_blind());
+        }
         let mut buf = Vec::with_capacity(64);
         let mut any = false;
         loop {
@@ -360,13 +433,15 @@ impl Watcher {
                     TIMER_KEY => {
                         // Consume the expiration so the (level-triggered) timer reads idle.
                         let mut n = [0u8; 8];
-                        let _ = rustix::io::read(&self.timer, &mut n);
+                        if let Some((_, timer)) = &self.epoll {
+                            let _ = rustix::io::read(timer, &mut n);
+                        }
                     }
                     key if key & REAP_BIT != 0 => {
                         // Reaped: out of the set, or its HUP would wake every wait.
                         let i = usize::try_from(key & !REAP_BIT).unwrap_or(usize::MAX);
-                        if let Some((p, _)) = self.exited.get(i) {
-                            let _ = epoll::delete(self.epoll.get_ref(), p.as_fd());
+                        if let (Some((p, _)), Some((ep, _))) = (self.exited.get(i), &self.epoll) {
+                            let _ = epoll::delete(ep.get_ref(), p.as_fd());
                             self.reaps_pending = self.reaps_pending.saturating_sub(1);
                         }
                     }
@@ -377,6 +452,35 @@ impl Watcher {
                 return Ok(any);
             }
         }
+    }
+
+    /// Blind: the held pidfds that have exited, found by one `poll(2)` of them all (a pidfd is
+    /// readable once its process has exited). Returns whether any had.
+    fn drain_blind(&mut self) -> bool {
+        let keys: Vec<u64> = self.tracked.keys().copied().collect();
+        let gone: Vec<u64> = {
+            let mut fds: Vec<rustix::event::PollFd<'_>> = keys
+                .iter()
+                .map(|k| rustix::event::PollFd::new(&self.tracked[k], rustix::event::PollFlags::IN))
+                .collect();
+            let zero = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // An error leaves them all held: as if none had exited, which is conservative.
+            if rustix::event::poll(&mut fds, Some(&zero)).is_err() {
+                return false;
+            }
+            keys.iter()
+                .zip(&fds)
+                .filter(|(_, f)| !f.revents().is_empty())
+                .map(|(&k, _)| k)
+                .collect()
+        };
+        for &k in &gone {
+            self.exit_seen(k);
+        }
+        !gone.is_empty()
     }
 
     /// Waits until the cgroup is empty or `deadline` passes. With `stop_when_tracked_gone`, also
@@ -450,6 +554,10 @@ impl Watcher {
 
     /// Arms the timerfd for `deadline` (absolute, `CLOCK_MONOTONIC`, which `Instant` is).
     fn arm(&self, deadline: Instant) -> Result<()> {
+        self.deadline.set(Some(deadline));
+        let Some((_, timer)) = &self.epoll else {
+            return Ok(());
+        };
         let left = deadline.saturating_duration_since(Instant::now());
         let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
         // A Duration is at most ~1.8e28 ns: it always fits in an i128.
@@ -475,7 +583,7 @@ impl Watcher {
                 value
             },
         };
-        rustix::time::timerfd_settime(&self.timer, rustix::time::TimerfdTimerFlags::ABSTIME, &spec)
+        rustix::time::timerfd_settime(timer, rustix::time::TimerfdTimerFlags::ABSTIME, &spec)
             .map(drop)
             .map_err(|e| Error::os("timerfd_settime", std::path::Path::new("cgroup.events"), e))
     }
@@ -486,6 +594,60 @@ impl Watcher {
         let mut buf = Vec::with_capacity(1);
         self.ready_now(&mut buf)?;
         Ok(!buf.is_empty())
+    }
+}
+
+thread_local! {
+    /// Set while a stop runs on a runtime built without its I/O driver (see
+    /// [`crate::stop::StopRuntime`]): why. Its watchers are blind.
+    static NO_IO_RUNTIME: Cell<Option<String>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with this thread's watchers blind for `why` (the runtime it drives has no I/O
+/// driver, so nothing can be registered with tokio).
+pub(crate) fn without_io<T>(why: String, f: impl FnOnce() -> T) -> T {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            NO_IO_RUNTIME.with(|c| c.set(None));
+        }
+    }
+    NO_IO_RUNTIME.with(|c| c.set(Some(why)));
+    let _reset = Reset;
+    f()
+}
+
+/// Is `e` a shortage of epoll watches, memory or descriptors (the reasons for a blind watcher)?
+pub(crate) fn is_shortage(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Os {
+            errno: rustix::io::Errno::NOSPC
+                | rustix::io::Errno::NOMEM
+                | rustix::io::Errno::MFILE
+                | rustix::io::Errno::NFILE,
+            ..
+        }
+    )
+}
+
+/// Blocks until `fd` (a `cgroup.events`) reports a change (`POLLPRI`) or `deadline` passes.
+fn poll_pri(
+    fd: &OwnedFd,
+    deadline: Option<std::time::Instant>,
+) -> std::result::Result<(), rustix::io::Errno> {
+    let mut fds = [rustix::event::PollFd::new(
+        fd,
+        rustix::event::PollFlags::PRI,
+    )];
+    let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
+    let timeout = left.map(|l| rustix::time::Timespec {
+        tv_sec: i64::try_from(l.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(l.subsec_nanos()),
+    });
+    match rustix::event::poll(&mut fds, timeout.as_ref()) {
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

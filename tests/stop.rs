@@ -80,6 +80,46 @@ fn proc_membership_proof_also_stops_gracefully() {
     p.wait();
 }
 
+/// Without epoll watches (a task of the stopper's user can use up `fs.epoll.max_user_watches`;
+/// forced here, as that would take gigabytes), the stop waits with poll(2) on cgroup.events: it
+/// is still graceful for a task that flushes, and kills a deaf one at the deadline, not before.
+#[test]
+fn a_stop_without_epoll_watches_is_still_graceful_and_on_time() {
+    require_cgroup_v2!();
+    let blind = [("GRACEKILL_FORCE_BLIND_WATCH", "1")];
+    let cg = TestCgroup::new("blind");
+    std::fs::write(cg.file("app.sh"), FLUSHING_APP).unwrap();
+    let mut p = cg.spawn(r#"bash "$SCRATCH/app.sh"; echo done"#);
+    p.wait_line("ready");
+    let out = gracekill_env(&["stop", "--json", "--grace", "10s", &cg.rel], &blind);
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(0), "{v} {}", stderr(&out));
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    assert_eq!(read(&cg.file("marker")).trim(), "flushed");
+    assert!(v["warnings"].to_string().contains("no epoll watch"), "{v}");
+    p.wait();
+
+    // And on a runtime without tokio's I/O driver, as the CLI falls back to when even the
+    // runtime's own epoll registrations are refused.
+    let blind = [("GRACEKILL_FORCE_NO_IO_RUNTIME", "1")];
+    let mut p = cg.spawn("trap '' TERM; echo ready; while :; do sleep 1 & wait $!; done");
+    p.wait_line("ready");
+    let t = Instant::now();
+    let out = gracekill_env(&["stop", "--json", "--grace", "1s", &cg.rel], &blind);
+    let took = t.elapsed();
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(3), "{v} {}", stderr(&out));
+    let at = v["steps"][1]["at_ms"].as_f64().unwrap();
+    assert!((1000.0..1500.0).contains(&at), "final kill at {at} ms: {v}");
+    assert!(
+        v["warnings"].to_string().contains("no tokio I/O driver"),
+        "{v}"
+    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    assert!(!cg.populated());
+    p.wait();
+}
+
 #[test]
 fn process_ignoring_sigterm_is_killed_after_the_grace() {
     require_cgroup_v2!();

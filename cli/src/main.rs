@@ -562,7 +562,8 @@ fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
     if let Some(l) = &live {
         opts.progress = Some(l.callback());
     }
-    let rt = runtime()?;
+    // Without epoll watches to spare, a runtime without its I/O driver: the stop still runs.
+    let rt = gracekill::StopRuntime::new()?;
     let outcome = rt.block_on(async {
         let ticker = live.as_ref().map(|l| tokio::spawn(l.clone().tick()));
         let r = gracekill::stop_named(&args.task, given, &opts).await;
