@@ -1217,18 +1217,22 @@ impl<K: Kernel> Engine<'_, K> {
         }
         let listed: std::collections::HashSet<i32> = m.ids.iter().copied().collect();
         let mut aliens = Vec::new();
-        for (n, &tid) in m.threads.iter().enumerate() {
+        // The clock is read every few look-ups (not every few threads: the threads known
+        // already could be placed so that a look-up never falls on such a turn).
+        let mut looked_up = 0usize;
+        for &tid in &m.threads {
             if listed.contains(&tid) {
                 continue;
             }
             let tgid = match self.own_threads.get(&tid) {
                 Some(&g) => Some(g),
                 None => {
-                    if n.is_multiple_of(CLOCK_EVERY)
+                    if looked_up.is_multiple_of(CLOCK_EVERY)
                         && deadline.is_some_and(|d| Instant::now() >= d)
                     {
                         break;
                     }
+                    looked_up += 1;
                     self.k.tgid_of(tid)
                 }
             };
@@ -1464,15 +1468,18 @@ impl<K: Kernel> Engine<'_, K> {
     fn thread_processes(&self, tids: &[i32], until: Instant) -> (Vec<i32>, bool) {
         let mut whole = true;
         let mut tgids = Vec::new();
-        for (n, t) in tids.iter().enumerate() {
+        // The clock is read every few look-ups (see `alien_threads`).
+        let mut looked_up = 0usize;
+        for t in tids {
             if let Some(&g) = self.thread_tgid.get(t) {
                 tgids.push(g);
                 continue;
             }
-            if !whole || (n.is_multiple_of(CLOCK_EVERY) && Instant::now() >= until) {
+            if !whole || (looked_up.is_multiple_of(CLOCK_EVERY) && Instant::now() >= until) {
                 whole = false;
                 continue;
             }
+            looked_up += 1;
             if let Some(g) = self.k.tgid_of(*t) {
                 tgids.push(g);
             }
