@@ -14,10 +14,11 @@
 //!
 //! Without epoll watches to spare (`epoll_ctl` answers `ENOSPC` once a task of the same user
 //! holds `fs.epoll.max_user_watches` of them, `ENOMEM` under memory pressure), the watcher is
-//! *blind*: a wait is `poll(2)` on `cgroup.events` alone, with the deadline as its timeout, on
-//! tokio's blocking pool (poll needs no watch); exits are found by polling the held pidfds in
-//! one `poll(2)` whenever asked, not woken on; no exit status is waited for. The stop still
-//! signals, waits for `populated 0` and kills on time.
+//! *blind*: it cannot be woken, so it looks every 10 ms (tokio's timer, which needs no watch,
+//! and no thread): `cgroup.events` is read and the held pidfds polled in one `poll(2)`, exits
+//! and emptiness seen within a tick; no reap is waited for. This is polling, the price of an
+//! attack on the stopper's user; the stop still signals, catches latecomers, waits for
+//! `populated 0` and kills on time, and says it was blind.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -75,6 +76,10 @@ pub struct Watcher {
     reaps_pending: usize,
 }
 
+/// How often a blind watcher looks (see the module docs): the kernel's own rate for
+/// `cgroup.events` notifications.
+const BLIND_TICK: Duration = Duration::from_millis(10);
+
 /// How many exits are kept for the report's timeline (each holds its pidfd until the end).
 pub const MAX_EXITS: usize = crate::report::MAX_LISTED;
 
@@ -107,7 +112,7 @@ impl Watcher {
             }
         };
         if let Some(why) = &blind {
-            tracing::warn!(cgroup = %cg.rel(), why, "no epoll watch: waiting with poll(2) on cgroup.events alone");
+            tracing::warn!(cgroup = %cg.rel(), why, "no epoll watch: looking at cgroup.events and the held pidfds every 10 ms");
         }
         Ok(Watcher {
             epoll,
@@ -349,23 +354,15 @@ impl Watcher {
     }
 
     /// Waits until something in the epoll set is ready (one wakeup per event: tokio's
-    /// readiness is cleared only when nothing is left to drain). Blind: until `cgroup.events`
-    /// changes or the deadline passes (`poll(2)` on a blocking thread, on a duplicate of the
-    /// file's descriptor, so that a wait given up leaves nothing behind but that thread until
-    /// the deadline).
+    /// readiness is cleared only when nothing is left to drain). Blind: one tick.
     async fn next_event(&self) -> Result<()> {
         let os = |e| Error::os("wait on", std::path::Path::new("cgroup.events"), e);
         let Some((ep, _)) = &self.epoll else {
-            let deadline = self.deadline.get().map(Instant::into_std);
-            let fd = self
-                .events
-                .as_fd()
-                .try_clone_to_owned()
-                .map_err(|e| os(crate::cgroup::errno_of(&e)))?;
-            return tokio::task::spawn_blocking(move || poll_pri(&fd, deadline))
-                .await
-                .map_err(|_| os(rustix::io::Errno::INTR))?
-                .map_err(os);
+            // Blind: the next look is one tick away (or at the deadline), on tokio's timer.
+            let next = Instant::now() + BLIND_TICK;
+            let until = self.deadline.get().map_or(next, |d| d.min(next));
+            tokio::time::sleep_until(until).await;
+            return Ok(());
         };
         let mut guard = ep
             .readable()
@@ -420,7 +417,7 @@ impl Watcher {
     /// anything was ready.
     fn drain(&mut self) -> Result<bool> {
         if self.epoll.is_none() {
-            return Ok(self.drain_blind());
+            return self.drain_blind();
         }
         let mut buf = Vec::with_capacity(64);
         let mut any = false;
@@ -456,7 +453,10 @@ impl Watcher {
 
     /// Blind: the held pidfds that have exited, found by one `poll(2)` of them all (a pidfd is
     /// readable once its process has exited). Returns whether any had.
-    fn drain_blind(&mut self) -> bool {
+    ///
+    /// # Errors
+    /// `poll(2)` failing.
+    fn drain_blind(&mut self) -> Result<bool> {
         let keys: Vec<u64> = self.tracked.keys().copied().collect();
         let gone: Vec<u64> = {
             let mut fds: Vec<rustix::event::PollFd<'_>> = keys
@@ -467,9 +467,14 @@ impl Watcher {
                 tv_sec: 0,
                 tv_nsec: 0,
             };
-            // An error leaves them all held: as if none had exited, which is conservative.
-            if rustix::event::poll(&mut fds, Some(&zero)).is_err() {
-                return false;
+            // Failing (out of memory), the held pidfds cannot be told alive: as for a failed
+            // epoll_wait, the caller learns it.
+            if let Err(e) = rustix::event::poll(&mut fds, Some(&zero)) {
+                return Err(Error::os(
+                    "poll the pidfds held for",
+                    std::path::Path::new("cgroup.events"),
+                    e,
+                ));
             }
             keys.iter()
                 .zip(&fds)
@@ -480,7 +485,7 @@ impl Watcher {
         for &k in &gone {
             self.exit_seen(k);
         }
-        !gone.is_empty()
+        Ok(!gone.is_empty())
     }
 
     /// Waits until the cgroup is empty or `deadline` passes. With `stop_when_tracked_gone`, also
@@ -629,26 +634,6 @@ pub(crate) fn is_shortage(e: &Error) -> bool {
             ..
         }
     )
-}
-
-/// Blocks until `fd` (a `cgroup.events`) reports a change (`POLLPRI`) or `deadline` passes.
-fn poll_pri(
-    fd: &OwnedFd,
-    deadline: Option<std::time::Instant>,
-) -> std::result::Result<(), rustix::io::Errno> {
-    let mut fds = [rustix::event::PollFd::new(
-        fd,
-        rustix::event::PollFlags::PRI,
-    )];
-    let left = deadline.map(|d| d.saturating_duration_since(std::time::Instant::now()));
-    let timeout = left.map(|l| rustix::time::Timespec {
-        tv_sec: i64::try_from(l.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(l.subsec_nanos()),
-    });
-    match rustix::event::poll(&mut fds, timeout.as_ref()) {
-        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
-        Err(e) => Err(e),
-    }
 }
 
 /// Does this kernel keep exit statuses for pidfds (`PIDFD_INFO_EXIT`, Linux 6.15)? Decided by
