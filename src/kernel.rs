@@ -119,6 +119,10 @@ pub(crate) trait TaskWatch: Sized {
     fn held(&self, pid: i32) -> Option<&Self::Proc>;
     /// Forgets the held processes seen to exit.
     fn refresh(&mut self) -> Result<()>;
+    /// Refreshes after reading a list (see [`Watcher::refresh_listing`]).
+    fn refresh_listing(&mut self) -> Result<()> {
+        self.refresh()
+    }
     /// Holds at most `keep` processes (out of descriptors).
     fn shed(&mut self, keep: usize);
     /// Every held process.
@@ -326,6 +330,9 @@ impl TaskWatch for Watcher {
     }
     fn refresh(&mut self) -> Result<()> {
         Watcher::refresh(self)
+    }
+    fn refresh_listing(&mut self) -> Result<()> {
+        Watcher::refresh_listing(self)
     }
     fn shed(&mut self, keep: usize) {
         Watcher::shed(self, keep);

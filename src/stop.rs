@@ -1013,7 +1013,7 @@ impl<K: Kernel> Engine<'_, K> {
             // Failing, the stop's own event loop is broken: a stop signal's pass ends here (the
             // stop then fails, with its final kill sent at once); a kill pass goes on, as the
             // kill must.
-            if let Err(e) = self.w.refresh() {
+            if let Err(e) = self.w.refresh_listing() {
                 fatal.get_or_insert(e);
                 if sig != Signal::KILL {
                     return ControlFlow::Break(());

@@ -211,7 +211,26 @@ impl Watcher {
     /// process (a pid is recycled only once its process has been reaped, and the exit reaches
     /// epoll before the process can be reaped).
     pub fn held(&self, pid: i32) -> Option<&PidFd> {
-        self.tracked.get(self.by_pid.get(&pid)?)
+        let p = self.tracked.get(self.by_pid.get(&pid)?)?;
+        // Blind, the listing's refresh is skipped (see [`Watcher::refresh_listing`]): this one
+        // pidfd is asked, one poll.
+        if self.epoll.is_none() && p.has_exited() {
+            return None;
+        }
+        Some(p)
+    }
+
+    /// [`Watcher::refresh`] after reading a list, so that [`Watcher::held`] answers for the
+    /// present. Blind, nothing: `held` then asks the one pidfd itself, so a pass does not poll
+    /// every held pidfd at every cgroup it visits.
+    ///
+    /// # Errors
+    /// `epoll_wait` failing.
+    pub fn refresh_listing(&mut self) -> Result<()> {
+        if self.epoll.is_none() {
+            return Ok(());
+        }
+        self.refresh()
     }
 
     /// Forgets every tracked process whose exit epoll has reported (one `epoll_wait` per 64
