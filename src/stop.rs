@@ -231,6 +231,11 @@ fn open_named(task: &str, given: Option<&Policy>) -> Result<Cgroup> {
 /// `cgroup.kill` (or, for the fallback, `cgroup.freeze`). Nothing is signalled in these cases.
 /// Errors about single processes or cgroups during the stop do not end it: they are counted in
 /// [`Outcome::errors`].
+///
+/// # Runtime
+/// Runs on a tokio runtime with its I/O driver and timers (`enable_all`): the I/O driver for the
+/// stop's epoll set, the timers for the blind watcher, which takes over when no epoll watch can
+/// be had (see `watch.rs`). [`StopRuntime`] builds one that falls back to timers alone.
 pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Outcome> {
     policy.validate()?;
     guard::check_stoppable(cg).await?;
