@@ -326,9 +326,9 @@ fn runtime(cg: &Cgroup) -> Result<StopRuntime> {
 }
 
 /// A single-threaded tokio runtime for a stop, as the blocking calls and the CLI use: with
-/// tokio's I/O driver, or, when that cannot be had for lack of epoll watches, memory or
-/// descriptors (a task of the same user can use up `fs.epoll.max_user_watches`), with timers
-/// only, its stops' watchers blind (they wait with `poll(2)`; see `watch.rs`).
+/// tokio's I/O driver, or, when that cannot be built (its epoll registrations refused: a task
+/// of the same user can use up `fs.epoll.max_user_watches`), with timers only, its stops'
+/// watchers blind (they look every 10 ms; see `watch.rs`).
 pub struct StopRuntime {
     rt: tokio::runtime::Runtime,
     /// Why it has no I/O driver.

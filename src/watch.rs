@@ -20,7 +20,7 @@
 //! attack on the stopper's user; the stop still signals, catches latecomers, waits for
 //! `populated 0` and kills on time, and says it was blind.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
@@ -98,11 +98,7 @@ impl Watcher {
                 None,
                 Some("forced (GRACEKILL_FORCE_BLIND_WATCH=1)".to_string()),
             )
-        } else if let Some(why) = NO_IO_RUNTIME.with(|c| {
-            let why = c.take();
-            c.set(why.clone());
-            why
-        }) {
+        } else if let Some(why) = NO_IO_RUNTIME.with_borrow(Clone::clone) {
             (None, Some(why))
         } else {
             match Self::epoll_set(cg, &events) {
@@ -624,7 +620,7 @@ impl Watcher {
 thread_local! {
     /// Set while a stop runs on a runtime built without its I/O driver (see
     /// [`crate::stop::StopRuntime`]): why. Its watchers are blind.
-    static NO_IO_RUNTIME: Cell<Option<String>> = const { Cell::new(None) };
+    static NO_IO_RUNTIME: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 /// Runs `f` with this thread's watchers blind for `why` (the runtime it drives has no I/O
@@ -633,16 +629,16 @@ pub(crate) fn without_io<T>(why: String, f: impl FnOnce() -> T) -> T {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
-            NO_IO_RUNTIME.with(|c| c.set(None));
+            NO_IO_RUNTIME.set(None);
         }
     }
-    NO_IO_RUNTIME.with(|c| c.set(Some(why)));
+    NO_IO_RUNTIME.set(Some(why));
     let _reset = Reset;
     f()
 }
 
 /// Is `e` a shortage of epoll watches, memory or descriptors (the reasons for a blind watcher)?
-pub(crate) fn is_shortage(e: &Error) -> bool {
+fn is_shortage(e: &Error) -> bool {
     matches!(
         e,
         Error::Os {
