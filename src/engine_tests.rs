@@ -71,6 +71,19 @@ async fn stop_escalated(w: &Fake, policy: &Policy, after: Duration) -> Outcome {
     tokio::join!(stop(w, policy, &opts), second_request).0
 }
 
+/// Starts `n` processes that ignore SIGTERM and survive SIGKILL (`stuck0`, `stuck1`...).
+fn spawn_stuck(w: &Fake, n: usize) -> Vec<i32> {
+    (0..n)
+        .map(|i| {
+            w.spawn(
+                Spec::new(&format!("stuck{i}"))
+                    .ignores(Signal::TERM)
+                    .stuck(),
+            )
+        })
+        .collect()
+}
+
 fn signals(o: &Outcome) -> Vec<String> {
     o.steps.iter().map(|s| s.signal.to_string()).collect()
 }
@@ -1061,13 +1074,7 @@ fn an_engine_failure_after_the_signals_still_sends_the_final_kill() {
 fn a_later_look_that_cannot_list_does_not_erase_the_survivors() {
     paused(async {
         let w = Fake::new();
-        for i in 0..3 {
-            w.spawn(
-                Spec::new(&format!("stuck{i}"))
-                    .ignores(Signal::TERM)
-                    .stuck(),
-            );
-        }
+        spawn_stuck(&w, 3);
         // After the kill timeout's first look (at 1500 ms), before the next.
         w.refuse_listing_after(1600 * MS);
         let o = stop(&w, &term(500), &StopOptions::default()).await;
@@ -1083,13 +1090,7 @@ fn a_later_look_that_cannot_list_does_not_erase_the_survivors() {
                 .ignores(Signal::TERM)
                 .dies_after(1200 * MS),
         );
-        for i in 0..2 {
-            w.spawn(
-                Spec::new(&format!("stuck{i}"))
-                    .ignores(Signal::TERM)
-                    .stuck(),
-            );
-        }
+        spawn_stuck(&w, 2);
         w.refuse_listing_after(1600 * MS);
         let o = stop(&w, &term(500), &StopOptions::default()).await;
         assert_eq!(w.exit_of(slow).map(|e| e.1), Some(9));
@@ -1105,15 +1106,7 @@ fn memory_releases_keep_within_the_descriptor_budget() {
     paused(async {
         let w = Fake::new();
         w.set_budget(2);
-        let pids: Vec<i32> = (0..5)
-            .map(|i| {
-                w.spawn(
-                    Spec::new(&format!("stuck{i}"))
-                        .ignores(Signal::TERM)
-                        .stuck(),
-                )
-            })
-            .collect();
+        let pids = spawn_stuck(&w, 5);
         let o = stop(&w, &term(500), &StopOptions::default()).await;
         assert_eq!(o.survivors_total, 5, "{o:?}");
         let started: usize = pids.iter().map(|&p| w.releases_of(p)).sum();
