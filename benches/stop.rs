@@ -634,6 +634,16 @@ fn hostile_memory(b: &mut Bench) -> Result<()> {
 
 /// Runs the bench binary as `__engine ARGS`, returns its JSON and its rusage.
 fn engine(args: &[&str]) -> Result<(serde_json::Value, sys::Usage)> {
+    engine_sampled(args, &[]).map(|(v, u, _)| (v, u))
+}
+
+/// [`engine`], also counting the engine process's voluntary context switches at each of
+/// `at` (times after its start, in order; see [`sys::voluntary_switches`]).
+fn engine_sampled(
+    args: &[&str],
+    at: &[Duration],
+) -> Result<(serde_json::Value, sys::Usage, Vec<Option<u64>>)> {
+    let t0 = Instant::now();
     let child = Command::new(task::self_exe())
         .arg("__engine")
         .args(args)
@@ -641,12 +651,24 @@ fn engine(args: &[&str]) -> Result<(serde_json::Value, sys::Usage)> {
         .stdout(Stdio::piped())
         .spawn()?;
     let pid = child.id().cast_signed();
+    let samples = sample_switches(pid, t0, at);
     let out = std::io::read_to_string(child.stdout.expect("piped"))?;
     let (code, usage) = sys::wait_child(pid)?;
     if code != 0 {
         bail!("engine {args:?} exited {code}");
     }
-    Ok((serde_json::from_str(&out)?, usage))
+    Ok((serde_json::from_str(&out)?, usage, samples))
+}
+
+/// The voluntary context switches of process `pid` at each of `at` after `t0` (sleeping until
+/// then; `None` where the process was gone).
+fn sample_switches(pid: i32, t0: Instant, at: &[Duration]) -> Vec<Option<u64>> {
+    at.iter()
+        .map(|&a| {
+            std::thread::sleep((t0 + a).saturating_duration_since(Instant::now()));
+            sys::voluntary_switches(pid)
+        })
+        .collect()
 }
 
 /// 5. Many tasks: N single-process cgroups stopped concurrently by one engine process.
@@ -736,11 +758,16 @@ fn idle_cost(b: &mut Bench) -> Result<()> {
     // five rounds, so the median means something.
     let rounds = b.n(1, 5);
     let plan: Vec<(Contender, usize)> = Contender::ALL.iter().map(|&c| (c, rounds)).collect();
-    let mut rows: Vec<(Contender, f64, f64, f64, f64)> = Vec::new();
+    // Wakeups in the grace alone, sampled from outside between 10 % and 90 % of it: what a
+    // stopper costs while it waits, apart from its start-up and the final kill.
+    let window = [grace_ms / 10, grace_ms * 9 / 10].map(|m| Duration::from_millis(m as u64));
+    // contender, wall ms, voluntary and involuntary switches, CPU ms, wakeups in the grace
+    type Row = (Contender, f64, f64, f64, f64, f64);
+    let mut rows: Vec<Row> = Vec::new();
     b.interleave(&plan, |b, c, _| {
         let cg = b.cg("idle")?;
         let task = Task::helper(cg, &["hold", "10", "ignore"])?;
-        let (total, vcs, ivcs, cpu) = if c == Cli {
+        let (total, vcs, ivcs, cpu, samples) = if c == Cli {
             let t0 = Instant::now();
             let child = Command::new(&b.ctx.cli)
                 .args(["stop", "--json", "--grace"])
@@ -749,27 +776,37 @@ fn idle_cost(b: &mut Bench) -> Result<()> {
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .spawn()?;
-            let (code, u) = sys::wait_child(child.id().cast_signed())?;
+            let pid = child.id().cast_signed();
+            let samples = sample_switches(pid, t0, &window);
+            let (code, u) = sys::wait_child(pid)?;
             if code != 3 {
                 bail!("gracekill exited {code}, expected 3");
             }
-            (ms(t0.elapsed()), u.nvcsw as f64, u.nivcsw as f64, ms(u.cpu))
+            let t = ms(t0.elapsed());
+            (t, u.nvcsw as f64, u.nivcsw as f64, ms(u.cpu), samples)
         } else {
-            let (v, _) = engine(&[
-                "idle",
-                c.tag(),
-                &task.cg.rel,
-                &task.main.to_string(),
-                &grace_ms.to_string(),
-            ])?;
+            let (v, _, samples) = engine_sampled(
+                &[
+                    "idle",
+                    c.tag(),
+                    &task.cg.rel,
+                    &task.main.to_string(),
+                    &grace_ms.to_string(),
+                ],
+                &window,
+            )?;
             let g = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
-            (g("total_ms"), g("nvcsw"), g("nivcsw"), g("cpu_ms"))
+            (g("total_ms"), g("nvcsw"), g("nivcsw"), g("cpu_ms"), samples)
+        };
+        let in_grace = match samples[..] {
+            [Some(a), Some(b)] => b.saturating_sub(a) as f64,
+            _ => f64::NAN,
         };
         let (survivors, _) = task.finish(Duration::from_secs(1))?;
         if survivors > 0 && is_gracekill(c) {
             b.fail(format!("idle: {survivors} survived {}", c.name()));
         }
-        rows.push((c, total, vcs, ivcs, cpu));
+        rows.push((c, total, vcs, ivcs, cpu, in_grace));
         Ok(())
     })?;
     let mut t = Table::new(
@@ -782,20 +819,28 @@ fn idle_cost(b: &mut Bench) -> Result<()> {
             "voluntary ctx switches",
             "involuntary",
             "CPU ms (user+sys)",
+            "wakeups in the grace",
         ],
     );
     for c in Contender::ALL {
         let r: Vec<_> = rows.iter().filter(|r| r.0 == c).collect();
-        let med = |f: fn(&(Contender, f64, f64, f64, f64)) -> f64| {
-            pct(&r.iter().map(|x| f(x)).collect::<Vec<_>>(), 50.0)
-        };
+        let med = |f: fn(&Row) -> f64| pct(&r.iter().map(|x| f(x)).collect::<Vec<_>>(), 50.0);
         t.row(vec![
             c.name().into(),
             num(med(|x| x.1)),
             num(med(|x| x.2)),
             num(med(|x| x.3)),
             num(med(|x| x.4)),
+            num(med(|x| x.5)),
         ]);
+        if is_gracekill(c) {
+            let w = med(|x| x.5);
+            b.target(
+                &format!("6. idle: {} wakes <= 5 times in the grace", c.name()),
+                w <= 5.0,
+                format!("{} voluntary switches", num(w)),
+            );
+        }
         if c == Lib {
             let (w, cpu) = (med(|x| x.2), med(|x| x.4));
             b.target(
@@ -810,7 +855,7 @@ fn idle_cost(b: &mut Bench) -> Result<()> {
             );
         }
     }
-    t.note("The library and re-implementations run in a fresh `__engine idle` process and are measured with getrusage around the stop call alone; the CLI row is the whole process (wait4), start-up included. Medians.");
+    t.note("The library and re-implementations run in a fresh `__engine idle` process and are measured with getrusage around the stop call alone; the CLI row is the whole process (wait4), start-up included. Wakeups in the grace: the stopper process's voluntary context switches (all its threads, from `/proc/<pid>/task/*/status`) between 10 % and 90 % of the grace, sampled by the harness. Medians.");
     b.tables.push(t);
     Ok(())
 }

@@ -228,6 +228,23 @@ pub fn wait_child_for(pid: i32, limit: Duration) -> io::Result<(i32, Usage)> {
     }
 }
 
+/// The voluntary context switches (wakeups after a blocking wait) of process `pid` so far,
+/// summed over its threads (`/proc/<pid>/task/*/status`); `None` once it is gone. Threads that
+/// have already exited are not counted, so compare two samples taken while no thread ends.
+pub fn voluntary_switches(pid: i32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut sum = 0;
+    for t in tasks.flatten() {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        sum += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(sum)
+}
+
 /// [`wait_child_for`] with no practical limit.
 pub fn wait_child(pid: i32) -> io::Result<(i32, Usage)> {
     wait_child_for(pid, Duration::from_secs(3600))
