@@ -1418,6 +1418,7 @@ impl<K: Kernel> Engine<'_, K> {
                 return ControlFlow::Continue(());
             }
             let threads: std::collections::HashSet<i32> = m.threads.iter().copied().collect();
+            let mut not_here = std::collections::HashSet::new();
             for &pid in &m.ids {
                 // Counted after the held ones are passed over, so that the clock is read every
                 // few opened, wherever the held ones are listed.
@@ -1442,9 +1443,35 @@ impl<K: Kernel> Engine<'_, K> {
                 if let Err(e) = r {
                     errors.push(e);
                 }
-                // Alive but not held (over the descriptor budget): killed, and named so.
-                if self.w.held(pid).is_none() && self.last_not_member != Some(pid) {
+                if self.last_not_member == Some(pid) {
+                    not_here.insert(pid);
+                } else if self.w.held(pid).is_none() {
+                    // Alive but not held (over the descriptor budget): killed, and named so.
                     listed.push(pid);
+                }
+            }
+            // A latecomer whose leader exited elsewhere, with a live thread here (see
+            // `alien_threads`): `cgroup.kill` spares such a process, so it is held (and in
+            // control-group mode given the step's signal) like one met by a pass, and the kill
+            // takes it through that pidfd.
+            if past {
+                return ControlFlow::Continue(());
+            }
+            for tid in self.alien_threads(&m, &not_here, Some(deadline)) {
+                let r = if latecomers {
+                    self.signal_member(c, tid, true, &threads, signal, extra)
+                        .map(|sent| late += usize::from(sent))
+                } else {
+                    self.hold_thread_member(c, tid)
+                };
+                if let Err(e) = r {
+                    errors.push(e);
+                }
+                // Over the budget: not held, counted from the list.
+                if let Some(g) = self.k.tgid_of(tid)
+                    && self.held_threads.get(&g).is_none_or(TaskProc::has_exited)
+                {
+                    listed.push(g);
                 }
             }
             ControlFlow::Continue(())
@@ -1501,6 +1528,25 @@ impl<K: Kernel> Engine<'_, K> {
                 .is_some_and(TaskProc::has_exited)
         });
         (tgids, whole)
+    }
+
+    /// Opens thread `tid`, proves it a member of `c` and holds its process (as a pass would,
+    /// see [`Engine::signal_member`]), without a signal (within the descriptor budget).
+    fn hold_thread_member(&mut self, c: &K::Cg, tid: i32) -> Result<()> {
+        if self.w.tracked_count() + self.held_threads.len() >= self.budget {
+            return Ok(());
+        }
+        if let Some(p) = self.open_proven(c, tid, true)? {
+            let p = p.into_process();
+            if self
+                .held_threads
+                .get(&p.tgid())
+                .is_none_or(TaskProc::has_exited)
+            {
+                self.held_threads.insert(p.tgid(), p);
+            }
+        }
+        Ok(())
     }
 
     /// Opens `pid`, proves it a member of `c` and tracks it, without a signal (within the

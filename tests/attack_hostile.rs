@@ -1345,6 +1345,57 @@ fn an_exited_leader_in_a_threaded_child_cannot_hide_its_thread_in_the_parent() {
     }
 }
 
+/// The same hiding place, taken by a latecomer: it appears after the stop's passes, so the
+/// listing just before the final kill is the first to meet it there.
+#[test]
+fn a_latecomer_whose_leader_exited_elsewhere_is_signalled_and_killed_with_the_rest() {
+    require_cgroup_v2!();
+    // TERM: the latecomer dies of the stop signal (control-group mode signals latecomers).
+    // WINCH: it ignores the stop signal; the final kill must take it, and count it, in either
+    // mode.
+    for (signal, mode, signalled, killed) in [
+        ("TERM", "control-group", 2, 1),
+        ("WINCH", "control-group", 2, 2),
+        ("WINCH", "mixed", 1, 2),
+    ] {
+        let what = format!("--signal {signal} --kill-mode {mode}");
+        let tc = TestCgroup::new("zl-late");
+        let a = tc.child("a");
+        std::fs::write(a.join("cgroup.type"), "threaded").unwrap();
+        // Keeps the grace going: ignores both signals, so only the final kill ends it.
+        let stays = tc.spawn("trap '' TERM WINCH; echo up; exec sleep 1000");
+        stays.wait_line("up");
+        let stop = Command::new(bin())
+            .args(["stop", "--signal", signal, "--kill-mode", mode])
+            .args([
+                "--grace",
+                "1500ms",
+                "--kill-timeout",
+                "2s",
+                "--json",
+                &tc.rel,
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // After the stop's first pass, long before the listing 50 ms ahead of the kill.
+        std::thread::sleep(Duration::from_millis(600));
+        let (_p, _tgid, tid) = start_zombie_leader(&tc, &a, &tc.path.join("cgroup.threads"));
+        assert_eq!(read(&a.join("cgroup.threads")).trim(), "", "{what}");
+        let out = stop.wait_with_output().unwrap();
+        let v = json(&out);
+        assert_eq!(out.status.code(), Some(3), "{what}: {v} {}", stderr(&out));
+        assert_eq!(v["steps"][0]["signalled"], signalled, "{what}: {v}");
+        assert_eq!(v["steps"][1]["signalled"], killed, "{what}: {v}");
+        assert_eq!(v["killed_total"], killed, "{what}: {v}");
+        assert_eq!(v["survivors_total"], 0, "{what}: {v}");
+        // Taken by the final kill itself, not by a round after it: gone when the stop returns.
+        assert!(!alive(tid), "{what}: the thread outlived the stop: {v}");
+        assert!(!tc.populated(), "{what}");
+    }
+}
+
 #[test]
 fn cgroup_kill_sparing_an_exited_leader_does_not_spare_the_process() {
     require_cgroup_v2!();
