@@ -1173,6 +1173,31 @@ fn a_wedged_mmap_lock_cannot_hold_up_the_kill() {
         Some(124),
         "the attack is real: reading cmdline blocks"
     );
+    // What the stop path reads of a process, and of each thread of one met through a threaded
+    // cgroup (`/proc/<tgid>/task/<tid>/...` where PIDFD_GET_INFO is missing), returns at once
+    // all the same: the kernel produces these without the process's mmap_lock.
+    let tids: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(tids.len() >= 3, "the wedger's threads: {tids:?}");
+    let mut files: Vec<String> = ["stat", "status", "comm", "wchan", "cgroup"]
+        .iter()
+        .map(|f| format!("/proc/{pid}/{f}"))
+        .collect();
+    for tid in &tids {
+        for f in ["status", "cgroup", "stat"] {
+            files.push(format!("/proc/{pid}/task/{tid}/{f}"));
+        }
+    }
+    for f in &files {
+        let probe = Command::new("timeout")
+            .args(["2", "cat", f])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(probe.code(), Some(0), "reading {f} of a wedged process");
+    }
 
     let t = Instant::now();
     let st = gracekill(&["status", "--json", &tc.rel]);
