@@ -137,6 +137,9 @@ const SURVIVOR_REPORT_BUDGET: Duration = Duration::from_millis(250);
 ///
 /// # Errors
 /// As [`stop`].
+///
+/// # Panics
+/// As [`stop`], on a runtime without timers.
 pub async fn stop_task(cg: &Cgroup, given: Option<Policy>, opts: &StopOptions) -> Result<Outcome> {
     let plan = StopPlan::for_task(cg, given, opts.main_pid);
     let opts = StopOptions {
@@ -196,6 +199,9 @@ pub fn stop_task_blocking(
 /// # Errors
 /// [`Error::Input`] for an invalid `given` policy (before anything else is looked at); as
 /// [`Mount::discover`], [`task::open`] and [`stop_task`].
+///
+/// # Panics
+/// As [`stop`], on a runtime without timers.
 pub async fn stop_named(task: &str, given: Option<Policy>, opts: &StopOptions) -> Result<Outcome> {
     let cg = open_named(task, given.as_ref())?;
     stop_task(&cg, given, opts).await
@@ -236,7 +242,14 @@ fn open_named(task: &str, given: Option<&Policy>) -> Result<Cgroup> {
 /// Runs on a tokio runtime with its I/O driver and timers (`enable_all`): the I/O driver for the
 /// stop's epoll set, the timers for the blind watcher, which takes over when no epoll watch can
 /// be had (see `watch.rs`). [`StopRuntime`] builds one that falls back to timers alone.
+///
+/// # Panics
+/// On a runtime without timers, at once and before anything is signalled (tokio's own "timers
+/// are disabled"): the stop would otherwise need them only once a task of the caller's user had
+/// used up its epoll watches, and would then panic halfway, its task unkilled.
 pub async fn stop(cg: &Cgroup, policy: &Policy, opts: &StopOptions) -> Result<Outcome> {
+    // Creating a timer is what panics without the time driver; it is never awaited.
+    drop(tokio::time::sleep(Duration::ZERO));
     policy.validate()?;
     guard::check_stoppable(cg).await?;
     raise_fd_limit();

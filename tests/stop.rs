@@ -120,6 +120,46 @@ fn a_stop_without_epoll_watches_is_still_graceful_and_on_time() {
     p.wait();
 }
 
+/// A caller's runtime without timers works until an attack makes the watcher blind, which needs
+/// them: the stop refuses such a runtime at once instead, before anything is signalled.
+#[test]
+fn a_runtime_without_timers_is_refused_before_any_signal() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("no-timers");
+    let p = cg.spawn(
+        r#"trap 'echo TERM > "$SCRATCH/got"' TERM; echo ready; while :; do sleep 1 & wait $!; done"#,
+    );
+    p.wait_line("ready");
+    let mount = gracekill::Mount::discover().unwrap();
+    let target = mount.open_cgroup(&cg.rel).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let policy = gracekill::Policy::default();
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(gracekill::stop(
+            &target,
+            &policy,
+            &gracekill::StopOptions::default(),
+        ))
+    }));
+    let msg = r
+        .err()
+        .and_then(|e| {
+            e.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        })
+        .expect("the stop ran on a runtime without timers");
+    assert!(msg.contains("timers are disabled"), "{msg}");
+    // Nothing was signalled: the task is still there, its handler never ran.
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(cg.populated());
+    assert!(!cg.file("got").exists(), "the task got a signal");
+    drop(p);
+}
+
 #[test]
 fn process_ignoring_sigterm_is_killed_after_the_grace() {
     require_cgroup_v2!();
