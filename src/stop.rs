@@ -1060,6 +1060,7 @@ impl<K: Kernel> Engine<'_, K> {
                     aliens_done = true;
                     ids.extend(
                         self.alien_threads(&members, &not_here, deadline)
+                            .0
                             .into_iter()
                             .map(|t| (t, true)),
                     );
@@ -1224,15 +1225,16 @@ impl<K: Kernel> Engine<'_, K> {
     /// another cgroup, with a live thread here. `cgroup.procs` lists only leaders (and, in a
     /// domain cgroup with threaded children, every process of that threaded subtree), so
     /// without this such a thread is never found (and `cgroup.kill` spares it). Each unknown
-    /// thread costs one read of `/proc/<tid>/status` (never its memory), once.
+    /// thread costs one read of `/proc/<tid>/status` (never its memory), once, until `deadline`;
+    /// also answers whether every thread was placed in time.
     fn alien_threads(
         &mut self,
         m: &crate::cgroup::Members,
         not_here: &std::collections::HashSet<i32>,
         deadline: Option<Instant>,
-    ) -> Vec<i32> {
+    ) -> (Vec<i32>, bool) {
         if m.threaded || m.threads.is_empty() {
-            return Vec::new();
+            return (Vec::new(), true);
         }
         let listed: std::collections::HashSet<i32> = m.ids.iter().copied().collect();
         let mut aliens = Vec::new();
@@ -1249,7 +1251,7 @@ impl<K: Kernel> Engine<'_, K> {
                     if looked_up.is_multiple_of(CLOCK_EVERY)
                         && deadline.is_some_and(|d| Instant::now() >= d)
                     {
-                        break;
+                        return (aliens, false);
                     }
                     looked_up += 1;
                     self.k.tgid_of(tid)
@@ -1269,7 +1271,7 @@ impl<K: Kernel> Engine<'_, K> {
                 None => {} // gone
             }
         }
-        aliens
+        (aliens, true)
     }
 
     /// Opens `id` (a pid, or a thread id in a threaded cgroup) and proves it a member of `c`.
@@ -1467,10 +1469,18 @@ impl<K: Kernel> Engine<'_, K> {
             // `alien_threads`): `cgroup.kill` spares such a process, so it is held (and in
             // control-group mode given the step's signal) like one met by a pass, and the kill
             // takes it through that pidfd.
+            // Past the deadline not looked for (the kill rounds take any such process).
             if past {
                 return ControlFlow::Continue(());
             }
-            for tid in self.alien_threads(&m, &not_here, Some(deadline)) {
+            let (aliens, all) = self.alien_threads(&m, &not_here, Some(deadline));
+            whole &= all;
+            for (i, tid) in aliens.into_iter().enumerate() {
+                // Like the listed ones: none opened past the deadline (a task can make thousands).
+                if i.is_multiple_of(CLOCK_EVERY) && Instant::now() >= deadline {
+                    whole = false;
+                    break;
+                }
                 let r = if latecomers {
                     self.signal_member(c, tid, true, &threads, signal, extra)
                         .map(|sent| late += usize::from(sent))
