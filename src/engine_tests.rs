@@ -554,6 +554,35 @@ fn a_process_that_outlives_sigkill_is_reported_as_a_survivor() {
     });
 }
 
+/// A held process stuck in uninterruptible sleep never exits, so the round that goes out once
+/// every held process is gone never comes: a process that appeared after the kill (unheld; one
+/// that `cgroup.kill` spares, its leader gone, is the same to the rounds) is killed all the same,
+/// by a round on a timer, not waited out and then reported as a survivor that outlived SIGKILL.
+#[test]
+fn a_latecomer_after_the_kill_is_killed_while_a_held_process_is_stuck() {
+    paused(async {
+        let w = Fake::new();
+        let stuck = w.spawn(Spec::new("fusey").ignores(Signal::TERM).stuck());
+        // The kill comes at 200 ms.
+        w.spawn_later(300 * MS, Spec::new("late").ignores(Signal::TERM));
+        let o = stop(&w, &term(200), &StopOptions::default()).await;
+        let late = crate::kernel::fake::FIRST_PID + 1;
+        assert!(
+            w.signals_of(late).iter().any(|s| s == "SIGKILL"),
+            "{:?} {o:?}",
+            w.log()
+        );
+        assert!(!w.alive(late), "{o:?}");
+        assert_eq!(o.outcome, Verdict::Survivors, "{o:?}");
+        assert_eq!(o.survivors_total, 1, "{o:?}");
+        assert_eq!(o.survivors[0].pid, stuck);
+        // Halfway through the 1 s kill timeout; the bound is unchanged.
+        let (at, _) = w.exit_of(late).expect("exited");
+        assert!((700.0..800.0).contains(&at), "killed at {at}");
+        assert!((1400.0..1500.0).contains(&o.elapsed_ms), "{}", o.elapsed_ms);
+    });
+}
+
 /// A survivor is described in every round the stop waits on (here four: the other processes
 /// keep exiting, then a short look), yet its memory release is started once: a release that
 /// blocks on the survivor's `mmap_lock` must not be started again, each time on a new thread.

@@ -116,6 +116,14 @@ const DYING_ROUND: Duration = Duration::from_secs(1);
 /// reported as stuck.
 const STUCK_PROBE: Duration = Duration::from_millis(200);
 
+/// While the cgroup stays populated after the final kill, and someone the stop holds is still
+/// there, how often a kill round goes out all the same (see [`Engine::kill_rounds`]).
+const KILL_ROUND_EVERY: Duration = Duration::from_secs(1);
+
+/// No timed kill round within this much of the kill deadline (and a timed round waits this long
+/// at most for its freeze).
+const KILL_ROUND_MIN: Duration = Duration::from_millis(50);
+
 /// The main process (process mode) that is not stuck gets this long after the kill timeout.
 const DYING_GRACE: Duration = Duration::from_secs(1);
 
@@ -1742,7 +1750,7 @@ impl<K: Kernel> Engine<'_, K> {
         }
         self.k
             .record_final_kill(self.cg, self.k.now_ns(), "fallback");
-        let n = self.fallback_round(None).await?;
+        let n = self.fallback_round(None, Duration::ZERO).await?;
         Ok(("fallback", n))
     }
 
@@ -1753,8 +1761,13 @@ impl<K: Kernel> Engine<'_, K> {
     }
 
     /// One fallback round: freeze (no new forks), SIGKILL every member through its pidfd, thaw.
-    /// Always signals, even past the deadline: a kill is never skipped for lack of time.
-    async fn fallback_round(&mut self, deadline: Option<Instant>) -> Result<usize> {
+    /// Always signals, even past the deadline: a kill is never skipped for lack of time. With a
+    /// deadline, the freeze is waited for up to `freeze_wait` first (see below).
+    async fn fallback_round(
+        &mut self,
+        deadline: Option<Instant>,
+        freeze_wait: Duration,
+    ) -> Result<usize> {
         if self.kill.as_ref().is_some_and(FinalKill::uses_cgroup_kill) {
             // The fallback's own file (`cgroup.freeze`), opened once it is needed: after a
             // refused `cgroup.kill`, or for someone it spared.
@@ -1770,12 +1783,12 @@ impl<K: Kernel> Engine<'_, K> {
         // The first round (no deadline: the final kill itself) does not wait for `frozen 1`: a
         // task in uninterruptible sleep can hold that up, and SIGKILL ends tasks whether frozen
         // or not; anyone forked meanwhile is taken by the next round. Later rounds wait for the
-        // freeze to take, up to 1 s and never past the kill deadline.
+        // freeze to take, up to `freeze_wait` and never past the kill deadline.
         // An error of the stop's own watcher (its event loop) is returned once the round is
         // done: it must not leave the cgroup frozen, nor spare those held.
         let mut fatal = None;
         if froze && let Some(d) = deadline {
-            let limit = d.min(Instant::now() + Duration::from_secs(1));
+            let limit = d.min(Instant::now() + freeze_wait);
             if let Err(e) = self.w.wait_frozen(limit).await {
                 fatal = Some(e);
             }
@@ -1836,22 +1849,48 @@ impl<K: Kernel> Engine<'_, K> {
     /// After the final kill: waits for the cgroup to empty, until `deadline`. Whenever every
     /// process we hold is gone and the cgroup is still populated, someone was missed (one that
     /// appeared before the freeze took, one we hold no pidfd for, or one that `cgroup.kill`
-    /// spared: a process whose leader has exited), so a fallback round goes out, again.
+    /// spared: a process whose leader has exited), so a fallback round goes out, again. A
+    /// process the stop holds may never go (stuck in uninterruptible sleep): while the cgroup
+    /// stays populated, a round also goes out every [`KILL_ROUND_EVERY`] (the first one after
+    /// half the kill timeout, if that is shorter), so that no one that keeps hidden is left
+    /// unkilled and then reported as a survivor.
     async fn kill_rounds(&mut self, deadline: Instant) -> Result<Wake> {
         let progress = self.opts.progress.clone();
         let k = self.k;
+        let start = Instant::now();
+        let mut timed_at =
+            start + KILL_ROUND_EVERY.min(deadline.saturating_duration_since(start) / 2);
         loop {
+            // None too close to the deadline: a round there would only delay the report.
+            let next = if timed_at + KILL_ROUND_MIN <= deadline {
+                timed_at
+            } else {
+                deadline
+            };
             let wake = self
                 .w
-                .wait_empty(deadline, true, |w| {
+                .wait_empty(next, true, |w| {
                     report_progress(k, progress.as_ref(), "SIGKILL", deadline, w)
                 })
                 .await?;
-            if wake != Wake::TrackedGone {
-                return Ok(wake);
-            }
-            let n = self.fallback_round(Some(deadline)).await?;
-            if n == 0 {
+            let timed = match wake {
+                Wake::TrackedGone => false,
+                Wake::Deadline if Instant::now() < deadline => {
+                    timed_at += KILL_ROUND_EVERY;
+                    true
+                }
+                _ => return Ok(wake),
+            };
+            // A round after everyone held exited waits up to 1 s for the freeze to take (new
+            // forks are what it is after); a timed one, which some process held and stuck in
+            // uninterruptible sleep may keep from ever freezing, only briefly.
+            let freeze_wait = if timed {
+                KILL_ROUND_MIN
+            } else {
+                Duration::from_secs(1)
+            };
+            let n = self.fallback_round(Some(deadline), freeze_wait).await?;
+            if n == 0 && !timed {
                 // No one left to signal, yet populated: wait for the stragglers to exit.
                 return self.w.wait_empty(deadline, false, |_| {}).await;
             }

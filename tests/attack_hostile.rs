@@ -1421,6 +1421,56 @@ fn a_latecomer_whose_leader_exited_elsewhere_is_signalled_and_killed_with_the_re
     }
 }
 
+/// After the final kill, a process the stop holds that SIGKILL cannot end (frozen here by the
+/// cgroup v1 freezer; in life stuck in a FUSE or NFS wait) must not shield one that joins the
+/// cgroup after the kill: a plain process, or one whose leader exited (which `cgroup.kill`
+/// spares). The rounds after the kill used to follow only the exit of everyone held, so such a
+/// process was never killed, and was reported as having outlived SIGKILL.
+#[test]
+fn a_stuck_process_cannot_shield_a_latecomer_from_the_kill_not_even_one_whose_leader_exited() {
+    require_cgroup_v2!();
+    for alien in [false, true] {
+        let tc = TestCgroup::new("stuck-shield");
+        let a = tc.child("a");
+        if alien {
+            std::fs::write(a.join("cgroup.type"), "threaded").unwrap();
+        }
+        let stuck = tc.spawn("echo ready; while :; do sleep 1 & wait $!; done");
+        stuck.wait_line("ready");
+        // Dropped before `stuck`: reaping a frozen process would block.
+        let Some(thaw) = common::freeze_v1(&tc, stuck.pid()) else {
+            return;
+        };
+        let stop = Command::new(bin())
+            .args(["stop", "--grace", "200ms", "--kill-timeout", "3s", "--json"])
+            .arg(&tc.rel)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Well after the kill at 200 ms.
+        std::thread::sleep(Duration::from_millis(700));
+        let (_late, late) = if alien {
+            let (p, _, tid) = start_zombie_leader(&tc, &a, &tc.path.join("cgroup.threads"));
+            (p, tid)
+        } else {
+            let p = tc.spawn("echo ready; exec sleep 1000");
+            p.wait_line("ready");
+            let pid = p.pid();
+            (p, pid)
+        };
+        let out = stop.wait_with_output().unwrap();
+        let v = json(&out);
+        let what = if alien { "exited leader" } else { "plain" };
+        assert_eq!(out.status.code(), Some(4), "{what}: {v} {}", stderr(&out));
+        assert_eq!(v["survivors_total"], 1, "{what}: {v}");
+        assert_eq!(v["survivors"][0]["pid"], stuck.pid(), "{what}: {v}");
+        assert!(!alive(late), "{what}: the latecomer outlived the stop: {v}");
+        drop(thaw);
+        assert!(wait_until(Duration::from_secs(5), || !tc.populated()));
+    }
+}
+
 #[test]
 fn cgroup_kill_sparing_an_exited_leader_does_not_spare_the_process() {
     require_cgroup_v2!();

@@ -388,19 +388,6 @@ fn forced_fallback_kills_a_fork_loop_completely() {
     }
 }
 
-/// Thaws (and removes) a cgroup v1 freezer cgroup when dropped.
-struct Thaw(std::path::PathBuf);
-
-impl Drop for Thaw {
-    fn drop(&mut self) {
-        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
-        let t = Instant::now();
-        while std::fs::remove_dir(&self.0).is_err() && t.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
 #[test]
 fn v1_frozen_process_is_reported_as_a_survivor() {
     require_cgroup_v2!();
@@ -420,7 +407,7 @@ fn v1_frozen_process_is_reported_as_a_survivor() {
     p.wait_line("ready");
     // Declared after `p`, so on a failed assertion it drops (thaws) first: reaping a frozen
     // process would block forever.
-    let thaw = Thaw(v1.clone());
+    let thaw = common::Thaw(v1.clone());
     let pid = p.pid();
     std::fs::write(v1.join("cgroup.procs"), pid.to_string()).unwrap();
     std::fs::write(v1.join("freezer.state"), "FROZEN").unwrap();
@@ -504,7 +491,7 @@ fn survivors_in_a_threaded_cgroup_are_all_counted() {
         ),
     );
     p.wait_line("ready");
-    let thaw = Thaw(v1.clone());
+    let thaw = common::Thaw(v1.clone());
     assert!(wait_until(Duration::from_secs(5), || {
         read(&t.join("cgroup.threads")).lines().count() == n + 1
     }));

@@ -95,3 +95,46 @@ pub fn c_helper(name: &str) -> PathBuf {
     );
     out
 }
+
+/// Thaws (and removes) a cgroup v1 freezer cgroup when dropped.
+pub struct Thaw(pub PathBuf);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.0.join("freezer.state"), "THAWED");
+        let t = std::time::Instant::now();
+        while std::fs::remove_dir(&self.0).is_err()
+            && t.elapsed() < std::time::Duration::from_secs(10)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+/// Freezes process `pid` of `tc` in a cgroup v1 freezer cgroup of the same name (SIGKILL then
+/// cannot end it until the thaw): a process stuck for good, made without FUSE. `None` (the
+/// test is skipped) where no v1 freezer is mounted, a failure with `CI=true`.
+pub fn freeze_v1(tc: &TestCgroup, pid: i32) -> Option<Thaw> {
+    let Some(freezer) = v1_freezer() else {
+        assert!(
+            !strict(),
+            "no cgroup v1 freezer hierarchy mounted: this test needs one"
+        );
+        eprintln!("SKIPPED: no cgroup v1 freezer mounted");
+        return None;
+    };
+    let v1 = freezer.join(&tc.rel[1..]);
+    std::fs::create_dir(&v1).unwrap();
+    let thaw = Thaw(v1.clone());
+    std::fs::write(v1.join("cgroup.procs"), pid.to_string()).unwrap();
+    std::fs::write(v1.join("freezer.state"), "FROZEN").unwrap();
+    assert!(
+        wait_until(std::time::Duration::from_secs(10), || read(
+            &v1.join("freezer.state")
+        )
+        .trim()
+            == "FROZEN"),
+        "the v1 freezer did not freeze {pid}"
+    );
+    Some(thaw)
+}
