@@ -35,25 +35,54 @@ struct Ancestors {
 
 static ANCESTORS: Mutex<Option<Ancestors>> = Mutex::new(None);
 
-/// The caller's process and its ancestors, up to pid 1, each with its cgroup as read now: two
-/// small reads per process (`stat`, reused for [`ANCESTORS_TTL`], and `cgroup`), none of which
-/// touches its memory. The process comes first (`self`, as the mounted `/proc` numbers it), then
-/// its ancestors by their parent pids.
+/// The caller's process and its ancestors, up to pid 1, each with its cgroup as read now: small
+/// reads per process (`stat`, reused for [`ANCESTORS_TTL`], its `cgroup`, and the list of its
+/// threads), none of which touches its memory. The process comes first (`self`, as the mounted
+/// `/proc` numbers it), then its ancestors by their parent pids.
+///
+/// A process is in every cgroup one of its threads is in: in a threaded subtree a thread may
+/// live apart from its leader, and a stop that meets it there signals (and kills) its whole
+/// process. So each process's other threads are read too (`task/<tid>/cgroup`, one read per
+/// thread), and every cgroup they are in is an entry of its own.
 fn process_lineage() -> Vec<Entry> {
     let mut out = Vec::new();
     let me = rustix::process::getpid().as_raw_nonzero().get();
     let Some(stat) = procinfo::stat_of("self") else {
         return out;
     };
-    if let Some(cg) = proc_cgroup("self") {
-        out.push((me, stat.comm, cg));
-    }
+    push_process(&mut out, me, "self", &stat.comm);
     for (pid, comm) in ancestors(me, stat.ppid, Instant::now()).iter() {
-        if let Some(cg) = proc_cgroup(&pid.to_string()) {
-            out.push((*pid, comm.clone(), cg));
-        }
+        push_process(&mut out, *pid, &pid.to_string(), comm);
     }
     out
+}
+
+/// Adds the cgroups of process `pid` (`proc` in `/proc`) to `out`: its leader's, then each other
+/// one its threads are in, once.
+fn push_process(out: &mut Vec<Entry>, pid: i32, proc: &str, comm: &str) {
+    let Some(cg) = proc_cgroup(proc) else {
+        return;
+    };
+    let mut seen = vec![cg.clone()];
+    out.push((pid, comm.to_string(), cg));
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{proc}/task")) else {
+        return;
+    };
+    for t in tasks.flatten() {
+        let name = t.file_name();
+        let Some(tid) = name
+            .to_str()
+            .filter(|n| n.parse::<i32>().is_ok_and(|t| t != pid))
+        else {
+            continue;
+        };
+        if let Some(cg) = proc_cgroup(&format!("{proc}/task/{tid}"))
+            && !seen.contains(&cg)
+        {
+            seen.push(cg.clone());
+            out.push((pid, comm.to_string(), cg));
+        }
+    }
 }
 
 /// The calling thread, if it is not its process's leader: in a threaded cgroup it may live apart

@@ -763,6 +763,46 @@ fn readelf_dynamic(exe: &Path) -> String {
     String::from_utf8(run(Command::new("readelf").arg("-d").arg(exe)).stdout).unwrap()
 }
 
+/// A program calling `gracekill_stop()` from its main thread while another of its threads lives
+/// in the target (a threaded child of the program's own cgroup) is refused with `-EINVAL`: the
+/// target holds part of the caller, and a stop would signal the whole program through that
+/// thread. (A Python program through ctypes, against the library cargo built: the test process
+/// itself must not move into the target.)
+#[test]
+fn c_program_whose_other_thread_is_in_the_target_is_refused() {
+    require_cgroup_v2!();
+    let so = target_dir().join("libgracekill_capi.so");
+    require!(if so.exists() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} was not built (ci/test builds it)",
+            so.display()
+        ))
+    });
+    let cg = TestCgroup::new("thr-self");
+    let child = cg.child("child");
+    std::fs::write(child.join("cgroup.type"), "threaded").unwrap();
+    let out = Command::new("python3")
+        .arg(repo().join("tests/helpers/thread_in_target.py"))
+        .arg(&cg.path)
+        .arg(&child)
+        .arg(format!("{}/child", cg.rel))
+        .arg("capi")
+        .arg(&so)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the program was killed ({:?}): {said} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("rc -22"), "{said}");
+    assert!(said.contains("alive"), "{said}");
+}
+
 #[test]
 fn c_program_links_shared_and_fully_static_against_the_packaged_library() {
     require_cgroup_v2!();
