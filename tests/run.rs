@@ -51,6 +51,70 @@ fn wait_task(cg: &TestCgroup, name: &str, n: usize) {
 
 const HANDLES_TERM: &str = r#"trap 'trap "" TERM; sleep 1; echo flushed > "$PWD/flushed"; exit 5' TERM; echo ready > "$PWD/ready"; while :; do sleep 1 & wait $!; done"#;
 
+/// A pipe whose reader has gone: every write to it fails with `EPIPE`.
+fn closed_pipe() -> std::os::fd::OwnedFd {
+    let (r, w) = rustix::pipe::pipe().expect("pipe");
+    drop(r);
+    w
+}
+
+/// `run` writes status lines to stderr just before it stops its task (the timeout, a signal):
+/// a stderr that is a closed pipe (a supervisor's log that went away) must not end it there,
+/// with its task left running unsupervised, nor change its exit code; nor may a closed stdout
+/// change `stop`'s.
+#[test]
+fn closed_output_pipes_cannot_keep_run_or_stop_from_their_job() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("epipe");
+    let t = Instant::now();
+    let st = gk(&cg)
+        .args([
+            "run",
+            "--name",
+            "t",
+            "--timeout",
+            "500ms",
+            "--grace",
+            "300ms",
+            "--json",
+        ])
+        .args(["--", "sh", "-c", "trap '' TERM; exec sleep 30"])
+        .stdout(Stdio::from(closed_pipe()))
+        .stderr(Stdio::from(closed_pipe()))
+        .status()
+        .unwrap();
+    // Timed out, and the final kill was needed: timeout(1)'s 128 + 9.
+    assert_eq!(st.code(), Some(137), "{st:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let task = task_path(&cg, "t");
+    assert!(
+        !task.exists() || !read(&task.join("cgroup.events")).contains("populated 1"),
+        "the task outlived its run"
+    );
+
+    // `stop --json` into a closed stdout: the task is killed, and the exit code says so.
+    let child = run_bg(
+        &cg,
+        &[
+            "--name",
+            "s",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; exec sleep 30",
+        ],
+    );
+    wait_task(&cg, "s", 1);
+    let st = gk(&cg)
+        .args(["stop", "--grace", "200ms", "--json", "s"])
+        .stdout(Stdio::from(closed_pipe()))
+        .stderr(Stdio::from(closed_pipe()))
+        .status()
+        .unwrap();
+    assert_eq!(st.code(), Some(3), "{st:?}");
+    finish(child);
+}
+
 #[test]
 fn run_then_stop_from_another_process() {
     require_cgroup_v2!();

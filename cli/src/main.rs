@@ -2,6 +2,23 @@
 
 mod manpage;
 
+/// `println!` that never panics: a reader that went away (`gracekill status | head -c0`) must
+/// not turn a stop's or a run's exit code into a panic's, nor end `run` before it has stopped
+/// its task. What could not be written is dropped.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that never panics (see [`out!`]): `run`'s status lines go to a stderr that may
+/// be a closed pipe (a supervisor's log that went away) just before it stops its task.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -394,7 +411,7 @@ fn main() -> ExitCode {
                 line.push_str("; ");
                 line.push_str(tip.strip_prefix("tip: ").unwrap_or(tip));
             }
-            eprintln!(
+            say!(
                 "gracekill: {}",
                 line.strip_prefix("error: ").unwrap_or(&line)
             );
@@ -422,7 +439,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("gracekill: {e:#}");
+            say!("gracekill: {e:#}");
             let code = exit_code_for(&e);
             // `run` passes CMD's status through: its own failures must not look like CMD's 1
             // or 2. timeout(1)'s convention: 125 for its own errors, 126/127 for CMD's exec.
@@ -592,7 +609,7 @@ fn cmd_run(args: RunArgs, quiet: bool) -> anyhow::Result<u8> {
     }
     .plan()?;
     if plan.name_generated && !quiet {
-        eprintln!(
+        say!(
             "gracekill: task name {} (cgroup {})",
             plan.spec.name,
             plan.cgroup()
@@ -600,16 +617,16 @@ fn cmd_run(args: RunArgs, quiet: bool) -> anyhow::Result<u8> {
     }
     let report = runtime()?.block_on(run(&plan.mount, &plan.spec, |msg| {
         if !quiet {
-            eprintln!("gracekill: {msg}");
+            say!("gracekill: {msg}");
         }
     }))?;
     if let Some(o) = &report.stop
         && (!quiet || o.outcome == gracekill::Verdict::Survivors)
     {
-        eprintln!("gracekill: {}", o.summary());
+        say!("gracekill: {}", o.summary());
     }
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
+        out!("{}", serde_json::to_string(&report)?);
     }
     Ok(exit_status(report.exit_code))
 }
@@ -618,32 +635,32 @@ fn cmd_status(args: StatusArgs) -> anyhow::Result<u8> {
     let cg = gracekill::task::open(&Mount::discover()?, &args.task)?;
     let v = gracekill::inspect::inspect(&cg, true)?;
     if args.json {
-        println!("{}", serde_json::to_string(&v)?);
+        out!("{}", serde_json::to_string(&v)?);
         return Ok(0);
     }
-    println!("task:     {}", v.name);
-    println!("cgroup:   {} ({})", v.cgroup, v.path);
-    println!("state:    {}", v.state_text());
+    out!("task:     {}", v.name);
+    out!("cgroup:   {} ({})", v.cgroup, v.path);
+    out!("state:    {}", v.state_text());
     match (&v.policy_summary, &v.policy_error) {
-        (Some(p), _) => println!("policy:   {p}"),
-        (None, Some(e)) => println!("policy:   INVALID: {e}"),
-        (None, None) => println!(
+        (Some(p), _) => out!("policy:   {p}"),
+        (None, Some(e)) => out!("policy:   INVALID: {e}"),
+        (None, None) => out!(
             "policy:   (none recorded; default {})",
             Policy::default().summary()
         ),
     }
     if let Some(pid) = v.main_pid {
-        println!("main pid: {pid}");
+        out!("main pid: {pid}");
     }
     if let Some(age) = v.age_s {
-        println!(
+        out!(
             "age:      {}",
             gracekill::policy::format_duration(Duration::from_secs(age))
         );
     }
-    println!("processes ({}):", v.process_count);
+    out!("processes ({}):", v.process_count);
     for p in v.processes.unwrap_or_default() {
-        println!("  {:>7} {} {}", p.pid, p.state, p.comm);
+        out!("  {:>7} {} {}", p.pid, p.state, p.comm);
     }
     Ok(0)
 }
@@ -651,19 +668,24 @@ fn cmd_status(args: StatusArgs) -> anyhow::Result<u8> {
 fn cmd_list(args: ListArgs) -> anyhow::Result<u8> {
     let tasks = gracekill::inspect::list(&Mount::discover()?, args.parent.as_deref())?;
     if args.json {
-        println!("{}", serde_json::to_string(&tasks)?);
+        out!("{}", serde_json::to_string(&tasks)?);
         return Ok(0);
     }
-    println!(
+    out!(
         "{:<20} {:<28} {:<9} {:>5} {:>8} {:>8}  POLICY",
-        "NAME", "CGROUP", "STATE", "PROCS", "MAIN", "AGE"
+        "NAME",
+        "CGROUP",
+        "STATE",
+        "PROCS",
+        "MAIN",
+        "AGE"
     );
     for t in tasks {
         let age = t
             .age_s
             .map(|a| gracekill::policy::format_duration(Duration::from_secs(a)))
             .unwrap_or_else(|| "-".into());
-        println!(
+        out!(
             "{:<20} {:<28} {:<9} {:>5} {:>8} {:>8}  {}",
             t.name,
             t.cgroup,
@@ -683,10 +705,10 @@ fn cmd_list(args: ListArgs) -> anyhow::Result<u8> {
 
 fn print_outcome(o: &Outcome, json: bool, quiet: bool) {
     if json {
-        println!("{}", o.to_json());
+        out!("{}", o.to_json());
     } else if !quiet || o.outcome == gracekill::Verdict::Survivors {
         // Survivors are said even with --quiet: processes outlived SIGKILL.
-        println!("gracekill: {}", o.summary());
+        out!("gracekill: {}", o.summary());
     }
 }
 
