@@ -57,11 +57,23 @@ async fn stop(w: &Fake, policy: &Policy, opts: &StopOptions) -> Outcome {
     run_engine(w, &cg, policy, opts).await.expect("stop")
 }
 
-/// Stops with an escalation handle that is notified (a second Ctrl-C) `after` the start.
+/// Stops with an escalation handle that is notified (a second Ctrl-C) `after` the start, command
+/// lines read at once (as `run` asks).
 async fn stop_escalated(w: &Fake, policy: &Policy, after: Duration) -> Outcome {
+    stop_cut_short(w, policy, after, true).await
+}
+
+/// Stops with an escalation handle notified `after` the start.
+async fn stop_cut_short(
+    w: &Fake,
+    policy: &Policy,
+    after: Duration,
+    cmdlines_at_once: bool,
+) -> Outcome {
     let n = Arc::new(tokio::sync::Notify::new());
     let opts = StopOptions {
         escalate: Some(n.clone()),
+        cmdlines_at_once,
         ..StopOptions::default()
     };
     let second_request = async {
@@ -864,6 +876,32 @@ fn with_an_escalation_handle_command_lines_are_asked_for_at_once() {
         assert!(asked[0].0 < 1.0, "{asked:?}");
         assert_eq!(o.killed[0].pid, app);
         assert_eq!(o.killed[0].cmdline, "app --fake");
+    });
+}
+
+/// An escalation handle alone (`gracekill stop` listens for SIGTERM and Ctrl-C to cut its grace
+/// short) does not make the command lines be read at once: a stop whose task ends in time reads
+/// none, and a cut-short one reports names only.
+#[test]
+fn an_escalation_handle_alone_reads_no_command_lines_early() {
+    paused(async {
+        let w = Fake::new();
+        w.spawn(Spec::new("quick").flushes(Signal::TERM, 100 * MS));
+        let o = stop_cut_short(&w, &term(30_000), 20_000 * MS, false).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        assert_eq!(w.cmdline_requests(), []);
+        let w = Fake::new();
+        let app = w.spawn(Spec::new("app").ignores(Signal::TERM));
+        let o = stop_cut_short(&w, &term(30_000), 200 * MS, false).await;
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        assert!(o.steps[1].at_ms < 201.0, "cut short: {o:?}");
+        assert_eq!(o.killed[0].pid, app);
+        assert_eq!(o.killed[0].comm, "app");
+        assert!(
+            w.cmdline_requests().iter().all(|(at, _)| *at >= 200.0),
+            "{:?}",
+            w.cmdline_requests()
+        );
     });
 }
 

@@ -69,6 +69,7 @@ mod engine_tests;
 pub mod error;
 pub(crate) mod guard;
 pub mod inspect;
+pub mod interrupts;
 mod kernel;
 pub mod pidfd;
 pub mod policy;

@@ -71,6 +71,11 @@ pub struct StopOptions {
     pub progress: Option<ProgressFn>,
     /// Notified to cut the grace short and go straight to the final kill (a second Ctrl-C).
     pub escalate: Option<Arc<Notify>>,
+    /// With `escalate`: the cut is likely at any moment (a person at a terminal, as for `run`'s
+    /// second Ctrl-C), so the command lines for the final kill's report are read at once, not
+    /// shortly before the deadline. Else a cut-short stop reports the killed processes' names
+    /// without their command lines, and a stop whose task ends in time reads none.
+    pub cmdlines_at_once: bool,
 }
 
 impl std::fmt::Debug for StopOptions {
@@ -959,7 +964,7 @@ impl<K: Kernel> Engine<'_, K> {
     /// When to ask the background reader for the command lines wanted: they are reported for
     /// the processes the final kill takes, so they are asked for when the listing before it
     /// would run (the last step's deadline - [`PRE_KILL_LEAD`]), or at once when that is past or
-    /// the grace can be cut short at any moment (an escalation handle: a second Ctrl-C). A task
+    /// the grace is likely to be cut short at any moment ([`StopOptions::cmdlines_at_once`]). A task
     /// that honours its signal in time is gone before anyone reads its memory, and a stopper
     /// process that ends with it never starts the reader's thread.
     fn schedule_cmdlines(&mut self, deadline: Option<Instant>) {
@@ -968,7 +973,7 @@ impl<K: Kernel> Engine<'_, K> {
         }
         let now = Instant::now();
         let due = match deadline {
-            Some(_) if self.opts.escalate.is_some() => now,
+            Some(_) if self.opts.escalate.is_some() && self.opts.cmdlines_at_once => now,
             // Asked for in the last step.
             Some(_) if !self.last_step => return,
             Some(d) => d.checked_sub(PRE_KILL_LEAD).map_or(now, |t| t.max(now)),

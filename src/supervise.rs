@@ -410,18 +410,8 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
             crate::cgroup::errno_of(&e),
         )
     };
-    // A signal this process inherited as ignored (`nohup` ignores SIGHUP; a shell's background
-    // job ignores SIGINT) stays ignored, for `run` and, through exec, for CMD: as without us.
-    let listen = |kind: SignalKind, raw: i32| -> Result<Option<tokio::signal::unix::Signal>> {
-        if crate::sys::signal_is_ignored(raw) {
-            tracing::debug!(signal = raw, "inherited as ignored: left ignored");
-            return Ok(None);
-        }
-        signal(kind).map(Some).map_err(sig_err)
-    };
-    let mut sigint = listen(SignalKind::interrupt(), libc::SIGINT)?;
-    let mut sigterm = listen(SignalKind::terminate(), libc::SIGTERM)?;
-    let mut sighup = listen(SignalKind::hangup(), libc::SIGHUP)?;
+    // A signal inherited as ignored stays ignored, for `run` and, through exec, for CMD.
+    let mut interrupts = crate::interrupts::Interrupts::listen().map_err(sig_err)?;
     let mut sigchld = signal(SignalKind::child()).map_err(sig_err)?;
     rustix::process::set_child_subreaper(Some(rustix::process::getpid()))
         .map_err(|e| Error::os("become child subreaper for", cg.path(), e))?;
@@ -443,6 +433,9 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
         main_pid: Some(main_pid),
         progress: None,
         escalate: Some(escalate.clone()),
+        // A person at a terminal cuts the grace short with a second Ctrl-C: the report of the
+        // kill that follows names command lines too.
+        cmdlines_at_once: true,
     };
     let start_stop = |reason: StopReason| -> StopFuture<'_> {
         tracing::debug!(cgroup = %cg.rel(), ?reason, "stopping task");
@@ -510,9 +503,7 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
         }
         tokio::select! {
             _ = sigchld.recv() => {}
-            _ = recv(&mut sigint) => phase.signal("SIGINT", &escalate, &start_stop, on_event),
-            _ = recv(&mut sigterm) => phase.signal("SIGTERM", &escalate, &start_stop, on_event),
-            _ = recv(&mut sighup) => phase.signal("SIGHUP", &escalate, &start_stop, on_event),
+            name = interrupts.next() => phase.signal(name, &escalate, &start_stop, on_event),
             r = phase.advance(&start_stop, on_event) => r?,
             r = other_stop_ends(&mut other) => {
                 let wake = r?;
@@ -578,14 +569,6 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
 async fn other_stop_ends(other: &mut Option<OtherStop<'_>>) -> Result<Wake> {
     match other {
         Some(w) => w.await,
-        None => std::future::pending().await,
-    }
-}
-
-/// Waits for a signal, or forever if it is not listened to.
-async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match s {
-        Some(s) => s.recv().await,
         None => std::future::pending().await,
     }
 }

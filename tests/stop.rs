@@ -160,6 +160,59 @@ fn a_runtime_without_timers_is_refused_before_any_signal() {
     drop(p);
 }
 
+/// A stopper told to end during the grace (Ctrl-C; SIGTERM from `timeout(1)` or a service
+/// manager's stop timeout; SIGHUP) ends the grace there: the final kill goes out, the outcome is
+/// reported and the exit code says killed. It used to die of the signal (exit 130/143, no
+/// report) with its task signalled and never killed.
+#[test]
+fn a_signal_to_the_stopper_cuts_the_grace_short_and_the_kill_still_comes() {
+    require_cgroup_v2!();
+    for sig in ["TERM", "INT", "HUP"] {
+        let cg = TestCgroup::new("cut-short");
+        let p = cg.spawn("trap '' TERM; echo ready; while :; do sleep 1 & wait $!; done");
+        p.wait_line("ready");
+        let stop = Command::new(common::bin())
+            .args(["stop", "--grace", "30s", "--json", &cg.rel])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        let t = Instant::now();
+        // Only to the stopper this test started, not yet reaped.
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{sig}"), &stop.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        let out = stop.wait_with_output().unwrap();
+        let took = t.elapsed();
+        let v = json(&out);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "signal {sig}: {v} {}",
+            stderr(&out)
+        );
+        let kill = v["steps"][1]["at_ms"].as_f64().unwrap();
+        assert!(
+            (400.0..2000.0).contains(&kill),
+            "final kill at {kill} ms: {v}"
+        );
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert!(
+            stderr(&out).contains("cutting the grace short"),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!cg.populated(), "signal {sig}");
+        drop(p);
+    }
+}
+
 #[test]
 fn process_ignoring_sigterm_is_killed_after_the_grace() {
     require_cgroup_v2!();

@@ -579,12 +579,31 @@ fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
     if let Some(l) = &live {
         opts.progress = Some(l.callback());
     }
+    let cut = Arc::new(tokio::sync::Notify::new());
+    opts.escalate = Some(cut.clone());
     // Without epoll watches to spare, a runtime without its I/O driver: the stop still runs.
     let rt = gracekill::StopRuntime::new()?;
     let outcome = rt.block_on(async {
+        // Before anything is signalled: SIGINT, SIGTERM or SIGHUP (Ctrl-C, timeout(1), a
+        // service manager's stop timeout) cut the grace short; the final kill goes out and the
+        // outcome is reported, instead of the stopper dying with its task signalled and unkilled.
+        // Without tokio's I/O driver (an attack on the epoll watches) there are no handlers.
+        let interrupts = match gracekill::interrupts::Interrupts::listen() {
+            Ok(mut i) => Some(tokio::spawn(async move {
+                let name = i.next().await;
+                if !quiet {
+                    say!("gracekill: {name}: cutting the grace short, final kill now");
+                }
+                cut.notify_one();
+            })),
+            Err(e) => {
+                tracing::debug!(error = %e, "no signal handlers: a signal ends the stopper");
+                None
+            }
+        };
         let ticker = live.as_ref().map(|l| tokio::spawn(l.clone().tick()));
         let r = gracekill::stop_named(&args.task, given, &opts).await;
-        if let Some(t) = ticker {
+        for t in [ticker, interrupts].into_iter().flatten() {
             t.abort();
         }
         r

@@ -1,0 +1,55 @@
+//! The signals that ask a stopper to end (SIGINT, SIGTERM, SIGHUP), taken on the runtime: `run`
+//! starts, then escalates, its task's stop on them; `gracekill stop` cuts its grace short on
+//! them, so that `timeout(1)`, a service manager's stop timeout or a Ctrl-C ends the stop with
+//! its final kill and its report, not with a stopper killed halfway and a task left signalled.
+
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+/// Listening for SIGINT, SIGTERM and SIGHUP (tokio's handlers: no thread, no polling).
+#[derive(Debug)]
+pub struct Interrupts {
+    int: Option<Signal>,
+    term: Option<Signal>,
+    hup: Option<Signal>,
+}
+
+impl Interrupts {
+    /// Takes the three signals from now on. One this process inherited as ignored (`nohup`
+    /// leaves SIGHUP ignored, a shell's background job SIGINT) stays ignored, as without us.
+    ///
+    /// # Errors
+    /// tokio refusing a handler: no runtime, or one without its I/O driver.
+    pub fn listen() -> std::io::Result<Interrupts> {
+        let take = |kind: SignalKind, raw: i32| -> std::io::Result<Option<Signal>> {
+            if crate::sys::signal_is_ignored(raw) {
+                tracing::debug!(signal = raw, "inherited as ignored: left ignored");
+                return Ok(None);
+            }
+            signal(kind).map(Some)
+        };
+        Ok(Interrupts {
+            int: take(SignalKind::interrupt(), libc::SIGINT)?,
+            term: take(SignalKind::terminate(), libc::SIGTERM)?,
+            hup: take(SignalKind::hangup(), libc::SIGHUP)?,
+        })
+    }
+
+    /// The next of them to arrive, by name. Cancel-safe (a `select!` branch).
+    pub async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            () = recv(&mut self.int) => "SIGINT",
+            () = recv(&mut self.term) => "SIGTERM",
+            () = recv(&mut self.hup) => "SIGHUP",
+        }
+    }
+}
+
+/// Waits for `s`, forever if it is not listened to.
+async fn recv(s: &mut Option<Signal>) {
+    if let Some(s) = s
+        && s.recv().await.is_some()
+    {
+        return;
+    }
+    std::future::pending().await
+}
