@@ -683,6 +683,20 @@ fn an_earlier_stops_kill_record_is_not_taken_for_this_ones() {
     });
 }
 
+/// Nor one dated after the moment the cgroup was seen empty: no kill sent then emptied it (a
+/// forged record once made a graceful stop report a kill 584,000 years into the stop).
+#[test]
+fn a_final_kill_record_from_the_future_is_no_kill() {
+    paused(async {
+        let w = Fake::new();
+        w.spawn(Spec::new("app").flushes(Signal::TERM, 10 * MS));
+        w.record_other_kill(4242, 3_600_000 * MS, "cgroup.kill");
+        let o = stop(&w, &term(5000), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        assert_eq!(signals(&o), ["SIGTERM"]);
+    });
+}
+
 /// A task its owner froze cannot run its SIGTERM handler: the stop thaws it (after signalling
 /// it), and the stop is graceful.
 #[test]

@@ -600,10 +600,13 @@ impl<K: Kernel> Engine<'_, K> {
     /// its final kill meanwhile, that kill emptied it: report it, not a graceful exit.
     fn graceful(mut self, emptied: Instant) -> Outcome {
         let now = Some(emptied);
+        // Sent during this stop: not before it began, nor after now (a record from the future
+        // is no kill that emptied this cgroup).
+        let now_ns = self.k.now_ns();
         if let Some(rec) = self
             .k
             .final_kill_record(self.cg)
-            .filter(|r| r.at_ns >= self.t0_ns)
+            .filter(|r| r.at_ns >= self.t0_ns && r.at_ns <= now_ns)
         {
             tracing::debug!(cgroup = %self.cg.rel(), by = rec.pid, "emptied by another stop's final kill");
             self.steps.push(StepReport {

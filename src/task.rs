@@ -410,6 +410,10 @@ pub fn stopper(cg: &Cgroup) -> Option<crate::pidfd::PidFd> {
 /// The final kill a stop records right before sending it (record `final-kill` =
 /// `PID MONOTONIC_NS VIA`), so that another stop of the same task running at the same time,
 /// which then sees the cgroup empty, reports that kill instead of claiming a graceful exit.
+///
+/// Written and read only with [`Trust::Privileged`] (`trusted.*`): what it changes is the
+/// report, and a task can write its own cgroup's `user.*` xattrs, so an owner's record could be
+/// the task's word that it was killed, by whom and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FinalKillRecord {
     /// The stopper's pid.
@@ -423,7 +427,11 @@ pub struct FinalKillRecord {
 impl FinalKillRecord {
     /// Records this process's final kill (best effort).
     pub fn write(cg: &Cgroup, at_ns: u128, via: &'static str) {
-        let _ = Records::of(cg).set(
+        let records = Records::of(cg);
+        if records.trust() != Trust::Privileged {
+            return;
+        }
+        let _ = records.set(
             "final-kill",
             &format!("{} {at_ns} {via}", std::process::id()),
             false,
@@ -432,7 +440,11 @@ impl FinalKillRecord {
 
     /// The recorded final kill, parsed strictly (a malformed record is ignored).
     pub fn read(cg: &Cgroup) -> Option<FinalKillRecord> {
-        let text = Records::of(cg).get("final-kill").ok()??;
+        let records = Records::of(cg);
+        if records.trust() != Trust::Privileged {
+            return None;
+        }
+        let text = records.get("final-kill").ok()??;
         let mut words = text.split(' ');
         let pid: u32 = strict_number("pid", words.next()?).ok()?;
         let at_ns: u128 = strict_number::<u64>("time", words.next()?).ok()?.into();

@@ -100,6 +100,35 @@ fn delegated_user_runs_and_stops_inside_its_subtree_and_nowhere_else() {
     assert!(status.code().is_some(), "run ended by itself: {status}");
     assert!(!web.exists(), "run removed the task's cgroup");
 
+    // 1b. A task that writes a final-kill record on its own cgroup (a user.* xattr, which it
+    // may) before it exits on SIGTERM: the owner's stop does not take the task's word that
+    // another stop killed it; it reports the graceful exit it saw.
+    let forger = format!(
+        r#"trap 'python3 -c "import os, sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode())" {cg} user.gracekill.final-kill "4242 18446744073709551615 cgroup.kill" && echo forged > {d}/forged; exit 0' TERM; echo ready > {d}/ready2; while :; do sleep 1 & wait $!; done"#,
+        cg = deleg.path.join("web2").display(),
+        d = deleg.scratch.display()
+    );
+    let mut run2: Child = as_user(
+        uid,
+        Some(&session),
+        &[gk, "run", "--name", "web2", "--", "bash", "-c", &forger],
+        &env,
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(10), || deleg
+        .file("ready2")
+        .exists()));
+    let out = output(as_user(uid, None, &[gk, "stop", "--json", "web2"], &env));
+    let v = json(&out);
+    assert_eq!(read(&deleg.file("forged")).trim(), "forged", "{v}");
+    assert_eq!(out.status.code(), Some(0), "{v}\n{}", stderr(&out));
+    assert_eq!(v["outcome"], "graceful", "{v}");
+    assert_eq!(v["steps"].as_array().unwrap().len(), 1, "{v}");
+    run2.wait().unwrap();
+
     // 2. Another user's task inside the subtree (root put a process of uid 65534 there).
     let foreign = deleg.child("foreign");
     let canary_script = r#"for s in TERM INT HUP CONT; do trap "echo $s >> $SCRATCH/foreign-signals" $s; done; echo ready; while :; do sleep 1 & wait $!; done"#;
