@@ -545,7 +545,7 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
     });
     let (stop_reason, outcome) = phase.end();
     let timed_out = stop_reason == Some(StopReason::Timeout);
-    let exit_code = exit_code(outcome.as_ref().map(|o| o.outcome), timed_out, &main);
+    let exit_code = exit_code(outcome.as_ref().map(kill_was_needed), timed_out, &main);
     let populated = cg.events().map(|e| e.populated).unwrap_or(false);
     let removed = !spec.keep
         && !populated
@@ -675,12 +675,23 @@ fn main_stopped(main_pid: i32) -> bool {
 /// `run`'s exit status, as coreutils' `timeout` has it: when `--timeout` expired, 124 if the
 /// task then ended within its grace, 137 if the final kill was needed; otherwise the main
 /// process's own status (128 + signal when a signal ended it).
-fn exit_code(stop: Option<Verdict>, timed_out: bool, main: &MainExit) -> i32 {
-    match (stop, timed_out) {
-        (Some(Verdict::Killed | Verdict::Survivors), true) => 137,
-        (Some(_), true) => 124,
+///
+/// `killed`: whether the stop needed its final kill, if a stop ran (see [`kill_was_needed`]).
+fn exit_code(killed: Option<bool>, timed_out: bool, main: &MainExit) -> i32 {
+    match (killed, timed_out) {
+        (Some(true), true) => 137,
+        (Some(false), true) => 124,
         _ => main.status(),
     }
+}
+
+/// Did the stop need its final kill? Its verdict says so, or, in process mode (whose verdict is
+/// `remaining` while the others run on), a SIGKILL that went out to the main process.
+fn kill_was_needed(o: &Outcome) -> bool {
+    matches!(o.outcome, Verdict::Killed | Verdict::Survivors)
+        || o.steps
+            .iter()
+            .any(|s| s.signal == crate::policy::Signal::KILL && s.signalled > 0)
 }
 
 /// Spawns `argv` so that it joins `cg` before `exec` (and, with `job`, becomes the terminal's
@@ -832,6 +843,28 @@ mod tests {
         assert!(within_50ms(escalate.notified()).is_none(), "escalated");
     }
 
+    /// Process mode ends `remaining` while the others run on: a SIGKILL it sent to the main
+    /// process is the final kill all the same (137 after `--timeout`, as `timeout(1)` has it).
+    #[test]
+    fn a_process_mode_kill_of_the_main_process_was_needed() {
+        let step = |signal, signalled| crate::report::StepReport {
+            signal,
+            at_ms: 0.0,
+            signalled,
+            via: None,
+            by_pid: None,
+        };
+        let mut o = outcome(Verdict::Remaining);
+        o.steps = vec![step(crate::policy::Signal::TERM, 1)];
+        assert!(!kill_was_needed(&o));
+        o.steps.push(step(crate::policy::Signal::KILL, 0));
+        assert!(!kill_was_needed(&o), "a final kill of no one");
+        o.steps[1].signalled = 1;
+        assert!(kill_was_needed(&o));
+        assert!(kill_was_needed(&outcome(Verdict::Killed)));
+        assert!(!kill_was_needed(&outcome(Verdict::Graceful)));
+    }
+
     #[test]
     fn the_timeout_starts_the_stop_whose_outcome_decides_124_or_137() {
         for (verdict, want) in [(Verdict::Graceful, 124), (Verdict::Killed, 137)] {
@@ -854,7 +887,10 @@ mod tests {
                 ..MainExit::default()
             };
             let timed_out = reason == Some(StopReason::Timeout);
-            assert_eq!(exit_code(stop.map(|o| o.outcome), timed_out, &main), want);
+            assert_eq!(
+                exit_code(stop.as_ref().map(kill_was_needed), timed_out, &main),
+                want
+            );
         }
     }
 
@@ -958,13 +994,12 @@ mod tests {
             ..MainExit::default()
         };
         for (stop, timed_out, main, want) in [
-            (Some(Verdict::Killed), true, exited(0), 137),
-            (Some(Verdict::Survivors), true, exited(0), 137),
-            (Some(Verdict::Graceful), true, signalled, 124),
-            (Some(Verdict::Empty), true, exited(3), 124),
+            (Some(true), true, exited(0), 137),
+            (Some(false), true, signalled, 124),
+            (Some(false), true, exited(3), 124),
             // A stop for another reason (a signal to run, leftovers): the main process's status.
-            (Some(Verdict::Killed), false, signalled, 143),
-            (Some(Verdict::Graceful), false, exited(7), 7),
+            (Some(true), false, signalled, 143),
+            (Some(false), false, exited(7), 7),
             (None, false, exited(0), 0),
             (None, false, MainExit::default(), 1),
         ] {

@@ -51,6 +51,34 @@ fn wait_task(cg: &TestCgroup, name: &str, n: usize) {
 
 const HANDLES_TERM: &str = r#"trap 'trap "" TERM; sleep 1; echo flushed > "$PWD/flushed"; exit 5' TERM; echo ready > "$PWD/ready"; while :; do sleep 1 & wait $!; done"#;
 
+/// `--timeout` with `--kill-mode process`: a main process that ignores SIGTERM gets the final
+/// kill, and `run` says so with 137 (`timeout(1)`'s), not 124, though the stop's verdict is
+/// `remaining` (its other process was left running, as asked, and is then reaped by `run`).
+#[test]
+fn a_timeout_in_process_mode_that_needed_the_kill_exits_137() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("timeout-proc");
+    let out = output(gk(&cg).args([
+        "run",
+        "--json",
+        "--name",
+        "t",
+        "--timeout",
+        "300ms",
+        "--kill-mode",
+        "process",
+        "--grace",
+        "300ms",
+        "--",
+        "sh",
+        "-c",
+        "trap '' TERM; sleep 2 & wait",
+    ]));
+    let v = json(&out);
+    assert_eq!(out.status.code(), Some(137), "{v} {}", stderr(&out));
+    assert_eq!(v["main"]["signal"], 9, "{v}");
+}
+
 /// A pipe whose reader has gone: every write to it fails with `EPIPE`.
 fn closed_pipe() -> std::os::fd::OwnedFd {
     let (r, w) = rustix::pipe::pipe().expect("pipe");
