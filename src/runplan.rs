@@ -80,7 +80,17 @@ impl RunRequest {
         }
         let policy = self.flags.apply(policy);
         policy.validate()?;
-        Ok((policy, self.timeout.or(timeout)))
+        let timeout = self.timeout.or(timeout);
+        if timeout.is_some_and(|t| t.is_zero()) {
+            // timeout(1) reads 0 as "no timeout", a runtime limit of 0 as "stop at once": the
+            // two readings disagree, so neither is guessed.
+            return Err(crate::Error::Input(
+                "a timeout of 0 is ambiguous (timeout(1) reads it as none, a limit of 0 as \
+                 stop at once): leave --timeout and RuntimeMaxSec= out for no timeout"
+                    .into(),
+            ));
+        }
+        Ok((policy, timeout))
     }
 
     /// Decides the run: checks the policy and the name before looking at the system, then finds
@@ -125,6 +135,22 @@ impl RunRequest {
 mod tests {
     use super::*;
     use crate::policy::{KillMode, Signal};
+
+    #[test]
+    fn a_zero_timeout_is_refused_either_way_it_is_given() {
+        for (props, flag) in [
+            (vec![], Some(Duration::ZERO)),
+            (vec!["RuntimeMaxSec=0"], None),
+        ] {
+            let mut r = request(&props, PolicyFlags::default());
+            r.timeout = flag;
+            let e = r.policy().expect_err("a zero timeout");
+            assert!(e.to_string().contains("timeout of 0 is ambiguous"), "{e}");
+        }
+        let mut r = request(&[], PolicyFlags::default());
+        r.timeout = Some(Duration::from_millis(1));
+        assert_eq!(r.policy().expect("1 ms").1, Some(Duration::from_millis(1)));
+    }
 
     fn request(properties: &[&str], flags: PolicyFlags) -> RunRequest {
         RunRequest {
