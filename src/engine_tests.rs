@@ -1177,6 +1177,15 @@ fn a_later_look_that_cannot_list_does_not_erase_the_survivors() {
         assert_eq!(w.exit_of(slow).map(|e| e.1), Some(9));
         assert_eq!(o.survivors_total, 2, "{o:?}");
         assert!(o.survivors.iter().all(|s| s.pid != slow), "{o:?}");
+
+        // More than the report describes: every one counted before is counted again, none
+        // twice, and no more than MAX_LISTED described.
+        let w = Fake::new();
+        spawn_stuck(&w, 150);
+        w.refuse_listing_after(1600 * MS);
+        let o = stop(&w, &term(500), &StopOptions::default()).await;
+        assert_eq!(o.survivors_total, 150, "{}", o.survivors_total);
+        assert_eq!(o.survivors.len(), crate::report::MAX_LISTED);
     });
 }
 

@@ -1915,7 +1915,8 @@ impl<K: Kernel> Engine<'_, K> {
         // From the first look on: each look (listing and describing) takes at most
         // SURVIVOR_REPORT_BUDGET, and none starts after this.
         let hard_end = deadline_after(DYING_MAX);
-        let (mut survivors, mut n, listed_whole) = self.survivors();
+        let (mut survivors, mut counted, listed_whole) = self.survivors_after(&[]);
+        let mut n = counted.len();
         if n == 0 {
             // Populated, yet no process listed: the last ones are between leaving cgroup.procs
             // and the end of their exit. Not survivors: wait for `populated 0`, event-driven.
@@ -1929,7 +1930,8 @@ impl<K: Kernel> Engine<'_, K> {
                 return Ok((Vec::new(), 0));
             }
             let whole;
-            (survivors, n, whole) = self.survivors();
+            (survivors, counted, whole) = self.survivors_after(&[]);
+            n = counted.len();
             // Said only of a subtree listed whole (one that could not be is said so above).
             if n == 0 && whole {
                 self.warnings.push(format!(
@@ -1953,24 +1955,8 @@ impl<K: Kernel> Engine<'_, K> {
                 return Ok((Vec::new(), 0));
             }
             let before = n;
-            let (mut later, mut m, whole) = self.survivors();
-            if !whole {
-                // A look that could not list the whole subtree (the task made some lists
-                // unreadable, or the stopper ran short of descriptors): the earlier survivors it
-                // did not list are looked at again, one by one, and kept while still there.
-                let listed: std::collections::HashSet<i32> = later.iter().map(|s| s.pid).collect();
-                for old in &survivors {
-                    if listed.contains(&old.pid) {
-                        continue;
-                    }
-                    let now = self.k.describe(old.pid);
-                    if !now.state.is_empty() && (now.state != "Z" || !now.threads.is_empty()) {
-                        later.push(now);
-                        m += 1;
-                    }
-                }
-            }
-            (survivors, n) = (later, m);
+            (survivors, counted, _) = self.survivors_after(&counted);
+            n = counted.len();
             if n >= before {
                 break;
             }
@@ -1980,8 +1966,14 @@ impl<K: Kernel> Engine<'_, K> {
 
     /// The processes still present, described from sources that cannot block (at most
     /// [`MAX_LISTED`], and within a time budget), their memory released where possible.
-    /// Returns them and how many there are (at least).
-    fn survivors(&mut self) -> (Vec<Survivor>, usize, bool) {
+    ///
+    /// After an earlier look that counted `earlier`: when this look cannot list the whole
+    /// subtree (the task made some lists unreadable, or the stopper ran short of descriptors),
+    /// each pid the earlier look counted and this one did not list is looked at again, within
+    /// the same budget, and counted (and described, up to [`MAX_LISTED`] in all) while it is
+    /// still there, in the target. Returns the descriptions, the pids counted, and whether the
+    /// subtree was listed whole.
+    fn survivors_after(&mut self, earlier: &[i32]) -> (Vec<Survivor>, Vec<i32>, bool) {
         // One budget for the whole look: the listing may use three fifths of it, the
         // descriptions (and the wait for memory releases) what is left.
         let start = Instant::now();
@@ -2021,8 +2013,33 @@ impl<K: Kernel> Engine<'_, K> {
             }
             out.push(s);
         }
+        let mut counted = pids;
+        if !whole {
+            let listed: std::collections::HashSet<i32> = counted.iter().copied().collect();
+            let mut again = Vec::new();
+            for &pid in earlier.iter().filter(|p| !listed.contains(p)) {
+                if std::time::Instant::now() >= budget_end {
+                    break;
+                }
+                let within = self
+                    .k
+                    .proc_cgroup(pid)
+                    .is_some_and(|p| crate::cgroup::is_within_bytes(&p, self.cg.ns_path_bytes()));
+                if !within {
+                    continue;
+                }
+                let now = self.k.describe(pid);
+                if !now.state.is_empty() && (now.state != "Z" || !now.threads.is_empty()) {
+                    again.push(pid);
+                    if out.len() < MAX_LISTED {
+                        out.push(now);
+                    }
+                }
+            }
+            counted.extend(again);
+        }
         self.release.collect(&mut out, budget_end);
-        (out, pids.len(), whole)
+        (out, counted, whole)
     }
 }
 
