@@ -18,8 +18,17 @@ impl Interrupts {
     /// leaves SIGHUP ignored, a shell's background job SIGINT) stays ignored, as without us.
     ///
     /// # Errors
-    /// tokio refusing a handler: no runtime, or one without its I/O driver.
+    /// tokio refusing a handler; a [`crate::StopRuntime`] that runs without tokio's I/O driver
+    /// (an attack on the epoll watches), which tokio's handlers need.
+    ///
+    /// # Panics
+    /// On any other runtime without the I/O driver (tokio's "IO is disabled").
     pub fn listen() -> std::io::Result<Interrupts> {
+        if let Some(why) = crate::watch::runtime_without_io() {
+            return Err(std::io::Error::other(format!(
+                "no signal handlers without tokio's I/O driver ({why})"
+            )));
+        }
         let take = |kind: SignalKind, raw: i32| -> std::io::Result<Option<Signal>> {
             if crate::sys::signal_is_ignored(raw) {
                 tracing::debug!(signal = raw, "inherited as ignored: left ignored");

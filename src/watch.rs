@@ -98,7 +98,7 @@ impl Watcher {
                 None,
                 Some("forced (GRACEKILL_FORCE_BLIND_WATCH=1)".to_string()),
             )
-        } else if let Some(why) = NO_IO_RUNTIME.with_borrow(Clone::clone) {
+        } else if let Some(why) = runtime_without_io() {
             (None, Some(why))
         } else {
             match Self::epoll_set(cg, &events) {
@@ -635,6 +635,11 @@ pub(crate) fn without_io<T>(why: String, f: impl FnOnce() -> T) -> T {
     NO_IO_RUNTIME.set(Some(why));
     let _reset = Reset;
     f()
+}
+
+/// Why the runtime this thread drives has no I/O driver, if it has none (see [`without_io`]).
+pub(crate) fn runtime_without_io() -> Option<String> {
+    NO_IO_RUNTIME.with_borrow(Clone::clone)
 }
 
 /// Is `e` a shortage of epoll watches, memory or descriptors (the reasons for a blind watcher)?
