@@ -1412,7 +1412,6 @@ impl<K: Kernel> Engine<'_, K> {
         self.ask_cmdlines(true);
         let cg = self.cg;
         let _ = self.w.refresh();
-        let extra = self.extra_signals(signal);
         let latecomers = self.policy.kill_mode == KillMode::ControlGroup;
         let mut listed = Vec::new();
         let budget = self.budget;
@@ -1465,14 +1464,9 @@ impl<K: Kernel> Engine<'_, K> {
                     continue;
                 }
                 self.last_not_member = None;
-                let r = if latecomers {
-                    self.signal_member(c, pid, false, &threads, signal, extra)
-                        .map(|sent| late += usize::from(sent))
-                } else {
-                    self.track_member(c, pid)
-                };
-                if let Err(e) = r {
-                    errors.push(e);
+                match self.meet_before_kill(c, pid, false, &threads, signal, latecomers) {
+                    Ok(sent) => late += usize::from(sent),
+                    Err(e) => errors.push(e),
                 }
                 if self.last_not_member == Some(pid) {
                     not_here.insert(pid);
@@ -1497,14 +1491,9 @@ impl<K: Kernel> Engine<'_, K> {
                     whole = false;
                     break;
                 }
-                let r = if latecomers {
-                    self.signal_member(c, tid, true, &threads, signal, extra)
-                        .map(|sent| late += usize::from(sent))
-                } else {
-                    self.hold_thread_member(c, tid)
-                };
-                if let Err(e) = r {
-                    errors.push(e);
+                match self.meet_before_kill(c, tid, true, &threads, signal, latecomers) {
+                    Ok(sent) => late += usize::from(sent),
+                    Err(e) => errors.push(e),
                 }
                 // Over the budget: not held, counted from the list.
                 if let Some(g) = self.k.tgid_of(tid)
@@ -1567,6 +1556,29 @@ impl<K: Kernel> Engine<'_, K> {
                 .is_some_and(TaskProc::has_exited)
         });
         (tgids, whole)
+    }
+
+    /// A member the listing before the final kill meets unheld (a pid, or a thread whose
+    /// process is listed elsewhere): in control-group mode a latecomer, given the step's signal
+    /// (and held, as a pass would); otherwise only held, so that the kill counts it. Returns
+    /// whether it was signalled.
+    fn meet_before_kill(
+        &mut self,
+        c: &K::Cg,
+        id: i32,
+        threaded: bool,
+        threads: &std::collections::HashSet<i32>,
+        signal: Signal,
+        latecomers: bool,
+    ) -> Result<bool> {
+        if latecomers {
+            let extra = self.extra_signals(signal);
+            self.signal_member(c, id, threaded, threads, signal, extra)
+        } else if threaded {
+            self.hold_thread_member(c, id).map(|()| false)
+        } else {
+            self.track_member(c, id).map(|()| false)
+        }
     }
 
     /// Opens thread `tid`, proves it a member of `c` and holds its process (as a pass would,

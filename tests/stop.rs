@@ -739,32 +739,12 @@ fn refuses_the_callers_own_cgroup_and_its_ancestors_cgroups() {
 #[test]
 fn refuses_a_cgroup_holding_only_a_thread_of_an_ancestor() {
     require_cgroup_v2!();
-    let cg = TestCgroup::new("thr-anc");
-    let child = cg.child("child");
-    std::fs::write(child.join("cgroup.type"), "threaded").unwrap();
-    let out = Command::new("python3")
-        .arg(common::repo().join("tests/helpers/thread_in_target.py"))
-        .arg(&cg.path)
-        .arg(&child)
-        .arg(format!("{}/child", cg.rel))
-        .arg("cli")
-        .arg(common::bin())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "the parent was killed ({:?}): {said} {}",
-        out.status,
-        stderr(&out)
-    );
+    let said = common::stop_with_a_thread_in_the_target("thr-anc", "cli", &common::bin());
     assert!(said.contains("rc 2 "), "{said}");
     assert!(
         said.contains("refusing") && said.contains("ancestor"),
         "{said}"
     );
-    assert!(said.contains("alive"), "{said}");
 }
 
 /// The refusal holds when the caller's cgroup has a name that is not UTF-8 (its path in

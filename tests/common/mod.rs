@@ -138,3 +138,32 @@ pub fn freeze_v1(tc: &TestCgroup, pid: i32) -> Option<Thaw> {
     );
     Some(thaw)
 }
+
+/// Runs `tests/helpers/thread_in_target.py`: a Python process whose leader is in a new test
+/// cgroup (a threaded domain) and one of whose threads lives in its threaded child, which then
+/// asks for that child's stop (`how`: `cli` runs `what` as gracekill, `capi` loads `what` as
+/// libgracekill_capi.so). Asserts the process survived and printed `alive`; returns what it
+/// said about the stop.
+pub fn stop_with_a_thread_in_the_target(tag: &str, how: &str, what: &Path) -> String {
+    let cg = TestCgroup::new(tag);
+    let child = cg.child("child");
+    std::fs::write(child.join("cgroup.type"), "threaded").unwrap();
+    let out = Command::new("python3")
+        .arg(repo().join("tests/helpers/thread_in_target.py"))
+        .arg(&cg.path)
+        .arg(&child)
+        .arg(format!("{}/child", cg.rel))
+        .arg(how)
+        .arg(what)
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && said.contains("alive"),
+        "the process was killed ({:?}): {said} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
