@@ -178,7 +178,14 @@ fn a_signal_to_the_stopper_cuts_the_grace_short_and_the_kill_still_comes() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(500));
+        // Once its stop has begun (its mark is on the cgroup; the handlers come before it):
+        // a stopper still starting up (slowly, under emulation) would die of the signal.
+        let mount = gracekill::Mount::discover().unwrap();
+        let target = mount.open_cgroup(&cg.rel).unwrap();
+        assert!(wait_until(common::slow(Duration::from_secs(10)), || target
+            .get_xattr("trusted.gracekill.stopping")
+            .is_ok_and(|m| m.is_some())));
+        std::thread::sleep(Duration::from_millis(200));
         let t = Instant::now();
         // Only to the stopper this test started, not yet reaped.
         assert!(
@@ -197,12 +204,13 @@ fn a_signal_to_the_stopper_cuts_the_grace_short_and_the_kill_still_comes() {
             "signal {sig}: {v} {}",
             stderr(&out)
         );
+        // At the signal, not at the end of the 30 s grace.
         let kill = v["steps"][1]["at_ms"].as_f64().unwrap();
         assert!(
-            (400.0..2000.0).contains(&kill),
+            (150.0..10_000.0).contains(&kill),
             "final kill at {kill} ms: {v}"
         );
-        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert!(took < common::slow(Duration::from_secs(3)), "{took:?}");
         assert!(
             stderr(&out).contains("cutting the grace short"),
             "{}",
