@@ -1265,8 +1265,15 @@ fn a_wedged_mmap_lock_cannot_hold_up_the_kill() {
 /// Starts the `zombie_leader` helper in cgroup `from`: its leader exits there and its live
 /// thread writes its tid to `to` (a `cgroup.procs` or `cgroup.threads`). Returns the process,
 /// its tgid and the live thread's tid, once it is ready.
+/// `tests/helpers/zombie_leader.c`, compiled once per test binary: a test that starts it in the
+/// middle of a grace compiles it first (a call here), not while the grace runs.
+fn zombie_leader_exe() -> &'static Path {
+    static ZL: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    ZL.get_or_init(|| common::c_helper("zombie_leader"))
+}
+
 fn start_zombie_leader(tc: &TestCgroup, from: &Path, to: &Path) -> (common::Proc, i32, i32) {
-    let zl = common::c_helper("zombie_leader");
+    let zl = zombie_leader_exe();
     let p = tc.spawn_in(
         from,
         &format!(
@@ -1384,6 +1391,7 @@ fn a_latecomer_whose_leader_exited_elsewhere_is_signalled_and_killed_with_the_re
         ("WINCH", "mixed", 1, 2),
     ] {
         let what = format!("--signal {signal} --kill-mode {mode}");
+        zombie_leader_exe();
         let tc = TestCgroup::new("zl-late");
         let a = tc.child("a");
         std::fs::write(a.join("cgroup.type"), "threaded").unwrap();
@@ -1394,7 +1402,7 @@ fn a_latecomer_whose_leader_exited_elsewhere_is_signalled_and_killed_with_the_re
             .args(["stop", "--signal", signal, "--kill-mode", mode])
             .args([
                 "--grace",
-                "1500ms",
+                "2500ms",
                 "--kill-timeout",
                 "2s",
                 "--json",
@@ -1429,6 +1437,7 @@ fn a_latecomer_whose_leader_exited_elsewhere_is_signalled_and_killed_with_the_re
 #[test]
 fn a_stuck_process_cannot_shield_a_latecomer_from_the_kill_not_even_one_whose_leader_exited() {
     require_cgroup_v2!();
+    zombie_leader_exe();
     for alien in [false, true] {
         let tc = TestCgroup::new("stuck-shield");
         let a = tc.child("a");
