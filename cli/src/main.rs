@@ -200,6 +200,10 @@ caller may trust the record (root reads only trusted.gracekill.* xattrs, which n
 a user reads user.gracekill.* of cgroups it owns), else the defaults. Any policy flag replaces the
 stored policy as a whole.
 
+SIGTERM, SIGINT or SIGHUP to `gracekill stop` during the grace cut it short: the final kill goes
+out at once and the outcome is reported as usual (timeout(1) or a service manager's stop timeout
+end the stop, not the stopper).
+
 JSON (--json): {cgroup, outcome: empty|graceful|killed|survivors|remaining, elapsed_ms,
 empty_at_ms, thawed, steps: [{signal, at_ms, signalled, via?}], killed: [{pid, comm, cmdline}],
 killed_total, exits: [{pid, comm, at_ms, code, signal, core_dumped?}] (how and when each
