@@ -101,10 +101,12 @@ fn delegated_user_runs_and_stops_inside_its_subtree_and_nowhere_else() {
     assert!(!web.exists(), "run removed the task's cgroup");
 
     // 1b. A task that writes a final-kill record on its own cgroup (a user.* xattr, which it
-    // may) before it exits on SIGTERM: the owner's stop does not take the task's word that
-    // another stop killed it; it reports the graceful exit it saw.
+    // may; dated u64::MAX, so after any stop's start) and exits on SIGTERM: the owner's stop
+    // does not take the task's word that another stop killed it; it reports the graceful exit
+    // it saw. (Written at the start: a process the trap forked would itself get the stop
+    // signal, which under emulation can come before its write.)
     let forger = format!(
-        r#"trap 'python3 -c "import os, sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode())" {cg} user.gracekill.final-kill "4242 18446744073709551615 cgroup.kill" && echo forged > {d}/forged; exit 0' TERM; echo ready > {d}/ready2; while :; do sleep 1 & wait $!; done"#,
+        r#"python3 -c "import os, sys; os.setxattr(sys.argv[1], sys.argv[2], sys.argv[3].encode())" {cg} user.gracekill.final-kill "4242 18446744073709551615 cgroup.kill" 2> {d}/forge.err && echo forged > {d}/forged; trap 'exit 0' TERM; echo ready > {d}/ready2; while :; do sleep 1 & wait $!; done"#,
         cg = deleg.path.join("web2").display(),
         d = deleg.scratch.display()
     );
@@ -123,7 +125,12 @@ fn delegated_user_runs_and_stops_inside_its_subtree_and_nowhere_else() {
         .exists()));
     let out = output(as_user(uid, None, &[gk, "stop", "--json", "web2"], &env));
     let v = json(&out);
-    assert_eq!(read(&deleg.file("forged")).trim(), "forged", "{v}");
+    assert_eq!(
+        read(&deleg.file("forged")).trim(),
+        "forged",
+        "{v} {}",
+        read(&deleg.file("forge.err"))
+    );
     assert_eq!(out.status.code(), Some(0), "{v}\n{}", stderr(&out));
     assert_eq!(v["outcome"], "graceful", "{v}");
     assert_eq!(v["steps"].as_array().unwrap().len(), 1, "{v}");
