@@ -1444,7 +1444,9 @@ fn a_stuck_process_cannot_shield_a_latecomer_from_the_kill_not_even_one_whose_le
         if alien {
             std::fs::write(a.join("cgroup.type"), "threaded").unwrap();
         }
-        let stuck = tc.spawn("echo ready; while :; do sleep 1 & wait $!; done");
+        // One process that never forks: a child forked as it is moved to the v1 freezer
+        // would be frozen with it (a second survivor).
+        let stuck = tc.spawn("echo ready; exec sleep 1000");
         stuck.wait_line("ready");
         // Dropped before `stuck`: reaping a frozen process would block.
         let Some(thaw) = common::freeze_v1(&tc, stuck.pid()) else {
