@@ -367,6 +367,7 @@ impl StopRuntime {
     /// # Errors
     /// Neither runtime could be built.
     pub fn new() -> std::io::Result<StopRuntime> {
+        runtime_descriptors()?;
         let with_io = if std::env::var_os("GRACEKILL_FORCE_NO_IO_RUNTIME").is_some_and(|v| v == "1")
         {
             Err(std::io::Error::other(
@@ -2107,6 +2108,24 @@ fn report_progress<K: Kernel>(
             names,
         });
     }
+}
+
+/// Whether building a tokio runtime with `enable_all` can get the descriptors it needs: six
+/// (its epoll set and a copy, an eventfd, and the first time in a process the socket pair of
+/// its signal driver and a copy), which tokio gets with `expect` (a panic, exit 101, out of
+/// descriptors). Six are taken and given back; without them, `EMFILE` (or `ENFILE`) as an error.
+///
+/// # Errors
+/// The error of the `pipe2(2)` that could not be had.
+pub fn runtime_descriptors() -> std::io::Result<()> {
+    let flags = rustix::pipe::PipeFlags::CLOEXEC;
+    let pipes = [
+        rustix::pipe::pipe_with(flags)?,
+        rustix::pipe::pipe_with(flags)?,
+        rustix::pipe::pipe_with(flags)?,
+    ];
+    drop(pipes);
+    Ok(())
 }
 
 /// Raises the soft open-file limit to the hard limit once: each live process costs one pidfd.

@@ -755,6 +755,38 @@ fn refuses_a_cgroup_holding_only_a_thread_of_an_ancestor() {
     );
 }
 
+/// A stopper started with few descriptors, inside the cgroup it is asked to stop: whatever
+/// the limit, it fails with an error or refuses, never stops its own cgroup and never panics
+/// (tokio panicked, exit 101, when building its runtime came up short).
+#[test]
+fn a_stopper_short_of_descriptors_errs_or_refuses_and_never_panics() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("fd-starved");
+    let inner = cg.child("inner");
+    let c = canary(&cg);
+    for n in 3..=16 {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(r#"echo 0 > "$1/cgroup.procs" && ulimit -Sn "$2" && exec "$3" stop --grace 1s "$4""#)
+            .arg("bash")
+            .arg(&inner)
+            .arg(n.to_string())
+            .arg(common::bin())
+            .arg(&cg.rel)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        // 127: the dynamic loader itself found no descriptor for a library.
+        assert!(
+            matches!(out.status.code(), Some(1 | 2 | 127)),
+            "{n} descriptors: {:?} {}",
+            out.status,
+            stderr(&out)
+        );
+        assert!(alive(c.pid()), "{n} descriptors: the canary was stopped");
+    }
+}
+
 /// The refusal holds when the caller's cgroup has a name that is not UTF-8 (its path in
 /// `/proc/self/cgroup` was once read as text, failed, and the check was skipped: the stop then
 /// killed its own caller).

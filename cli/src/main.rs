@@ -571,6 +571,8 @@ fn init_logging(verbose: u8, format: LogFormat) {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
+    gracekill::stop::runtime_descriptors().context("create tokio runtime")?;
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
@@ -586,7 +588,7 @@ fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
     let cut = Arc::new(tokio::sync::Notify::new());
     opts.escalate = Some(cut.clone());
     // Without epoll watches to spare, a runtime without its I/O driver: the stop still runs.
-    let rt = gracekill::StopRuntime::new()?;
+    let rt = anyhow::Context::context(gracekill::StopRuntime::new(), "create tokio runtime")?;
     let outcome = rt.block_on(async {
         // Before anything is signalled: SIGINT, SIGTERM or SIGHUP (Ctrl-C, timeout(1), a
         // service manager's stop timeout) cut the grace short; the final kill goes out and the
