@@ -275,6 +275,19 @@ fn the_final_kill_counts_exactly_those_still_there() {
            echo ready; wait"#,
     );
     p.wait_line("ready");
+    // Every `sleep 1000` has exec'd (a child still between fork and exec is named after the
+    // shell, and a stop that comes first reports that name).
+    let execd = || {
+        cg.pids()
+            .iter()
+            .filter(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| c == b"sleep\x001000\x00")
+            })
+            .count()
+    };
+    assert!(wait_until(common::slow(Duration::from_secs(10)), || execd(
+    )
+        == 20));
     // Long enough, on an emulated machine too, for the 8 to be gone well before the end.
     let grace = format!("{}ms", common::slow(Duration::from_secs(1)).as_millis());
     let out = gracekill(&["stop", "--json", "--grace", &grace, &cg.rel]);
