@@ -944,21 +944,34 @@ impl EventsFile {
 /// `<pid>/task/<tid>`), byte for byte: only the line's terminator is removed, so a cgroup named
 /// `"web "` is never taken for `"web"`.
 pub fn proc_cgroup(proc_path: &str) -> Option<Vec<u8>> {
+    try_proc_cgroup(proc_path).ok().flatten()
+}
+
+/// [`proc_cgroup`], telling a process that is gone (`Ok(None)`: `ENOENT`, `ESRCH`) from a read
+/// that failed (out of descriptors, say), for callers that must not take the one for the other.
+///
+/// # Errors
+/// Opening or reading the file failed for another reason than the process being gone.
+pub fn try_proc_cgroup(proc_path: &str) -> std::io::Result<Option<Vec<u8>>> {
     // Read in chunks: `std::fs::read` would first `statx` a file whose size procfs reports as 0.
     // Room for the usual file at once (a hybrid host's has a dozen lines): `read_to_end` into
     // an empty vector starts with a 32-byte probe and doubles, five reads for 300 bytes.
     let mut raw = Vec::with_capacity(4096);
-    std::io::Read::read_to_end(
-        &mut std::io::Read::take(
-            std::fs::File::open(format!("/proc/{proc_path}/cgroup")).ok()?,
-            1 << 20,
-        ),
-        &mut raw,
-    )
-    .ok()?;
-    raw.split(|b| *b == b'\n')
-        .find_map(|l| l.strip_prefix(b"0::"))
-        .map(<[u8]>::to_vec)
+    let read = std::fs::File::open(format!("/proc/{proc_path}/cgroup"))
+        .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 1 << 20), &mut raw));
+    match read {
+        Ok(_) => Ok(raw
+            .split(|b| *b == b'\n')
+            .find_map(|l| l.strip_prefix(b"0::"))
+            .map(<[u8]>::to_vec)),
+        Err(e) if is_gone_io(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A `/proc` file of a process that has exited (or was never there): `ENOENT`, `ESRCH`.
+pub(crate) fn is_gone_io(e: &std::io::Error) -> bool {
+    matches!(errno_of(e), Errno::NOENT | Errno::SRCH)
 }
 
 /// Is `inner` equal to `outer` or below it? Byte paths as `/proc/<pid>/cgroup` gives them.

@@ -5,12 +5,37 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::cgroup::{Cgroup, is_within_bytes, proc_cgroup};
+use rustix::io::Errno;
+
+use crate::cgroup::{Cgroup, errno_of, is_within_bytes, try_proc_cgroup};
 use crate::error::{Error, Result};
 use crate::procinfo;
 
 /// One process of the caller's lineage: `(pid, comm, cgroup path in our namespace)`.
 type Entry = (i32, String, Vec<u8>);
+
+/// A lineage file that could not be read (not one of a process that is gone): its path and the
+/// kernel's answer. The check then refuses: a lineage read in part could miss the caller.
+type Unreadable = (String, Errno);
+
+/// `r`, the read of `/proc/<what>`, with its failure named.
+fn named<T>(what: &str, r: std::io::Result<T>) -> Result<T, Unreadable> {
+    r.map_err(|e| (format!("/proc/{what}"), errno_of(&e)))
+}
+
+/// The thread ids of process `proc` in `/proc` (`None`: it is gone).
+fn task_ids(proc: &str) -> std::io::Result<Option<Vec<String>>> {
+    let dir = match std::fs::read_dir(format!("/proc/{proc}/task")) {
+        Ok(d) => d,
+        Err(e) if crate::cgroup::is_gone_io(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut ids = Vec::new();
+    for t in dir {
+        ids.push(t?.file_name().to_string_lossy().into_owned());
+    }
+    Ok(Some(ids))
+}
 
 /// How long the chain of the caller's ancestors (their pids and names), once read, serves later
 /// stops from the same process.
@@ -44,56 +69,79 @@ static ANCESTORS: Mutex<Option<Ancestors>> = Mutex::new(None);
 /// live apart from its leader, and a stop that meets it there signals (and kills) its whole
 /// process. So each process's other threads are read too (`task/<tid>/cgroup`, one read per
 /// thread), and every cgroup they are in is an entry of its own.
-fn process_lineage() -> Vec<Entry> {
+///
+/// A read that fails for another reason than the process being gone (out of descriptors: a task
+/// of the stopper's user can fill the system's file table) is an error, never a skipped entry.
+fn process_lineage() -> Result<Vec<Entry>, Unreadable> {
     let mut out = Vec::new();
     let me = rustix::process::getpid().as_raw_nonzero().get();
-    let Some(stat) = procinfo::stat_of("self") else {
-        return out;
+    let Some(stat) = named("self/stat", procinfo::try_stat_of("self"))? else {
+        return Ok(out);
     };
-    push_process(&mut out, me, "self", &stat.comm);
-    for (pid, comm) in ancestors(me, stat.ppid, Instant::now()).iter() {
-        push_process(&mut out, *pid, &pid.to_string(), comm);
+    push_process(
+        &mut out,
+        me,
+        "self",
+        &stat.comm,
+        &try_proc_cgroup,
+        &task_ids,
+    )?;
+    for (pid, comm) in ancestors(me, stat.ppid, Instant::now())?.iter() {
+        push_process(
+            &mut out,
+            *pid,
+            &pid.to_string(),
+            comm,
+            &try_proc_cgroup,
+            &task_ids,
+        )?;
     }
-    out
+    Ok(out)
 }
 
 /// Adds the cgroups of process `pid` (`proc` in `/proc`) to `out`: its leader's, then each other
-/// one its threads are in, once.
-fn push_process(out: &mut Vec<Entry>, pid: i32, proc: &str, comm: &str) {
-    let Some(cg) = proc_cgroup(proc) else {
-        return;
+/// one its threads are in, once. Reads through `cgroup_of` and `tasks_of` (`/proc`, or a test's).
+fn push_process(
+    out: &mut Vec<Entry>,
+    pid: i32,
+    proc: &str,
+    comm: &str,
+    cgroup_of: &dyn Fn(&str) -> std::io::Result<Option<Vec<u8>>>,
+    tasks_of: &dyn Fn(&str) -> std::io::Result<Option<Vec<String>>>,
+) -> Result<(), Unreadable> {
+    let Some(cg) = named(&format!("{proc}/cgroup"), cgroup_of(proc))? else {
+        return Ok(());
     };
     let mut seen = vec![cg.clone()];
     out.push((pid, comm.to_string(), cg));
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{proc}/task")) else {
-        return;
+    let Some(tids) = named(&format!("{proc}/task"), tasks_of(proc))? else {
+        return Ok(());
     };
-    for t in tasks.flatten() {
-        let name = t.file_name();
-        let Some(tid) = name
-            .to_str()
-            .filter(|n| n.parse::<i32>().is_ok_and(|t| t != pid))
-        else {
+    for tid in tids {
+        if tid.parse::<i32>().is_ok_and(|t| t == pid) {
             continue;
-        };
-        if let Some(cg) = proc_cgroup(&format!("{proc}/task/{tid}"))
+        }
+        let path = format!("{proc}/task/{tid}");
+        if let Some(cg) = named(&format!("{path}/cgroup"), cgroup_of(&path))?
             && !seen.contains(&cg)
         {
             seen.push(cg.clone());
             out.push((pid, comm.to_string(), cg));
         }
     }
+    Ok(())
 }
 
 /// The calling thread, if it is not its process's leader: in a threaded cgroup it may live apart
 /// from its process (the leader's own `thread-self` is its process's cgroup).
-fn calling_thread() -> Option<Entry> {
+fn calling_thread() -> Result<Option<Entry>, Unreadable> {
     if rustix::thread::gettid() == rustix::process::getpid() {
-        return None;
+        return Ok(None);
     }
     let me = rustix::process::getpid().as_raw_nonzero().get();
     // Named as "gracekill itself" in a refusal: no name needed.
-    Some((me, String::new(), proc_cgroup("thread-self")?))
+    let cg = named("thread-self/cgroup", try_proc_cgroup("thread-self"))?;
+    Ok(cg.map(|cg| (me, String::new(), cg)))
 }
 
 /// A value read afresh for every request, shared by the requests made before the read began.
@@ -166,38 +214,39 @@ fn cgroup_view() -> u64 {
     )
 }
 
-static LINEAGE: Fresh<Vec<Entry>> = Fresh::new();
+static LINEAGE: Fresh<Result<Vec<Entry>, Unreadable>> = Fresh::new();
 
 /// The chain of ancestors of process `pid` (whose parent is `ppid`), reused if read for the
 /// same process and parent less than [`ANCESTORS_TTL`] ago.
-fn ancestors(pid: i32, ppid: i32, now: Instant) -> Arc<Vec<(i32, String)>> {
+fn ancestors(pid: i32, ppid: i32, now: Instant) -> Result<Arc<Vec<(i32, String)>>, Unreadable> {
     let mut cache = ANCESTORS.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some(a) = cache.as_ref()
         && a.pid == pid
         && a.ppid == ppid
         && now.saturating_duration_since(a.at) < ANCESTORS_TTL
     {
-        return a.chain.clone();
+        return Ok(a.chain.clone());
     }
     let at = now;
-    let chain = Arc::new(read_chain(ppid));
+    let chain = Arc::new(read_chain(ppid)?);
     *cache = Some(Ancestors {
         pid,
         ppid,
         at,
         chain: chain.clone(),
     });
-    chain
+    Ok(chain)
 }
 
 /// Reads the chain from `pid` up, by parent pids.
-fn read_chain(mut pid: i32) -> Vec<(i32, String)> {
+fn read_chain(mut pid: i32) -> Result<Vec<(i32, String)>, Unreadable> {
     let mut out = Vec::new();
     for _ in 0..4096 {
         if pid <= 0 {
             break;
         }
-        let Some(stat) = procinfo::stat_of(&pid.to_string()) else {
+        let what = format!("{pid}/stat");
+        let Some(stat) = named(&what, procinfo::try_stat_of(&pid.to_string()))? else {
             break;
         };
         out.push((pid, stat.comm));
@@ -206,20 +255,34 @@ fn read_chain(mut pid: i32) -> Vec<(i32, String)> {
             _ => break,
         }
     }
-    out
+    Ok(out)
 }
 
 /// Refuses targets whose stop would hit the caller or the host.
 ///
 /// # Errors
-/// [`Error::Input`] naming the cgroup and the reason; nothing has been signalled.
+/// [`Error::Input`] naming the cgroup and the reason; [`Error::Os`] when a file of the caller's
+/// lineage could not be read (for another reason than its process being gone). Nothing has
+/// been signalled.
 pub async fn check_stoppable(cg: &Cgroup) -> Result<()> {
     if cg.is_root() {
         return Err(root_refused(cg));
     }
     let lineage = LINEAGE.get(cgroup_view, process_lineage).await;
+    let unreadable = |(path, errno): &Unreadable| {
+        Error::os(
+            format!(
+                "refusing to stop '{}', as whether it holds gracekill or an ancestor cannot be \
+                 told: read",
+                cg.path().display()
+            ),
+            std::path::Path::new(path),
+            *errno,
+        )
+    };
+    let lineage = lineage.as_ref().as_ref().map_err(unreadable)?;
     // The thread that goes on with the stop (after the yield above).
-    let thread = calling_thread();
+    let thread = calling_thread().map_err(|e| unreadable(&e))?;
     thread
         .iter()
         .chain(lineage.iter())
@@ -263,7 +326,7 @@ mod tests {
         let ppid = procinfo::stat_of("self").expect("own stat").ppid;
         // The clock is passed in: each call says when it is, no waiting.
         let t0 = Instant::now();
-        let a = ancestors(me, ppid, t0);
+        let a = ancestors(me, ppid, t0).expect("chain");
         assert_eq!(
             a.first().map(|e| e.0),
             Some(ppid),
@@ -272,14 +335,44 @@ mod tests {
         // Read again for another parent (reparenting), and for another process (a fork).
         // (In a VM guest the test's parent can be pid 1 itself.)
         let other = if ppid == 1 { 2 } else { 1 };
-        let b = ancestors(me, other, t0);
+        let b = ancestors(me, other, t0).expect("chain");
         assert!(!Arc::ptr_eq(&a, &b));
-        let c = ancestors(me + 1, other, t0);
+        let c = ancestors(me + 1, other, t0).expect("chain");
         assert!(!Arc::ptr_eq(&b, &c));
-        let d = ancestors(me + 1, other, t0 + ANCESTORS_TTL - Duration::from_millis(1));
+        let d =
+            ancestors(me + 1, other, t0 + ANCESTORS_TTL - Duration::from_millis(1)).expect("chain");
         assert!(Arc::ptr_eq(&c, &d), "reused within {ANCESTORS_TTL:?}");
-        let e = ancestors(me + 1, other, t0 + ANCESTORS_TTL);
+        let e = ancestors(me + 1, other, t0 + ANCESTORS_TTL).expect("chain");
         assert!(!Arc::ptr_eq(&d, &e), "read again after {ANCESTORS_TTL:?}");
+    }
+
+    /// A lineage file that cannot be read is an error, never a skipped entry: out of
+    /// descriptors (which a task of the stopper's user can cause: `ENFILE`), a thread whose
+    /// cgroup was not read could be the one in the target. A thread that is gone is skipped.
+    #[test]
+    fn an_unreadable_lineage_file_is_an_error_and_a_gone_thread_is_skipped() {
+        let cgroup_of = |p: &str| match p {
+            "7" => Ok(Some(b"/a".to_vec())),
+            "7/task/8" => Ok(Some(b"/a/threaded".to_vec())),
+            "7/task/9" => Ok(None),
+            _ => Err(std::io::Error::from_raw_os_error(libc::EMFILE)),
+        };
+        let tasks = |_: &str| Ok(Some(vec!["7".into(), "8".into(), "9".into()]));
+        let mut out = Vec::new();
+        push_process(&mut out, 7, "7", "app", &cgroup_of, &tasks).expect("readable");
+        let paths: Vec<&[u8]> = out.iter().map(|e| e.2.as_slice()).collect();
+        assert_eq!(paths, [b"/a".as_slice(), b"/a/threaded".as_slice()]);
+
+        let more = |_: &str| Ok(Some(vec!["7".into(), "10".into()]));
+        let got = push_process(&mut Vec::new(), 7, "7", "app", &cgroup_of, &more);
+        assert_eq!(
+            got,
+            Err(("/proc/7/task/10/cgroup".into(), Errno::MFILE)),
+            "a thread's cgroup that could not be read"
+        );
+        let no_list = |_: &str| Err(std::io::Error::from_raw_os_error(libc::EMFILE));
+        let got = push_process(&mut Vec::new(), 7, "7", "app", &cgroup_of, &no_list);
+        assert_eq!(got, Err(("/proc/7/task".into(), Errno::MFILE)));
     }
 
     /// Stops started together share one read; a request made after a read began gets a read of

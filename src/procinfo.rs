@@ -76,11 +76,20 @@ pub struct Stat {
 /// `/proc/<path>/stat` parsed (`path`: `<pid>`, `self` or `<pid>/task/<tid>`); `None` if the
 /// process is gone.
 pub fn stat_of(path: &str) -> Option<Stat> {
+    try_stat_of(path).ok().flatten()
+}
+
+/// [`stat_of`], telling a process that is gone (`Ok(None)`) from a read that failed.
+///
+/// # Errors
+/// Opening or reading the file failed for another reason than the process being gone.
+pub fn try_stat_of(path: &str) -> std::io::Result<Option<Stat>> {
     let mut buf = [0u8; 1024];
-    let n = std::fs::File::open(format!("/proc/{path}/stat"))
-        .and_then(|mut f| f.read(&mut buf))
-        .ok()?;
-    parse_stat(&buf[..n])
+    match std::fs::File::open(format!("/proc/{path}/stat")).and_then(|mut f| f.read(&mut buf)) {
+        Ok(n) => Ok(parse_stat(&buf[..n])),
+        Err(e) if crate::cgroup::is_gone_io(&e) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Parses a `stat` line: `pid (comm) state ppid ... starttime ...` (comm may hold spaces and
