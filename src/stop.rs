@@ -798,11 +798,14 @@ impl<K: Kernel> Engine<'_, K> {
                 return None;
             }
         };
-        let within = self
-            .k
+        (self.in_target(pid) && !pidfd.has_exited()).then_some(pidfd)
+    }
+
+    /// Is process `pid` in the target or below, by its `/proc/<pid>/cgroup`?
+    fn in_target(&self, pid: i32) -> bool {
+        self.k
             .proc_cgroup(pid)
-            .is_some_and(|p| crate::cgroup::is_within_bytes(&p, self.cg.ns_path_bytes()));
-        (within && !pidfd.has_exited()).then_some(pidfd)
+            .is_some_and(|p| crate::cgroup::is_within_bytes(&p, self.cg.ns_path_bytes()))
     }
 
     /// What follows each stop signal: SIGCONT (so stopped processes run their handlers), and
@@ -1497,7 +1500,9 @@ impl<K: Kernel> Engine<'_, K> {
                     Err(e) => errors.push(e),
                 }
                 // Over the budget: not held, counted from the list.
-                if let Some(g) = self.k.tgid_of(tid)
+                // The process the signal found for it, else a look-up.
+                let tgid = self.thread_tgid.get(&tid).copied();
+                if let Some(g) = tgid.or_else(|| self.k.tgid_of(tid))
                     && self.held_threads.get(&g).is_none_or(TaskProc::has_exited)
                 {
                     listed.push(g);
@@ -2034,11 +2039,7 @@ impl<K: Kernel> Engine<'_, K> {
                 if std::time::Instant::now() >= budget_end {
                     break;
                 }
-                let within = self
-                    .k
-                    .proc_cgroup(pid)
-                    .is_some_and(|p| crate::cgroup::is_within_bytes(&p, self.cg.ns_path_bytes()));
-                if !within {
+                if !self.in_target(pid) {
                     continue;
                 }
                 let now = self.k.describe(pid);

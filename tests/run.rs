@@ -248,7 +248,7 @@ fn ctrl_c_stops_gracefully_and_a_second_one_kills() {
     assert!(wait_until(Duration::from_secs(10), || cg
         .file("ready")
         .exists()));
-    kill(child.id(), "INT");
+    common::signal(child.id(), "INT");
     let out = finish(child);
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     assert_eq!(read(&cg.file("flushed")).trim(), "flushed");
@@ -270,13 +270,13 @@ fn ctrl_c_stops_gracefully_and_a_second_one_kills() {
         .file("ready")
         .exists()));
     let t = Instant::now();
-    kill(child.id(), "INT");
+    common::signal(child.id(), "INT");
     // The second Ctrl-C must come after `run` has begun the graceful stop.
     assert!(wait_until(Duration::from_secs(5), || read(
         &cg.file("run.log")
     )
     .contains("stopping the task gracefully")));
-    kill(child.id(), "INT");
+    common::signal(child.id(), "INT");
     let out = finish(child);
     assert!(
         t.elapsed() < Duration::from_secs(10),
@@ -619,17 +619,6 @@ fn readme_quick_start_runs_as_written() {
     assert_eq!(out.status.code(), Some(124), "{}", stderr(&out));
     let o = stdout(&out);
     assert!(o.contains("working") && o.contains("flushed"), "{o}");
-}
-
-fn kill(pid: u32, sig: &str) {
-    // Signals go only to processes this test started (`gracekill run`).
-    assert!(
-        Command::new("kill")
-            .args([&format!("-{sig}"), &pid.to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
 }
 
 /// The exit timeline: every process the stop signalled, when it exited and how, read from the

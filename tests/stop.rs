@@ -188,13 +188,7 @@ fn a_signal_to_the_stopper_cuts_the_grace_short_and_the_kill_still_comes() {
         std::thread::sleep(Duration::from_millis(200));
         let t = Instant::now();
         // Only to the stopper this test started, not yet reaped.
-        assert!(
-            Command::new("kill")
-                .args([&format!("-{sig}"), &stop.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
+        common::signal(stop.id(), sig);
         let out = stop.wait_with_output().unwrap();
         let took = t.elapsed();
         let v = json(&out);

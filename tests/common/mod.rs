@@ -167,3 +167,15 @@ pub fn stop_with_a_thread_in_the_target(tag: &str, how: &str, what: &Path) -> St
     );
     said
 }
+
+/// `kill -SIG PID` of a process the test started (never anyone else's); asserts it was sent.
+pub fn signal(pid: u32, sig: &str) {
+    assert!(
+        Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .expect("kill")
+            .success(),
+        "kill -{sig} {pid}"
+    );
+}
