@@ -595,6 +595,39 @@ fn a_latecomer_after_the_kill_is_killed_while_a_held_process_is_stuck() {
     });
 }
 
+/// The timed rounds go on while a stuck process keeps the cgroup populated, each a second after
+/// the last one ended: latecomers that come after the first such round are killed by the next.
+#[test]
+fn timed_rounds_go_on_a_second_apart_until_the_kill_timeout() {
+    paused(async {
+        let w = Fake::new();
+        w.spawn(Spec::new("fusey").ignores(Signal::TERM).stuck());
+        // The kill at 200 ms, a 5 s kill timeout. Each timed round waits 50 ms for a freeze the
+        // stuck process never lets take: rounds due at 1200, 2250, 3300 and 4350 ms.
+        w.spawn_later(1500 * MS, Spec::new("late").ignores(Signal::TERM));
+        w.spawn_later(3400 * MS, Spec::new("later").ignores(Signal::TERM));
+        let p = policy(&[(Signal::TERM, 200)], 5000, KillMode::ControlGroup);
+        let o = stop(&w, &p, &StopOptions::default()).await;
+        for (pid, window) in [
+            (crate::kernel::fake::FIRST_PID + 1, 2250.0..2350.0),
+            (crate::kernel::fake::FIRST_PID + 2, 4350.0..4450.0),
+        ] {
+            let (at, _) = w.exit_of(pid).expect("killed");
+            assert!(window.contains(&at), "{pid} killed at {at}: {:?}", w.log());
+        }
+        // None closer together than a second: the rounds are a second apart from the end of one
+        // to the due time of the next.
+        let rounds: Vec<u64> = w
+            .log()
+            .iter()
+            .filter_map(|l| l.strip_suffix(" freeze /task 1"))
+            .map(|t| t.parse().unwrap())
+            .collect();
+        assert_eq!(rounds, [1200, 2250, 3300, 4350], "{:?}", w.log());
+        assert_eq!(o.survivors_total, 1, "{o:?}");
+    });
+}
+
 /// A survivor is described in every round the stop waits on (here four: the other processes
 /// keep exiting, then a short look), yet its memory release is started once: a release that
 /// blocks on the survivor's `mmap_lock` must not be started again, each time on a new thread.

@@ -1877,8 +1877,8 @@ impl<K: Kernel> Engine<'_, K> {
     /// appeared before the freeze took, one we hold no pidfd for, or one that `cgroup.kill`
     /// spared: a process whose leader has exited), so a fallback round goes out, again. A
     /// process the stop holds may never go (stuck in uninterruptible sleep): while the cgroup
-    /// stays populated, a round also goes out every [`KILL_ROUND_EVERY`] (the first one after
-    /// half the kill timeout, if that is shorter), so that no one that keeps hidden is left
+    /// stays populated, a round also goes out [`KILL_ROUND_EVERY`] after the last one ended
+    /// (the first one after half the kill timeout, if that is shorter), so that no one that keeps hidden is left
     /// unkilled and then reported as a survivor.
     async fn kill_rounds(&mut self, deadline: Instant) -> Result<Wake> {
         let progress = self.opts.progress.clone();
@@ -1901,10 +1901,7 @@ impl<K: Kernel> Engine<'_, K> {
                 .await?;
             let timed = match wake {
                 Wake::TrackedGone => false,
-                Wake::Deadline if Instant::now() < deadline => {
-                    timed_at += KILL_ROUND_EVERY;
-                    true
-                }
+                Wake::Deadline if Instant::now() < deadline => true,
                 _ => return Ok(wake),
             };
             // A round after everyone held exited waits up to 1 s for the freeze to take (new
@@ -1916,6 +1913,9 @@ impl<K: Kernel> Engine<'_, K> {
                 Duration::from_secs(1)
             };
             let n = self.fallback_round(Some(deadline), freeze_wait).await?;
+            // The next timed round a second after this one ended, not after it was due: a
+            // round slower than that (a huge listing) is not followed at once by another.
+            timed_at = Instant::now() + KILL_ROUND_EVERY;
             if n == 0 && !timed {
                 // No one left to signal, yet populated: wait for the stragglers to exit.
                 return self.w.wait_empty(deadline, false, |_| {}).await;
