@@ -180,8 +180,10 @@ struct gracekill_policy {
  * A log callback: `level` is `GRACEKILL_LOG_*`, `target` the Rust module
  * (`gracekill::stop`), `message` one line with the event's fields as `key=value`.
  * Both strings are valid only during the callback. It is called synchronously, only on the
- * thread that called `gracekill_stop()`, only during that call. It must not unwind (no C++
- * exception may leave it) and must not call `gracekill_stop` itself.
+ * thread that called `gracekill_stop()`, only during that call, between the stop's deadlines:
+ * it must not block (a `write` to a pipe or terminal the task shares can), so queue the line
+ * and return. It must not unwind (no C++ exception may leave it) and must not call
+ * `gracekill_stop` itself.
  */
 typedef void (*gracekill_log_fn)(void *user_data, int32_t level, const char *target, const char *message);
 

@@ -55,7 +55,8 @@ pub struct Progress {
     pub names: Vec<String>,
 }
 
-/// A progress callback.
+/// A progress callback. It runs on the stop's own thread, between its deadlines: it must not
+/// block (on a terminal or pipe the task shares, say); hand the snapshot off and return.
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
 /// Options beyond the policy.

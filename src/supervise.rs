@@ -370,7 +370,9 @@ impl<'a> Phase<'a> {
 
 /// Runs `spec` in the foreground until the task ends; returns what happened. Must run on a
 /// tokio runtime with signal support; installs handlers for SIGINT, SIGTERM, SIGHUP, SIGCHLD
-/// and makes this process a child subreaper.
+/// and makes this process a child subreaper. `on_event` is called with status lines on the
+/// thread that supervises and stops the task: it must not block, as a write to a stderr the task
+/// inherited and keeps full would (the CLI queues its lines to a writer thread).
 ///
 /// # Errors
 /// Creating the cgroup, recording the policy, or spawning the command (`NotFound` when the

@@ -86,6 +86,59 @@ fn closed_pipe() -> std::os::fd::OwnedFd {
     w
 }
 
+/// `run`'s task inherits its stderr. A task that keeps that pipe full while nobody reads it (a
+/// log shipper that stalled) must not hold `run` in a write of its own status line past the
+/// task's deadlines: the task is stopped on time, and the line is written once the pipe is read.
+#[test]
+fn a_task_that_keeps_runs_stderr_full_cannot_hold_up_its_stop() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("fullpipe");
+    let (r, w) = rustix::pipe::pipe().expect("pipe");
+    let started = Instant::now();
+    let mut child = gk(&cg)
+        .args([
+            "run",
+            "--name",
+            "t",
+            "--timeout",
+            "500ms",
+            "--grace",
+            "300ms",
+        ])
+        .args(["--", "sh", "-c", "trap '' TERM; exec yes spew >&2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(w))
+        .spawn()
+        .expect("spawn gracekill run");
+    wait_task(&cg, "t", 1);
+    let events = task_path(&cg, "t").join("cgroup.events");
+    let stopped = wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(&events).map_or(true, |e| e.contains("populated 0"))
+    });
+    let took = started.elapsed();
+    // Only now is the pipe read, so that `run` can write what it queued, and end.
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut all);
+        all
+    });
+    let st = child.wait().expect("wait for gracekill run");
+    let err = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
+    assert!(
+        stopped,
+        "the task still ran {took:?} after it started, with a 500 ms timeout and a 300 ms grace"
+    );
+    assert_eq!(st.code(), Some(137), "{st:?}");
+    assert!(
+        err.contains("gracekill: timeout after 500ms: stopping the task\n"),
+        "{}",
+        err.lines()
+            .filter(|l| *l != "spew")
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 /// `run` writes status lines to stderr just before it stops its task (the timeout, a signal):
 /// a stderr that is a closed pipe (a supervisor's log that went away) must not end it there,
 /// with its task left running unsupervised, nor change its exit code; nor may a closed stdout
@@ -1048,6 +1101,47 @@ fn at_a_terminal_ctrl_c_is_one_stop_request_and_ctrl_z_stops_the_job() {
         assert_eq!(v["exit"], 3, "{mode}: the app's status: {v}");
         assert_eq!(v["stopped"], mode == "ctrl-z", "{mode}: {v}");
     }
+}
+
+/// `gracekill stop` at a terminal whose output is stopped (Ctrl-S, or its task sharing the
+/// terminal and calling `tcflow(TCOOFF)`): its progress line would block the stop's only thread
+/// until output resumed, past the task's deadlines. The task is killed on time all the same, and
+/// the stop reports once the terminal lets it.
+#[test]
+fn a_stopped_terminal_cannot_hold_up_a_stop() {
+    require_cgroup_v2!();
+    require!(common::installed("python3"));
+    let cg = TestCgroup::new("tty-stopped");
+    let child = run_bg(
+        &cg,
+        &[
+            "--name",
+            "t",
+            "--",
+            "sh",
+            "-c",
+            "trap '' TERM; exec sleep 30",
+        ],
+    );
+    wait_task(&cg, "t", 1);
+    let out = output(
+        Command::new("python3")
+            .arg(common::repo().join("tests/helpers/tty_stopped.py"))
+            .arg(common::bin())
+            .arg(task_path(&cg, "t"))
+            .arg("t")
+            .env("GRACEKILL_ROOT", &cg.rel),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    let emptied = v["emptied_after"].as_f64();
+    assert!(
+        emptied.is_some_and(|s| s < 3.0),
+        "not killed while the terminal was stopped (300 ms grace): {v}"
+    );
+    assert_eq!(v["exit"], 3, "the final kill was needed: {v}");
+    assert!(v["stdout"].as_str().unwrap().contains("killed"), "{v}");
+    finish(child);
 }
 
 /// The final kill counts exactly who it killed in mixed mode too, where only the main process

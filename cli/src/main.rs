@@ -1,6 +1,7 @@
 //! The `gracekill` command: flags in, library calls, an exit code out.
 
 mod manpage;
+mod stderr;
 
 /// `println!` that never panics: a reader that went away (`gracekill status | head -c0`) must
 /// not turn a stop's or a run's exit code into a panic's, nor end `run` before it has stopped
@@ -11,11 +12,12 @@ macro_rules! out {
     }};
 }
 
-/// `eprintln!` that never panics (see [`out!`]): `run`'s status lines go to a stderr that may
-/// be a closed pipe (a supervisor's log that went away) just before it stops its task.
+/// `eprintln!` that never panics (see [`out!`]) nor blocks (see [`stderr`]): `run`'s status
+/// lines go to a stderr that may be a closed pipe (a supervisor's log that went away), or one
+/// its task keeps full, just before it stops its task.
 macro_rules! say {
     ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+        $crate::stderr::global().send(format!("{}\n", format_args!($($arg)*)).as_bytes());
     }};
 }
 
@@ -381,6 +383,12 @@ fn exit_status(code: i32) -> u8 {
 const COMPLETE_VAR: &str = "GRACEKILL_COMPLETE";
 
 fn main() -> ExitCode {
+    let code = main_inner();
+    stderr::global().finish();
+    code
+}
+
+fn main_inner() -> ExitCode {
     // `GRACEKILL_COMPLETE=<shell> gracekill ...`: the shell asking for completions; answers and
     // exits. A name of our own: clap's default, COMPLETE, exported for another program, would
     // turn every gracekill call (a stop among them) into a completion request that does nothing.
@@ -563,7 +571,7 @@ fn init_logging(verbose: u8, format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(|| stderr::Events);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -617,6 +625,8 @@ fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
     if let Some(l) = &live {
         l.clear();
     }
+    // The stop is over: what is left to say may block, as any program's output does.
+    stderr::global().finish();
     let outcome = outcome?;
     print_outcome(&outcome, args.json, quiet);
     Ok(exit_status(outcome.outcome.exit_code()))
@@ -644,7 +654,9 @@ fn cmd_run(args: RunArgs, quiet: bool) -> anyhow::Result<u8> {
         if !quiet {
             say!("gracekill: {msg}");
         }
-    }))?;
+    }));
+    stderr::global().finish();
+    let report = report?;
     if let Some(o) = &report.stop
         && (!quiet || o.outcome == gracekill::Verdict::Survivors)
     {
@@ -786,20 +798,20 @@ impl LiveLine {
                 }
             )
         };
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r\x1b[K{}: {} remaining{names}, {:.1}s left",
-            p.phase,
-            p.remaining,
-            left.as_secs_f64()
+        stderr::global().send(
+            format!(
+                "\r\x1b[K{}: {} remaining{names}, {:.1}s left",
+                p.phase,
+                p.remaining,
+                left.as_secs_f64()
+            )
+            .as_bytes(),
         );
-        let _ = err.flush();
     }
 
     fn clear(&self) {
         if self.last.lock().unwrap().is_some() {
-            let _ = write!(std::io::stderr(), "\r\x1b[K");
+            stderr::global().send(b"\r\x1b[K");
         }
     }
 }

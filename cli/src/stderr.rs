@@ -1,0 +1,229 @@
+//! A stderr that a task cannot use to hold up its own stop.
+//!
+//! `run`'s task inherits `run`'s stderr, and `gracekill stop` may share a terminal with the task
+//! it stops. The task can keep that pipe full while its reader is slow, or stop the terminal's
+//! output (`tcflow(TCOOFF)`); a blocking `write` of a status line or a log event would then hold
+//! the stopper's only thread, and the stop with it, past the task's deadlines.
+//!
+//! So every line goes into a bounded queue, and a writer thread, started at the first line,
+//! does the blocking writes. A line that does not fit (1,024 lines or 1 MiB queued), or that
+//! comes when no thread can be started (the task took the user's `RLIMIT_NPROC`), is dropped and
+//! counted; the count is written before the next line that gets through. [`finish`] waits for
+//! the queue to drain at exit, after the stop, as any program's own writes would.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+/// Lines queued at most.
+const MAX_LINES: usize = 1024;
+/// Bytes queued at most.
+const MAX_BYTES: usize = 1 << 20;
+
+/// The queue's sending end and the thread that writes what it sends.
+type Writer = (SyncSender<Vec<u8>>, JoinHandle<()>);
+
+/// A queue of lines in front of one blocking writer.
+pub struct Queue {
+    sink: Arc<Mutex<Box<dyn Write + Send>>>,
+    writer: Mutex<Option<Writer>>,
+    /// Bytes in the queue.
+    queued: Arc<AtomicUsize>,
+    /// Lines dropped since the last one queued.
+    dropped: AtomicUsize,
+    /// Set by [`Queue::finish`]: lines are written at once, blocking as any program's would.
+    direct: AtomicBool,
+}
+
+impl Queue {
+    pub fn new(sink: impl Write + Send + 'static) -> Queue {
+        Queue {
+            sink: Arc::new(Mutex::new(Box::new(sink))),
+            writer: Mutex::new(None),
+            queued: Arc::default(),
+            dropped: AtomicUsize::new(0),
+            direct: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues `line` (its newline included) without ever blocking on the sink. The first line
+    /// queued after some were dropped carries their count, so the gap is said where it is.
+    pub fn send(&self, line: &[u8]) {
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if self.direct.load(Ordering::Relaxed) {
+            let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = sink.write_all(line);
+            let _ = sink.flush();
+            return;
+        }
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        let mut bytes = Vec::new();
+        if dropped > 0 {
+            bytes.extend_from_slice(dropped_line(dropped).as_bytes());
+        }
+        bytes.extend_from_slice(line);
+        let len = bytes.len();
+        let fits = self.queued.load(Ordering::Relaxed) + len <= MAX_BYTES;
+        if fits && writer.is_none() {
+            *writer = self.start();
+        }
+        // Counted before the send: the writer may take it off at once.
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        let sent = fits
+            && match &*writer {
+                Some((tx, _)) => tx.try_send(bytes).is_ok(),
+                None => false,
+            };
+        if !sent {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            self.dropped.fetch_add(dropped + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts the writer thread; `None` when no thread can be had.
+    fn start(&self) -> Option<Writer> {
+        let (tx, rx) = sync_channel(MAX_LINES);
+        let sink = self.sink.clone();
+        let queued = self.queued.clone();
+        let thread = std::thread::Builder::new()
+            .name("stderr".into())
+            .stack_size(64 * 1024)
+            .spawn(move || drain(rx, &sink, &queued))
+            .ok()?;
+        Some((tx, thread))
+    }
+
+    /// Waits until every queued line is written, then writes the count of those dropped since;
+    /// later lines are written at once. Blocks as long as the sink does: call it once the stop
+    /// is over.
+    pub fn finish(&self) {
+        // Held throughout: a line sent meanwhile waits, and comes after those queued.
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((tx, thread)) = writer.take() {
+            drop(tx);
+            let _ = thread.join();
+        }
+        let dropped = self.dropped.swap(0, Ordering::Relaxed);
+        if dropped > 0 {
+            let mut sink = self.sink.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = sink.write_all(dropped_line(dropped).as_bytes());
+            let _ = sink.flush();
+        }
+        self.direct.store(true, Ordering::Relaxed);
+    }
+}
+
+fn dropped_line(n: usize) -> String {
+    format!("gracekill: {n} line(s) of output dropped here: stderr was not being read\n")
+}
+
+/// The writer thread: writes each line as it comes, blocking as long as the sink does.
+fn drain(rx: Receiver<Vec<u8>>, sink: &Mutex<Box<dyn Write + Send>>, queued: &AtomicUsize) {
+    for line in rx {
+        let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = sink.write_all(&line);
+        let _ = sink.flush();
+        queued.fetch_sub(line.len(), Ordering::Relaxed);
+    }
+}
+
+/// The process's stderr behind a [`Queue`].
+pub fn global() -> &'static Queue {
+    static STDERR: std::sync::OnceLock<Queue> = std::sync::OnceLock::new();
+    STDERR.get_or_init(|| Queue::new(std::io::stderr()))
+}
+
+/// A `Write` for the tracing subscriber: each event it formats is one write, queued whole.
+pub struct Events;
+
+impl Write for Events {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        global().send(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// A sink nobody reads (a full pipe) takes no line's sender with it: past the queue's
+    /// bound lines are dropped, and once the reader comes, every queued line arrives in order,
+    /// then the count of those dropped.
+    #[test]
+    fn a_stalled_sink_drops_and_counts_instead_of_blocking() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        // Fill the pipe so the writer's first write blocks.
+        rustix::fs::fcntl_setfl(&w, rustix::fs::OFlags::NONBLOCK).unwrap();
+        let mut filled = 0;
+        while let Ok(n) = rustix::io::write(&w, &[b'x'; 4096]) {
+            filled += n;
+        }
+        rustix::fs::fcntl_setfl(&w, rustix::fs::OFlags::empty()).unwrap();
+        let q = Queue::new(std::fs::File::from(w));
+        let total = MAX_LINES + 500;
+        for i in 0..total {
+            q.send(format!("line {i}\n").as_bytes());
+        }
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            std::fs::File::from(r).read_to_end(&mut all).unwrap();
+            all
+        });
+        q.finish();
+        drop(q);
+        let all = reader.join().unwrap();
+        let text = String::from_utf8_lossy(&all[filled..]);
+        let lines: Vec<&str> = text.lines().collect();
+        // One line may be in the writer's hands rather than the queue's.
+        let written = lines.len() - 1;
+        assert!((MAX_LINES..=MAX_LINES + 1).contains(&written), "{written}");
+        for (i, l) in lines[..written].iter().enumerate() {
+            assert_eq!(*l, format!("line {i}"));
+        }
+        assert_eq!(
+            lines[written],
+            dropped_line(total - written).trim_end(),
+            "{text}"
+        );
+    }
+
+    /// Past the byte bound, lines are dropped even with line slots free.
+    #[test]
+    fn the_queue_is_bounded_in_bytes() {
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        rustix::fs::fcntl_setfl(&w, rustix::fs::OFlags::NONBLOCK).unwrap();
+        let mut filled = 0;
+        while let Ok(n) = rustix::io::write(&w, &[b'x'; 4096]) {
+            filled += n;
+        }
+        rustix::fs::fcntl_setfl(&w, rustix::fs::OFlags::empty()).unwrap();
+        let q = Queue::new(std::fs::File::from(w));
+        let mut big = vec![b'y'; 300 * 1024];
+        big.push(b'\n');
+        for _ in 0..10 {
+            q.send(&big);
+        }
+        assert!(q.queued.load(Ordering::Relaxed) <= MAX_BYTES);
+        let reader = std::thread::spawn(move || {
+            let mut all = Vec::new();
+            std::fs::File::from(r).read_to_end(&mut all).unwrap();
+            all
+        });
+        q.finish();
+        drop(q);
+        let all = reader.join().unwrap();
+        let text = String::from_utf8_lossy(&all[filled..]);
+        let kept = text.lines().filter(|l| l.starts_with('y')).count();
+        // Three fit in 1 MiB, the one in the writer's hands counted.
+        assert_eq!(kept, 3);
+        assert!(text.ends_with(&dropped_line(10 - kept)), "{kept}");
+    }
+}
