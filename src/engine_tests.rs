@@ -100,6 +100,35 @@ fn signals(o: &Outcome) -> Vec<String> {
     o.steps.iter().map(|s| s.signal.to_string()).collect()
 }
 
+/// Names are read by pid, and a pid names another process once its own has been reaped: a task
+/// whose processes die at once and are reaped at once (the pids cycled by a fork loop) must not
+/// get the outsiders that took their pids into its exit timeline. Those read after the pass
+/// (beyond the first few, named as they are met) are checked against their pidfds.
+#[test]
+fn a_name_read_after_its_pid_was_reused_is_not_reported() {
+    paused(async {
+        let w = Fake::new();
+        let pids: Vec<i32> = (0..12)
+            .map(|i| {
+                w.spawn(
+                    Spec::new(&format!("w{i}"))
+                        .reaped_after(Some(Duration::ZERO))
+                        .pid_reused_by("outsider"),
+                )
+            })
+            .collect();
+        let o = stop(&w, &term(1000), &StopOptions::default()).await;
+        assert_eq!(o.outcome, Verdict::Graceful, "{o:?}");
+        assert_eq!(o.exits.len(), 12, "{o:?}");
+        for e in &o.exits {
+            assert_ne!(e.comm, "outsider", "{o:?}");
+        }
+        // The first ones, named as they were met (alive), keep their names.
+        let first = o.exits.iter().find(|e| e.pid == pids[0]).expect("exit");
+        assert_eq!(first.comm, "w0", "{o:?}");
+    });
+}
+
 /// The Thermos case: the wrapper dies of SIGTERM at once, the application flushes for 2 s. The
 /// stop waits for the cgroup, not the wrapper: no SIGKILL, graceful, and the timeline says who
 /// exited how.

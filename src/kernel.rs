@@ -96,6 +96,9 @@ pub(crate) trait TaskProc: Sized {
     fn tgid(&self) -> i32;
     /// Has it exited? Never blocks.
     fn has_exited(&self) -> bool;
+    /// Is it still there, alive or not yet reaped, so that its pid still names it? Something
+    /// read by that pid before a `true` here was its own. Never blocks.
+    fn unreaped(&self) -> bool;
     /// Sends `sig`; `false` if it is gone.
     fn send_signal(&self, sig: Signal) -> Result<bool>;
     /// Sends `sig` to its whole process (for a thread); `false` if it is gone.
@@ -127,6 +130,8 @@ pub(crate) trait TaskWatch: Sized {
     fn shed(&mut self, keep: usize);
     /// Every held process.
     fn tracked(&self) -> impl Iterator<Item = &Self::Proc>;
+    /// The held processes seen to exit, kept for their exit statuses.
+    fn exited(&self) -> impl Iterator<Item = &Self::Proc>;
     /// How many processes are held.
     fn tracked_count(&self) -> usize;
     /// Waits for `populated 0`, the deadline, or (`stop_when_tracked_gone`) every held process
@@ -303,6 +308,9 @@ impl TaskProc for PidFd {
     fn has_exited(&self) -> bool {
         PidFd::has_exited(self)
     }
+    fn unreaped(&self) -> bool {
+        PidFd::unreaped(self)
+    }
     fn send_signal(&self, sig: Signal) -> Result<bool> {
         PidFd::send_signal(self, sig)
     }
@@ -336,6 +344,9 @@ impl TaskWatch for Watcher {
     }
     fn shed(&mut self, keep: usize) {
         Watcher::shed(self, keep);
+    }
+    fn exited(&self) -> impl Iterator<Item = &PidFd> {
+        Watcher::exited(self)
     }
     fn tracked(&self) -> impl Iterator<Item = &PidFd> {
         Watcher::tracked(self)

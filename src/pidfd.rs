@@ -270,6 +270,13 @@ impl PidFd {
         }
     }
 
+    /// Is the process still there, alive or a zombie not yet reaped? Until it is reaped its pid
+    /// cannot name another process: whatever was read by that pid before a `true` here was
+    /// this process's. One system call, which never blocks.
+    pub fn unreaped(&self) -> bool {
+        !matches!(sys::pidfd_probe(self.fd.as_fd()), Err(Errno::SRCH))
+    }
+
     /// Has the process exited (the pidfd is readable)? Does not block.
     pub fn has_exited(&self) -> bool {
         let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
@@ -307,5 +314,28 @@ fn proc_proof(cg: &Cgroup, proc_path: &str) -> Result<bool> {
 impl AsFd for PidFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A zombie still answers (its pid is still its own); once reaped, it does not.
+    #[test]
+    fn unreaped_until_the_parent_reaps() {
+        let mut child = std::process::Command::new("true")
+            .spawn()
+            .expect("spawn true");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let p = PidFd::open(pid).expect("pidfd_open").expect("there");
+        assert!(p.unreaped());
+        // Exited, not reaped: a zombie.
+        let mut fds = [PollFd::new(&p.fd, PollFlags::IN)];
+        rustix::event::poll(&mut fds, None).expect("poll");
+        assert!(p.has_exited());
+        assert!(p.unreaped(), "a zombie's pid is still its own");
+        child.wait().expect("reap");
+        assert!(!p.unreaped(), "reaped: its pid may be anyone's");
     }
 }

@@ -932,6 +932,8 @@ impl<K: Kernel> Engine<'_, K> {
         if pids.is_empty() {
             return;
         }
+        // The pidfds of those seen to exit, to check the names read by pid against.
+        let exited: HashMap<i32, &K::Proc> = self.w.exited().map(|p| (p.tgid(), p)).collect();
         let mut done = 0;
         for &pid in &pids {
             // A few reads per process: never past the step's deadline (the rest go undescribed).
@@ -939,10 +941,13 @@ impl<K: Kernel> Engine<'_, K> {
                 break;
             }
             done += 1;
-            let (comm, maybe_frozen) = self
-                .early_comm
-                .remove(&pid)
-                .unwrap_or_else(|| self.k.comm_and_state(pid));
+            let (comm, maybe_frozen) = self.early_comm.remove(&pid).unwrap_or_else(|| {
+                let read = self.k.comm_and_state(pid);
+                match self.w.held(pid).or_else(|| exited.get(&pid).copied()) {
+                    Some(p) => own_name(p, read),
+                    None => read,
+                }
+            });
             // Said at once, not after a grace wasted on a process that cannot react. A process
             // running or sleeping interruptibly is not frozen: only otherwise is its cgroup v1
             // freezer looked up (a read of `/proc/<pid>/cgroup`, which takes the kernel's cgroup
@@ -1190,12 +1195,11 @@ impl<K: Kernel> Engine<'_, K> {
         }
         let tgid = if threaded { pidfd.tgid() } else { id };
         if self.early_comm.len() < EARLY_NAMES && !self.described.contains_key(&tgid) {
-            // Alive now (its pidfd was just proven): the name read is its own. One small read
-            // of task state, which a task cannot make block; only for the first few, so that a
-            // large task's sweep is not slowed (the rest are named after the pass).
-            self.early_comm
-                .entry(tgid)
-                .or_insert_with(|| self.k.comm_and_state(tgid));
+            // One small read of task state, which a task cannot make block, checked against
+            // the pidfd; only for the first few, so that a large task's sweep is not slowed
+            // (the rest are named after the pass).
+            let named = own_name(&pidfd, self.k.comm_and_state(tgid));
+            self.early_comm.entry(tgid).or_insert(named);
         }
         let sent = if threaded {
             pidfd.send_signal_to_group(sig)? && {
@@ -1665,11 +1669,13 @@ impl<K: Kernel> Engine<'_, K> {
             .take(MAX_LISTED)
             .map(|&pid| Killed {
                 pid,
-                comm: self
-                    .described
-                    .get(&pid)
-                    .cloned()
-                    .unwrap_or_else(|| self.k.comm(pid)),
+                comm: self.described.get(&pid).cloned().unwrap_or_else(|| {
+                    let read = (self.k.comm(pid), false);
+                    match self.w.held(pid) {
+                        Some(p) => own_name(p, read).0,
+                        None => read.0,
+                    }
+                }),
                 cmdline: self.cmdlines.get(pid),
             })
             .collect()
@@ -1686,7 +1692,7 @@ impl<K: Kernel> Engine<'_, K> {
             match main.send_signal(Signal::KILL) {
                 Ok(true) => killed.push(Killed {
                     pid: main.pid(),
-                    comm: self.k.comm(main.pid()),
+                    comm: own_name(&main, (self.k.comm(main.pid()), false)).0,
                     cmdline: self.cmdlines.get(main.pid()),
                 }),
                 Ok(false) => {}
@@ -2092,6 +2098,21 @@ fn send_all(p: &impl TaskProc, sig: Signal, extra: &[Signal]) -> Result<bool> {
         p.send_signal(s)?;
     }
     Ok(true)
+}
+
+/// A name (and state) read by pid, kept only if `p`'s process was still there after the read: a
+/// pid names another process once its own has been reaped, and a task that exits at once and
+/// cycles the pids must not get an outsider's name into the report. Empty (unknown) otherwise.
+fn own_name<P: TaskProc>(p: &P, read: (String, bool)) -> (String, bool) {
+    if p.unreaped() {
+        read
+    } else {
+        tracing::debug!(
+            pid = p.tgid(),
+            "reaped before its name could be checked: unnamed"
+        );
+        (String::new(), false)
+    }
 }
 
 fn report_progress<K: Kernel>(

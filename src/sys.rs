@@ -148,6 +148,26 @@ pub fn pidfd_signal_thread_group(pidfd: BorrowedFd<'_>, sig: Signal) -> Result<(
     if rc < 0 { Err(last_errno()) } else { Ok(()) }
 }
 
+/// `pidfd_send_signal(pidfd, 0, NULL, 0)` (Linux 5.1): sends nothing, and fails with `ESRCH`
+/// only once the process (or thread) is gone for good: a zombie not yet reaped still answers.
+///
+/// # Errors
+/// `ESRCH` once reaped, `EPERM` (it exists, and may not be signalled).
+pub fn pidfd_probe(pidfd: BorrowedFd<'_>) -> Result<(), Errno> {
+    // SAFETY: plain syscall: a borrowed live descriptor, signal 0 (permission and existence
+    // check only, nothing is delivered), a NULL siginfo and a zero flags word.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 { Err(last_errno()) } else { Ok(()) }
+}
+
 /// `process_mrelease(pidfd, 0)` (Linux 5.15): reap a dying process's memory now instead of
 /// waiting for its exit path.
 ///

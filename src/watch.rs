@@ -259,6 +259,11 @@ impl Watcher {
         self.tracked.values()
     }
 
+    /// The tracked processes seen to exit, whose pidfds are kept for their exit statuses.
+    pub fn exited(&self) -> impl Iterator<Item = &PidFd> {
+        self.exited.iter().map(|(p, _)| p)
+    }
+
     /// How many tracked processes have not been seen to exit.
     pub fn tracked_count(&self) -> usize {
         self.tracked.len()

@@ -71,6 +71,8 @@ pub struct Spec {
     /// last context switch): meanwhile it can be opened and proven, and a signal to it succeeds
     /// without effect, as for any zombie.
     pub listed_after_exit: Duration,
+    /// Once it is reaped, its pid is another process's, of this name.
+    pub pid_reused_by: Option<String>,
 }
 
 impl Spec {
@@ -84,6 +86,7 @@ impl Spec {
             dies_after: Duration::ZERO,
             forbidden: Vec::new(),
             listed_after_exit: Duration::ZERO,
+            pid_reused_by: None,
         }
     }
     pub fn on(mut self, sig: Signal, r: Reaction) -> Spec {
@@ -102,6 +105,11 @@ impl Spec {
     }
     pub fn reaped_after(mut self, d: Option<Duration>) -> Spec {
         self.reaped_after = d;
+        self
+    }
+    /// Once reaped, its pid is taken by a process named `comm` (outside the task).
+    pub fn pid_reused_by(mut self, comm: &str) -> Spec {
+        self.pid_reused_by = Some(comm.into());
         self
     }
     /// The stopper may not send it `sig` (`EPERM`).
@@ -824,6 +832,11 @@ impl TaskProc for FakeProc {
     fn has_exited(&self) -> bool {
         !self.world.alive(self.pid)
     }
+    fn unreaped(&self) -> bool {
+        let mut s = self.world.0.borrow_mut();
+        s.advance(Instant::now());
+        !s.procs[&self.pid].reaped
+    }
     fn send_signal(&self, sig: Signal) -> Result<bool> {
         if self.world.0.borrow().procs[&self.pid]
             .spec
@@ -963,6 +976,9 @@ impl TaskWatch for FakeWatch {
     }
     fn tracked(&self) -> impl Iterator<Item = &FakeProc> {
         self.tracked.values()
+    }
+    fn exited(&self) -> impl Iterator<Item = &FakeProc> {
+        self.exited.iter().map(|(p, _)| p)
     }
     fn tracked_count(&self) -> usize {
         self.tracked.len()
@@ -1146,12 +1162,13 @@ impl Kernel for Fake {
         Some(s.cgroups[p.spec.cg].rel.clone().into_bytes())
     }
     fn comm(&self, pid: i32) -> String {
-        let s = self.0.borrow();
-        s.procs
-            .get(&pid)
-            .filter(|p| !p.reaped)
-            .map(|p| p.spec.comm.clone())
-            .unwrap_or_default()
+        let mut s = self.0.borrow_mut();
+        s.advance(Instant::now());
+        match s.procs.get(&pid) {
+            Some(p) if !p.reaped => p.spec.comm.clone(),
+            Some(p) => p.spec.pid_reused_by.clone().unwrap_or_default(),
+            None => String::new(),
+        }
     }
     fn comm_and_state(&self, pid: i32) -> (String, bool) {
         let stuck = self
