@@ -53,6 +53,25 @@ impl Interrupts {
     }
 }
 
+/// Gives SIGINT, SIGTERM and SIGHUP back their default action (ending the process), except those
+/// inherited as ignored. tokio's handlers outlive the runtime that installed them: once a stop is
+/// over, a stopper still writing its report (to a pipe nobody reads) would otherwise take these
+/// signals and do nothing with them.
+pub fn restore_defaults() {
+    for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        crate::sys::default_unless_ignored(sig);
+    }
+}
+
+/// Blocks SIGTTOU on the calling thread, for good: its writes to a terminal then go through even
+/// when its process is not the terminal's foreground and `stty tostop` is set, instead of
+/// stopping the whole process (the kernel takes a blocked SIGTTOU as ignored). For a thread that
+/// writes a stopper's output while the stop runs: a task that shares the terminal can set
+/// TOSTOP and take the foreground.
+pub fn never_stopped_by_terminal_writes() {
+    crate::sys::block_sigttou_here();
+}
+
 /// Waits for `s`, forever if it is not listened to.
 async fn recv(s: &mut Option<Signal>) {
     if let Some(s) = s

@@ -451,8 +451,12 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
     let mut other: Option<OtherStop<'_>> = None;
     let mut stopped_by = None;
     loop {
+        // Not while our stop runs: a task could stop itself (its SIGTERM handler sending itself
+        // SIGSTOP) to have `run` stop with it, and its stop with `run`, past every deadline.
+        // The stop continues what it signals, and SIGKILL ends a stopped process.
         if let Some(j) = job.as_mut()
             && main.is_none()
+            && !phase.stopping_now()
             && main_stopped(main_pid)
         {
             j.stopped(main_pid);

@@ -232,6 +232,36 @@ pub fn signal_is_ignored(sig: i32) -> bool {
     }
 }
 
+/// Puts `sig` back to its default action (`SIG_DFL`) unless it is ignored, which is left as is.
+pub fn default_unless_ignored(sig: i32) {
+    // SAFETY: `sigaction` reads the current action into a zeroed `struct sigaction` owned by
+    // this frame, then installs a zeroed one whose handler is SIG_DFL (empty mask, no flags).
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        if libc::sigaction(sig, std::ptr::null(), &mut old) != 0
+            || old.sa_sigaction == libc::SIG_IGN
+        {
+            return;
+        }
+        let mut new: libc::sigaction = std::mem::zeroed();
+        new.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(sig, &new, std::ptr::null_mut());
+    }
+}
+
+/// Blocks SIGTTOU on the calling thread, for good (see
+/// [`crate::interrupts::never_stopped_by_terminal_writes`]).
+pub fn block_sigttou_here() {
+    // SAFETY: sigset operations on a local, zero-initialized set; pthread_sigmask changes only
+    // this thread's mask.
+    unsafe {
+        let mut ttou: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut ttou);
+        libc::sigaddset(&mut ttou, libc::SIGTTOU);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &ttou, std::ptr::null_mut());
+    }
+}
+
 /// Job control for a foreground `run`, between fork and exec in the child: a process group of
 /// its own (`setpgid(0, 0)`) made the terminal's foreground group (`tcsetpgrp`), as a shell does
 /// for a job. Ctrl-C, Ctrl-\ and Ctrl-Z then reach the job alone, once each. The parent does the

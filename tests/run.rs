@@ -81,7 +81,7 @@ fn a_timeout_in_process_mode_that_needed_the_kill_exits_137() {
 
 /// A pipe whose reader has gone: every write to it fails with `EPIPE`.
 fn closed_pipe() -> std::os::fd::OwnedFd {
-    let (r, w) = rustix::pipe::pipe().expect("pipe");
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
     drop(r);
     w
 }
@@ -93,7 +93,7 @@ fn closed_pipe() -> std::os::fd::OwnedFd {
 fn a_task_that_keeps_runs_stderr_full_cannot_hold_up_its_stop() {
     require_cgroup_v2!();
     let cg = TestCgroup::new("fullpipe");
-    let (r, w) = rustix::pipe::pipe().expect("pipe");
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
     let started = Instant::now();
     let mut child = gk(&cg)
         .args([
@@ -136,6 +136,53 @@ fn a_task_that_keeps_runs_stderr_full_cannot_hold_up_its_stop() {
             .filter(|l| *l != "spew")
             .collect::<Vec<_>>()
             .join("\n")
+    );
+}
+
+/// Once its stop is over, `run` still waiting to write its last lines to a pipe nobody reads
+/// ends on SIGTERM, as any program does: the handlers it used during the stop are gone.
+#[test]
+fn after_its_stop_a_run_blocked_on_its_stderr_ends_on_sigterm() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("fullpipe-term");
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+    let mut child = gk(&cg)
+        .args([
+            "run",
+            "--name",
+            "t",
+            "--timeout",
+            "300ms",
+            "--grace",
+            "200ms",
+        ])
+        .args(["--", "sh", "-c", "trap '' TERM; exec yes spew >&2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(w))
+        .spawn()
+        .expect("spawn gracekill run");
+    wait_task(&cg, "t", 1);
+    let task = task_path(&cg, "t");
+    assert!(
+        wait_until(Duration::from_secs(5), || !task.exists()),
+        "the task was not stopped and removed"
+    );
+    // `run` is now blocked writing its summary: the pipe is still full and unread.
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "run ended with its stderr full"
+    );
+    common::signal(child.id(), "TERM");
+    let ended = wait_until(Duration::from_secs(5), || {
+        child.try_wait().unwrap().is_some()
+    });
+    drop(r);
+    let st = child.wait().expect("wait for gracekill run");
+    assert!(ended, "run took no notice of SIGTERM: {st:?}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&st),
+        Some(15),
+        "{st:?}"
     );
 }
 
@@ -1142,6 +1189,45 @@ fn a_stopped_terminal_cannot_hold_up_a_stop() {
     assert_eq!(v["exit"], 3, "the final kill was needed: {v}");
     assert!(v["stdout"].as_str().unwrap().contains("killed"), "{v}");
     finish(child);
+}
+
+/// `run` at a terminal, as a shell's foreground job, gives CMD the terminal. A task that turns
+/// the terminal's TOSTOP on would have `run`'s own status line (the timeout's) stop `run` with
+/// SIGTTOU, and its stop with it; one that stops itself on SIGTERM would have `run` follow it
+/// as it follows a Ctrl-Z. Neither may hold the stop past its deadlines.
+#[test]
+fn a_task_at_a_terminal_cannot_get_its_run_stopped_mid_stop() {
+    require_cgroup_v2!();
+    require!(common::installed("python3"));
+    for (mode, script) in [
+        ("tostop", "stty tostop; trap '' TERM; exec sleep 30"),
+        (
+            "self-stop",
+            "trap 'kill -STOP $$' TERM; while :; do sleep 0.2; done",
+        ),
+    ] {
+        let cg = TestCgroup::new("tty-shell");
+        let mut c = Command::new("python3");
+        c.arg(common::repo().join("tests/helpers/tty_shell.py"));
+        if mode == "tostop" {
+            c.arg("--tostop");
+        }
+        let out = output(
+            c.arg(common::bin())
+                .args(["run", "--name", "t", "--timeout", "1s", "--grace", "300ms"])
+                .args(["--", "sh", "-c", script])
+                .env("GRACEKILL_ROOT", &cg.rel),
+        );
+        assert!(out.status.success(), "{mode}: {}", stderr(&out));
+        let v = json(&out);
+        assert_eq!(v["stopped_by"], serde_json::Value::Null, "{mode}: {v}");
+        assert_eq!(v["exit"], 137, "{mode}: timed out, killed: {v}");
+        assert!(v["took"].as_f64().unwrap() < 3.0, "{mode}: {v}");
+        assert!(
+            v["tty"].as_str().unwrap().contains("timeout after 1s"),
+            "{mode}: {v}"
+        );
+    }
 }
 
 /// The final kill counts exactly who it killed in mixed mode too, where only the main process

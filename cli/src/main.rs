@@ -798,7 +798,7 @@ impl LiveLine {
                 }
             )
         };
-        stderr::global().send(
+        stderr::global().redraw(
             format!(
                 "\r\x1b[K{}: {} remaining{names}, {:.1}s left",
                 p.phase,

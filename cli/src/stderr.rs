@@ -82,6 +82,15 @@ impl Queue {
         }
     }
 
+    /// Queues a redraw of a progress line, unless lines are still waiting to be written: then
+    /// the next redraw will say more, and a terminal whose output was stopped is not made to
+    /// replay every stale one when it resumes. Not counted as dropped.
+    pub fn redraw(&self, line: &[u8]) {
+        if self.queued.load(Ordering::Relaxed) == 0 {
+            self.send(line);
+        }
+    }
+
     /// Starts the writer thread; `None` when no thread can be had.
     fn start(&self) -> Option<Writer> {
         let (tx, rx) = sync_channel(MAX_LINES);
@@ -99,6 +108,9 @@ impl Queue {
     /// later lines are written at once. Blocks as long as the sink does: call it once the stop
     /// is over.
     pub fn finish(&self) {
+        // From here on a SIGINT or SIGTERM ends the process, as any program's, even while it
+        // waits on a reader.
+        gracekill::interrupts::restore_defaults();
         // Held throughout: a line sent meanwhile waits, and comes after those queued.
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((tx, thread)) = writer.take() {
@@ -121,6 +133,9 @@ fn dropped_line(n: usize) -> String {
 
 /// The writer thread: writes each line as it comes, blocking as long as the sink does.
 fn drain(rx: Receiver<Vec<u8>>, sink: &Mutex<Box<dyn Write + Send>>, queued: &AtomicUsize) {
+    // A terminal with TOSTOP set whose foreground the task took would stop the whole stopper,
+    // mid-stop, at this thread's first write.
+    gracekill::interrupts::never_stopped_by_terminal_writes();
     for line in rx {
         let mut sink = sink.lock().unwrap_or_else(|e| e.into_inner());
         let _ = sink.write_all(&line);
