@@ -32,7 +32,18 @@ fn setup(tag: &str) -> Setup {
 
 /// Runs one scenario; returns its JSON result.
 fn scenario(s: &Setup, integration: bool, args: &[&str]) -> serde_json::Value {
+    scenario_env(s, integration, args, &[])
+}
+
+/// [`scenario`] with more environment for the runner.
+fn scenario_env(
+    s: &Setup,
+    integration: bool,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> serde_json::Value {
     let mut c = Command::new("python3");
+    c.envs(env.iter().copied());
     c.arg(scenario_py())
         .arg("--scratch")
         .arg(&s.cg.scratch)
@@ -116,12 +127,22 @@ fn an_executor_kill_lets_the_app_and_its_daemon_flush() {
     assert_task_gone(&s);
 }
 
+/// Also with the runner's loop slowed between reading the coordinators' updates and checking
+/// for running processes (`THERMOS_SHAPE_CHECK_GAP`): the coordinator's last update (KILLED -9,
+/// from the stop's outcome) and its exit fall in that gap, and must still be read, not lost to
+/// the runner's own KILLED -1.
 #[test]
 fn a_process_that_ignores_sigterm_is_killed_at_the_deadline_and_recorded_so() {
     require_cgroup_v2!();
     require!(common::installed("python3"));
+    for gap in ["0", "0.3"] {
+        stubborn_app_killed(gap);
+    }
+}
+
+fn stubborn_app_killed(gap: &str) {
     let s = setup("thermos-stubborn");
-    let v = scenario(
+    let v = scenario_env(
         &s,
         true,
         &[
@@ -132,6 +153,7 @@ fn a_process_that_ignores_sigterm_is_killed_at_the_deadline_and_recorded_so() {
             "--preemption-wait",
             "1",
         ],
+        &[("THERMOS_SHAPE_CHECK_GAP", gap)],
     );
     assert_eq!(v["flushed"], false, "{v}");
     assert_eq!(

@@ -365,8 +365,18 @@ def _patch_runner(thermos):
             else:
                 Helper.terminate_process(self.state, process)
 
+    def nothing_left(self):
+        # No coordinator, wrapper or populated cgroup. A coordinator writes its process's last
+        # update before it exits, so once it is gone that update is in its stream: collect it
+        # now, or the loop ends with the process still RUNNING and the runner records it itself
+        # (KILLED -1 / LOST), the stop's outcome unread.
+        if orig_running(self) or any(cg.populated() for cg in _managed_cgroups(self)):
+            return False
+        self.collect_updates(0)
+        return True
+
     def has_running_processes(self):
-        return orig_running(self) or any(cg.populated() for cg in _managed_cgroups(self))
+        return not nothing_left(self)
 
     def finalization_remaining(self):
         # Past Thermos' deadline, gracekill's final kill (due at the same moment) gets its kill
@@ -380,7 +390,7 @@ def _patch_runner(thermos):
         if since is None:
             since = self._gracekill_overdue_since = now
         # Over when every cgroup is empty and every coordinator has reported and exited.
-        if not orig_running(self) and not any(cg.populated() for cg in _managed_cgroups(self)):
+        if nothing_left(self):
             return 0
         return max(0.0, _config.kill_timeout + 2 - (now - since))
 
