@@ -86,6 +86,24 @@ fn closed_pipe() -> std::os::fd::OwnedFd {
     w
 }
 
+/// `run --timeout T --grace G` of a task that ignores SIGTERM and fills `run`'s stderr, a pipe;
+/// and the pipe's read end, which nobody reads until the caller does.
+fn run_with_stderr_kept_full(
+    cg: &TestCgroup,
+    timeout: &str,
+    grace: &str,
+) -> (Child, std::os::fd::OwnedFd) {
+    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
+    let child = gk(cg)
+        .args(["run", "--name", "t", "--timeout", timeout, "--grace", grace])
+        .args(["--", "sh", "-c", "trap '' TERM; exec yes spew >&2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(w))
+        .spawn()
+        .expect("spawn gracekill run");
+    (child, r)
+}
+
 /// `run`'s task inherits its stderr. A task that keeps that pipe full while nobody reads it (a
 /// log shipper that stalled) must not hold `run` in a write of its own status line past the
 /// task's deadlines: the task is stopped on time, and the line is written once the pipe is read.
@@ -93,23 +111,8 @@ fn closed_pipe() -> std::os::fd::OwnedFd {
 fn a_task_that_keeps_runs_stderr_full_cannot_hold_up_its_stop() {
     require_cgroup_v2!();
     let cg = TestCgroup::new("fullpipe");
-    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
     let started = Instant::now();
-    let mut child = gk(&cg)
-        .args([
-            "run",
-            "--name",
-            "t",
-            "--timeout",
-            "500ms",
-            "--grace",
-            "300ms",
-        ])
-        .args(["--", "sh", "-c", "trap '' TERM; exec yes spew >&2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(w))
-        .spawn()
-        .expect("spawn gracekill run");
+    let (mut child, r) = run_with_stderr_kept_full(&cg, "500ms", "300ms");
     wait_task(&cg, "t", 1);
     let events = task_path(&cg, "t").join("cgroup.events");
     let stopped = wait_until(Duration::from_secs(5), || {
@@ -145,22 +148,7 @@ fn a_task_that_keeps_runs_stderr_full_cannot_hold_up_its_stop() {
 fn after_its_stop_a_run_blocked_on_its_stderr_ends_on_sigterm() {
     require_cgroup_v2!();
     let cg = TestCgroup::new("fullpipe-term");
-    let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).expect("pipe");
-    let mut child = gk(&cg)
-        .args([
-            "run",
-            "--name",
-            "t",
-            "--timeout",
-            "300ms",
-            "--grace",
-            "200ms",
-        ])
-        .args(["--", "sh", "-c", "trap '' TERM; exec yes spew >&2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(w))
-        .spawn()
-        .expect("spawn gracekill run");
+    let (mut child, r) = run_with_stderr_kept_full(&cg, "300ms", "200ms");
     wait_task(&cg, "t", 1);
     let task = task_path(&cg, "t");
     assert!(
