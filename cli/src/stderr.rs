@@ -8,8 +8,8 @@
 //! So every line goes into a bounded queue, and a writer thread, started at the first line,
 //! does the blocking writes. A line that does not fit (1,024 lines or 1 MiB queued), or that
 //! comes when no thread can be started (the task took the user's `RLIMIT_NPROC`), is dropped and
-//! counted; the count is written before the next line that gets through. [`finish`] waits for
-//! the queue to drain at exit, after the stop, as any program's own writes would.
+//! counted; the count is written with the next line that gets through. [`Queue::finish`] waits
+//! for the queue to drain once the stop is over, as any program's own writes would.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
