@@ -167,15 +167,17 @@ pub(crate) trait FinalKill {
 /// The command lines of one stop's processes, read off the stop's path (reading
 /// `/proc/<pid>/cmdline` blocks while the process's `mmap_lock` is held), for the report.
 pub(crate) trait Cmdlines {
-    /// Asks for these processes' command lines; never blocks.
-    fn request(&self, pids: Vec<i32>);
+    /// Asks for these processes' command lines, each named by its pid and start time (a line
+    /// read by pid is kept only if that pid still names that process after the read); never
+    /// blocks.
+    fn request(&self, procs: Vec<(i32, u64)>);
     /// The command line of `pid`, if it has been read (else empty).
     fn get(&self, pid: i32) -> String;
 }
 
 impl Cmdlines for crate::procinfo::CmdlineReader {
-    fn request(&self, pids: Vec<i32>) {
-        crate::procinfo::CmdlineReader::request(self, pids);
+    fn request(&self, procs: Vec<(i32, u64)>) {
+        crate::procinfo::CmdlineReader::request(self, procs);
     }
     fn get(&self, pid: i32) -> String {
         crate::procinfo::CmdlineReader::get(self, pid)
@@ -199,6 +201,17 @@ pub(crate) trait MemoryRelease {
     /// Lets go of the processes that have exited; returns how many are still held (each a
     /// descriptor, counted in the stop's budget).
     fn prune(&mut self) -> usize;
+}
+
+/// A process's name as read by pid ([`Kernel::comm_and_state`]), with what the same read gives.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Named {
+    /// Its `comm`; empty when unknown.
+    pub comm: String,
+    /// Neither running nor in an interruptible sleep: it could be frozen.
+    pub maybe_frozen: bool,
+    /// Its start time (clock ticks after boot): with the pid, it names this process for good.
+    pub start: Option<u64>,
 }
 
 /// The kernel as the engine sees it.
@@ -228,10 +241,10 @@ pub(crate) trait Kernel {
     fn proc_cgroup(&self, pid: i32) -> Option<Vec<u8>>;
     /// The name of `pid` (`comm`), empty if gone.
     fn comm(&self, pid: i32) -> String;
-    /// The name of `pid` and whether it could be frozen (neither running nor in an interruptible
-    /// sleep: a frozen process shows `D`, and a process whose leader has exited `Z`), from one
-    /// read; empty and `false` if gone.
-    fn comm_and_state(&self, pid: i32) -> (String, bool);
+    /// The name of `pid`, whether it could be frozen (neither running nor in an interruptible
+    /// sleep: a frozen process shows `D`, and a process whose leader has exited `Z`) and its start
+    /// time, from one read; empty if gone.
+    fn comm_and_state(&self, pid: i32) -> Named;
     /// `pid` described for the survivors report (state, wait channel, threads).
     fn describe(&self, pid: i32) -> Survivor;
     /// The cgroup v1 freezer cgroup holding `pid` frozen, if any.
@@ -482,9 +495,13 @@ impl Kernel for Real {
     fn comm(&self, pid: i32) -> String {
         crate::procinfo::comm(pid)
     }
-    fn comm_and_state(&self, pid: i32) -> (String, bool) {
+    fn comm_and_state(&self, pid: i32) -> Named {
         crate::procinfo::stat_of(&pid.to_string())
-            .map(|s| (s.comm, !matches!(s.state.as_str(), "R" | "S" | "I")))
+            .map(|s| Named {
+                maybe_frozen: !matches!(s.state.as_str(), "R" | "S" | "I"),
+                comm: s.comm,
+                start: Some(s.starttime),
+            })
             .unwrap_or_default()
     }
     fn describe(&self, pid: i32) -> Survivor {

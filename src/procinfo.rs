@@ -254,7 +254,7 @@ pub struct CmdlineReader {
     got: Arc<Mutex<HashMap<i32, String>>>,
 }
 
-type Request = (Vec<i32>, Weak<Mutex<HashMap<i32, String>>>);
+type Request = (Vec<(i32, u64)>, Weak<Mutex<HashMap<i32, String>>>);
 
 /// Pending requests (batches) across all stops of the process.
 const QUEUE: usize = 1024;
@@ -266,13 +266,18 @@ fn worker() -> &'static SyncSender<Request> {
         let spawned = std::thread::Builder::new()
             .name("gracekill-cmdline".into())
             .spawn(move || {
-                for (pids, slot) in rx {
-                    for pid in pids {
+                for (procs, slot) in rx {
+                    for (pid, start) in procs {
                         // The stop that asked may be over: skip the reads then.
                         if slot.strong_count() == 0 {
                             break;
                         }
                         let line = cmdline_blocking(pid);
+                        // Read by pid: kept only if the pid still names the process asked
+                        // about (its start time), so it did during the read too.
+                        if stat_of(&pid.to_string()).is_none_or(|s| s.starttime != start) {
+                            continue;
+                        }
                         if let Some(slot) = slot.upgrade()
                             && let Ok(mut map) = slot.lock()
                         {
@@ -289,10 +294,11 @@ fn worker() -> &'static SyncSender<Request> {
 }
 
 impl CmdlineReader {
-    /// Asks for these processes' command lines, in one batch (one wakeup of the reader).
-    /// Never blocks.
-    pub fn request(&self, pids: Vec<i32>) {
-        match worker().try_send((pids, Arc::downgrade(&self.got))) {
+    /// Asks for these processes' command lines, each named by its pid and start time (see
+    /// [`Stat::starttime`]), in one batch (one wakeup of the reader). A line is kept only if its
+    /// pid still names that process once it has been read. Never blocks.
+    pub fn request(&self, procs: Vec<(i32, u64)>) {
+        match worker().try_send((procs, Arc::downgrade(&self.got))) {
             Ok(()) | Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {}
         }
     }
@@ -363,13 +369,23 @@ mod tests {
 
     #[test]
     fn the_reader_answers_in_the_background() {
-        let r = CmdlineReader::default();
         let me = rustix::process::getpid().as_raw_nonzero().get();
-        r.request(vec![me]);
+        let start = stat_of("self").unwrap().starttime;
+        // Asked about a process of another start time under this pid: by the time the right
+        // one is answered (the reader serves requests in order), the other was not kept.
+        let other = CmdlineReader::default();
+        other.request(vec![(me, start + 1)]);
+        let r = CmdlineReader::default();
+        r.request(vec![(me, start)]);
         let t = std::time::Instant::now();
         while r.get(me).is_empty() && t.elapsed() < std::time::Duration::from_secs(5) {
             std::thread::yield_now();
         }
         assert_eq!(r.get(me), cmdline_blocking(me));
+        assert_eq!(
+            other.get(me),
+            "",
+            "a line read by a pid that names another process"
+        );
     }
 }

@@ -33,7 +33,8 @@ use crate::error::{Error, Result};
 use crate::guard;
 pub use crate::kernel::KillMethod;
 use crate::kernel::{
-    Cmdlines, FinalKill, Kernel, MemoryRelease, Real, TaskCgroup, TaskProc, TaskWatch, errno_name,
+    Cmdlines, FinalKill, Kernel, MemoryRelease, Named, Real, TaskCgroup, TaskProc, TaskWatch,
+    errno_name,
 };
 use crate::pidfd::{Membership, PidFd, membership_method};
 use crate::policy::{KillMode, Policy, Signal};
@@ -303,6 +304,7 @@ pub(crate) async fn run_engine<K: Kernel>(
         warnings: Vec::new(),
         described: HashMap::new(),
         early_comm: HashMap::new(),
+        starts: HashMap::new(),
         to_describe: Vec::new(),
         cmdlines: k.cmdlines(),
         cmdlines_wanted: Vec::new(),
@@ -486,7 +488,10 @@ struct Engine<'a, K: Kernel> {
     /// Names read just before the first signal (a process that exits at once may be reaped
     /// before the pass is over and [`Engine::describe_pending`] runs), for the exit timeline.
     /// With whether the process could be frozen (see [`Kernel::comm_and_state`]).
-    early_comm: HashMap<i32, (String, bool)>,
+    early_comm: HashMap<i32, Named>,
+    /// The start time of each process named (its name checked against its pidfd): with the
+    /// pid, what its command line is asked for by.
+    starts: HashMap<i32, u64>,
     /// Signalled in the current pass, to be described once it is over.
     to_describe: Vec<i32>,
     cmdlines: K::Cmdlines,
@@ -559,7 +564,7 @@ impl<K: Kernel> Engine<'_, K> {
                 let comm = self
                     .described
                     .get(&pid)
-                    .or_else(|| self.early_comm.get(&pid).map(|e| &e.0))
+                    .or_else(|| self.early_comm.get(&pid).map(|e| &e.comm))
                     .cloned()
                     .unwrap_or_default();
                 Exit::new(pid, comm, self.ms(at), p.exit_status())
@@ -941,13 +946,23 @@ impl<K: Kernel> Engine<'_, K> {
                 break;
             }
             done += 1;
-            let (comm, maybe_frozen) = self.early_comm.remove(&pid).unwrap_or_else(|| {
+            let Named {
+                comm,
+                maybe_frozen,
+                start,
+            } = self.early_comm.remove(&pid).unwrap_or_else(|| {
                 let read = self.k.comm_and_state(pid);
                 match self.w.held(pid).or_else(|| exited.get(&pid).copied()) {
                     Some(p) => own_name(p, read),
-                    None => read,
+                    None => Named {
+                        start: None,
+                        ..read
+                    },
                 }
             });
+            if let Some(start) = start {
+                self.starts.insert(pid, start);
+            }
             // Said at once, not after a grace wasted on a process that cannot react. A process
             // running or sleeping interruptibly is not frozen: only otherwise is its cgroup v1
             // freezer looked up (a read of `/proc/<pid>/cgroup`, which takes the kernel's cgroup
@@ -1007,13 +1022,15 @@ impl<K: Kernel> Engine<'_, K> {
             return due;
         }
         let _ = self.w.refresh();
-        let pids: Vec<i32> = std::mem::take(&mut self.cmdlines_wanted)
+        // Only for processes whose start time is known: a line read by pid is checked against
+        // it.
+        let procs: Vec<(i32, u64)> = std::mem::take(&mut self.cmdlines_wanted)
             .into_iter()
             .filter(|&(p, held)| !held || self.w.held(p).is_some())
-            .map(|(p, _)| p)
+            .filter_map(|(p, _)| Some((p, *self.starts.get(&p)?)))
             .collect();
-        if !pids.is_empty() {
-            self.cmdlines.request(pids);
+        if !procs.is_empty() {
+            self.cmdlines.request(procs);
         }
         due
     }
@@ -1670,10 +1687,10 @@ impl<K: Kernel> Engine<'_, K> {
             .map(|&pid| Killed {
                 pid,
                 comm: self.described.get(&pid).cloned().unwrap_or_else(|| {
-                    let read = (self.k.comm(pid), false);
+                    let read = self.k.comm(pid);
                     match self.w.held(pid) {
-                        Some(p) => own_name(p, read).0,
-                        None => read.0,
+                        Some(p) if !p.unreaped() => String::new(),
+                        _ => read,
                     }
                 }),
                 cmdline: self.cmdlines.get(pid),
@@ -1692,7 +1709,10 @@ impl<K: Kernel> Engine<'_, K> {
             match main.send_signal(Signal::KILL) {
                 Ok(true) => killed.push(Killed {
                     pid: main.pid(),
-                    comm: own_name(&main, (self.k.comm(main.pid()), false)).0,
+                    comm: {
+                        let read = self.k.comm(main.pid());
+                        if main.unreaped() { read } else { String::new() }
+                    },
                     cmdline: self.cmdlines.get(main.pid()),
                 }),
                 Ok(false) => {}
@@ -2103,7 +2123,7 @@ fn send_all(p: &impl TaskProc, sig: Signal, extra: &[Signal]) -> Result<bool> {
 /// A name (and state) read by pid, kept only if `p`'s process was still there after the read: a
 /// pid names another process once its own has been reaped, and a task that exits at once and
 /// cycles the pids must not get an outsider's name into the report. Empty (unknown) otherwise.
-fn own_name<P: TaskProc>(p: &P, read: (String, bool)) -> (String, bool) {
+fn own_name<P: TaskProc>(p: &P, read: Named) -> Named {
     if p.unreaped() {
         read
     } else {
@@ -2111,7 +2131,7 @@ fn own_name<P: TaskProc>(p: &P, read: (String, bool)) -> (String, bool) {
             pid = p.tgid(),
             "reaped before its name could be checked: unnamed"
         );
-        (String::new(), false)
+        Named::default()
     }
 }
 

@@ -24,7 +24,7 @@ use rustix::io::Errno;
 use tokio::time::Instant;
 
 use super::{
-    Cmdlines, FinalKill, Kernel, KillMethod, MemoryRelease, TaskCgroup, TaskProc, TaskWatch,
+    Cmdlines, FinalKill, Kernel, KillMethod, MemoryRelease, Named, TaskCgroup, TaskProc, TaskWatch,
 };
 use crate::cgroup::{Events, Members};
 use crate::error::{Error, Result};
@@ -764,7 +764,8 @@ pub struct FakeCmdlines {
 }
 
 impl Cmdlines for FakeCmdlines {
-    fn request(&self, pids: Vec<i32>) {
+    fn request(&self, procs: Vec<(i32, u64)>) {
+        let pids: Vec<i32> = procs.into_iter().map(|(pid, _)| pid).collect();
         let now = Instant::now();
         let mut s = self.world.0.borrow_mut();
         s.advance(now);
@@ -1170,14 +1171,19 @@ impl Kernel for Fake {
             None => String::new(),
         }
     }
-    fn comm_and_state(&self, pid: i32) -> (String, bool) {
+    fn comm_and_state(&self, pid: i32) -> Named {
         let stuck = self
             .0
             .borrow()
             .procs
             .get(&pid)
             .is_some_and(|p| p.spec.stuck);
-        (self.comm(pid), stuck)
+        let comm = self.comm(pid);
+        Named {
+            start: (!comm.is_empty()).then_some(0),
+            comm,
+            maybe_frozen: stuck,
+        }
     }
     fn describe(&self, pid: i32) -> Survivor {
         let mut s = self.0.borrow_mut();
