@@ -117,10 +117,12 @@ pub fn pidfd_cgroup_id(pidfd: BorrowedFd<'_>) -> Result<Option<u64>, Errno> {
     pidfd_facts(pidfd).map(|f| f.cgroup_id)
 }
 
+/// The errno of the call that just failed (`EIO` if it left none: rustix has no `Errno` 0).
 fn last_errno() -> Errno {
     Errno::from_raw_os_error(
         std::io::Error::last_os_error()
             .raw_os_error()
+            .filter(|&e| e > 0)
             .unwrap_or(libc::EIO),
     )
 }
@@ -309,9 +311,10 @@ pub fn set_foreground(tty: BorrowedFd<'_>, pgrp: i32) -> Result<(), Errno> {
         libc::sigaddset(&mut ttou, libc::SIGTTOU);
         libc::pthread_sigmask(libc::SIG_BLOCK, &ttou, &mut old);
         let rc = libc::tcsetpgrp(tty.as_raw_fd(), pgrp);
-        let err = last_errno();
+        // errno only after a failure: after a success it holds whatever came before (0 too).
+        let result = if rc != 0 { Err(last_errno()) } else { Ok(()) };
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        if rc != 0 { Err(err) } else { Ok(()) }
+        result
     }
 }
 
@@ -333,4 +336,18 @@ pub fn continue_group(pgrp: i32) -> Result<(), Errno> {
     // SAFETY: a plain syscall with two integers.
     let rc = unsafe { libc::killpg(pgrp, libc::SIGCONT) };
     if rc != 0 { Err(last_errno()) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A call that failed without setting errno (or errno read after a success) is an error,
+    /// never rustix's assertion that an `Errno` is not 0.
+    #[test]
+    fn an_errno_of_zero_is_eio() {
+        // SAFETY: this thread's own errno, a valid thread-local int.
+        unsafe { *libc::__errno_location() = 0 };
+        assert_eq!(last_errno(), Errno::IO);
+    }
 }
