@@ -451,15 +451,20 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
     let mut other: Option<OtherStop<'_>> = None;
     let mut stopped_by = None;
     loop {
-        // Not while our stop runs: a task could stop itself (its SIGTERM handler sending itself
-        // SIGSTOP) to have `run` stop with it, and its stop with `run`, past every deadline.
-        // The stop continues what it signals, and SIGKILL ends a stopped process.
         if let Some(j) = job.as_mut()
             && main.is_none()
-            && !phase.stopping_now()
             && main_stopped(main_pid)
         {
-            j.stopped(main_pid);
+            if phase.stopping_now() {
+                // Not followed while our stop runs: a task could stop itself (its SIGTERM
+                // handler sending itself SIGSTOP) to have `run` stop with it, and its stop with
+                // `run`, past every deadline. Nor left stopped: a Ctrl-Z then would cost the
+                // application the rest of its grace, and keep the terminal from a second Ctrl-C.
+                on_event("the job was stopped during its stop: continued, the stop goes on");
+                j.continue_job(main_pid);
+            } else {
+                j.stopped(main_pid);
+            }
         }
         reap(main_pid, &mut main);
         if main.is_some()
@@ -645,6 +650,11 @@ impl Job {
         if self.pgrp.take().is_some() {
             let _ = crate::sys::set_foreground(rustix::stdio::stdin(), self.own);
         }
+    }
+
+    /// Continues the job, stopped while `run` stops it.
+    fn continue_job(&self, main_pid: i32) {
+        let _ = crate::sys::continue_group(main_pid);
     }
 
     /// The main process was stopped (Ctrl-Z): stop `run` too, then continue both.

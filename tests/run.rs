@@ -1215,7 +1215,45 @@ fn a_task_at_a_terminal_cannot_get_its_run_stopped_mid_stop() {
             v["tty"].as_str().unwrap().contains("timeout after 1s"),
             "{mode}: {v}"
         );
+        if mode == "self-stop" {
+            assert!(
+                v["tty"]
+                    .as_str()
+                    .unwrap()
+                    .contains("continued, the stop goes on"),
+                "{mode}: {v}"
+            );
+        }
     }
+}
+
+/// Ctrl-Z while `run` stops its task is not followed (see above), nor does it leave the job
+/// stopped: the job is continued at once, and the application finishes its flush within its
+/// grace (`run` exits 124: timed out, ended gracefully), instead of being killed, stopped, at
+/// the deadline.
+#[test]
+fn ctrl_z_during_a_stop_does_not_cost_the_application_its_grace() {
+    require_cgroup_v2!();
+    require!(common::installed("python3"));
+    let cg = TestCgroup::new("tty-ctrl-z");
+    let out = output(
+        Command::new("python3")
+            .arg(common::repo().join("tests/helpers/tty_shell.py"))
+            .args(["--ctrl-z-after", "1.5"])
+            .arg(common::bin())
+            .args(["run", "--name", "t", "--timeout", "1s", "--grace", "3s"])
+            .args(["--", "sh", "-c"])
+            .arg("trap 'sleep 1.5; exit 0' TERM; while :; do sleep 0.1; done")
+            .env("GRACEKILL_ROOT", &cg.rel),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["stopped_by"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["exit"], 124, "the flush ended within the grace: {v}");
+    assert!(
+        v["took"].as_f64().unwrap() < 3.8,
+        "before the 4 s deadline: {v}"
+    );
 }
 
 /// The final kill counts exactly who it killed in mixed mode too, where only the main process

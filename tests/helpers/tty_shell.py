@@ -1,10 +1,11 @@
 """A job-control shell on a fresh pseudo-terminal, in a session of its own, running one command
 as its foreground job, as bash does: the job gets a process group and the terminal. Optionally
-with `stty tostop` set first. When the job stops, the shell waits 4 s (nobody types `fg`), then
-continues it in the foreground. Prints one JSON object: the signal that stopped the job (null
-if none did), its exit status, and the seconds from start to its end.
+with `stty tostop` set first, and with a Ctrl-Z typed after some seconds. When the job stops,
+the shell waits 4 s (nobody types `fg`), then continues it in the foreground. Prints one JSON
+object: the signal that stopped the job (null if none did), its exit status, and the seconds
+from start to its end.
 
-    python3 tty_shell.py [--tostop] CMD [ARGS...]
+    python3 tty_shell.py [--tostop] [--ctrl-z-after SECONDS] CMD [ARGS...]
 """
 
 import fcntl
@@ -14,12 +15,17 @@ import pty
 import signal
 import sys
 import termios
+import threading
 import time
 
 args = sys.argv[1:]
 tostop = args[:1] == ["--tostop"]
 if tostop:
     args = args[1:]
+ctrl_z_after = None
+if args[:1] == ["--ctrl-z-after"]:
+    ctrl_z_after = float(args[1])
+    args = args[2:]
 master, slave = pty.openpty()
 name = os.ttyname(slave)
 report_r, report_w = os.pipe()
@@ -65,6 +71,13 @@ if shell == 0:
 
 os.close(slave)
 os.close(report_w)
+if ctrl_z_after is not None:
+
+    def type_ctrl_z():
+        time.sleep(ctrl_z_after)
+        os.write(master, b"\x1a")
+
+    threading.Thread(target=type_ctrl_z, daemon=True).start()
 tty_output = b""
 while True:
     try:
