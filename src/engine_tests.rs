@@ -129,6 +129,41 @@ fn a_name_read_after_its_pid_was_reused_is_not_reported() {
     });
 }
 
+/// The same for names read without a pidfd to check them against: the main process in mixed
+/// mode (named before it is held), and a newcomer the final kill takes unheld (it came after the
+/// last pass). A pid that an outsider took is not named after it.
+#[test]
+fn names_read_without_a_pidfd_are_not_an_outsiders_either() {
+    paused(async {
+        let w = Fake::new();
+        let main = w.spawn(
+            Spec::new("main")
+                .reaped_after(Some(Duration::ZERO))
+                .pid_reused_by("outsider"),
+        );
+        w.spawn(Spec::new("helper").ignores(Signal::TERM));
+        let p = policy(&[(Signal::TERM, 500)], 1000, KillMode::Mixed);
+        let o = stop(&w, &p, &with_main(main)).await;
+        assert!(o.exits.iter().any(|e| e.pid == main), "{o:?}");
+        assert!(o.exits.iter().all(|e| e.comm != "outsider"), "{o:?}");
+    });
+    paused(async {
+        let w = Fake::new();
+        w.spawn(Spec::new("app").ignores(Signal::TERM));
+        w.spawn_later(
+            100 * MS,
+            Spec::new("new")
+                .ignores(Signal::TERM)
+                .reaped_after(Some(Duration::ZERO))
+                .pid_reused_by("outsider"),
+        );
+        let o = stop_escalated(&w, &term(5000), 200 * MS).await;
+        assert_eq!(o.killed.len(), 2, "{o:?}");
+        assert!(o.killed.iter().all(|k| k.comm != "outsider"), "{o:?}");
+        assert!(o.killed.iter().any(|k| k.comm == "app"), "{o:?}");
+    });
+}
+
 /// The Thermos case: the wrapper dies of SIGTERM at once, the application flushes for 2 s. The
 /// stop waits for the cgroup, not the wrapper: no SIGKILL, graceful, and the timeline says who
 /// exited how.

@@ -274,7 +274,8 @@ impl PidFd {
     /// cannot name another process: whatever was read by that pid before a `true` here was
     /// this process's. One system call, which never blocks.
     pub fn unreaped(&self) -> bool {
-        !matches!(sys::pidfd_probe(self.fd.as_fd()), Err(Errno::SRCH))
+        // EPERM: it exists. Any other failure (a seccomp filter's) proves nothing: not there.
+        matches!(sys::pidfd_probe(self.fd.as_fd()), Ok(()) | Err(Errno::PERM))
     }
 
     /// Has the process exited (the pidfd is readable)? Does not block.

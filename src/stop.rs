@@ -808,6 +808,22 @@ impl<K: Kernel> Engine<'_, K> {
     }
 
     /// Is process `pid` in the target or below, by its `/proc/<pid>/cgroup`?
+    /// `read`, the name of `pid` read by pid, for a process the stop holds no pidfd for (one not
+    /// signalled in mixed or process mode, one past the descriptor budget, one that came after
+    /// the last pass): kept only if that pid named a process of the task throughout, its start
+    /// time the same after a look at its cgroup. Empty otherwise: the pid may have been taken by
+    /// an outsider after its own process was reaped.
+    fn unheld_name(&self, pid: i32, read: Named) -> Named {
+        match read.start {
+            Some(start)
+                if self.in_target(pid) && self.k.comm_and_state(pid).start == Some(start) =>
+            {
+                read
+            }
+            _ => Named::default(),
+        }
+    }
+
     fn in_target(&self, pid: i32) -> bool {
         self.k
             .proc_cgroup(pid)
@@ -954,10 +970,7 @@ impl<K: Kernel> Engine<'_, K> {
                 let read = self.k.comm_and_state(pid);
                 match self.w.held(pid).or_else(|| exited.get(&pid).copied()) {
                     Some(p) => own_name(p, read),
-                    None => Named {
-                        start: None,
-                        ..read
-                    },
+                    None => self.unheld_name(pid, read),
                 }
             });
             if let Some(start) = start {
@@ -967,7 +980,12 @@ impl<K: Kernel> Engine<'_, K> {
             // running or sleeping interruptibly is not frozen: only otherwise is its cgroup v1
             // freezer looked up (a read of `/proc/<pid>/cgroup`, which takes the kernel's cgroup
             // lock).
-            if maybe_frozen && let Some(v1) = self.k.v1_frozen(pid) {
+            if maybe_frozen
+                && let Some(v1) = self.k.v1_frozen(pid)
+                // Still the process named: its start time unchanged since.
+                && start.is_some()
+                && self.k.comm_and_state(pid).start == start
+            {
                 let w = format!(
                     "pid {pid} ({}) is frozen by the cgroup v1 freezer at '{v1}': it cannot \
                      handle the stop signal or die of SIGKILL until that cgroup is thawed",
@@ -1687,10 +1705,10 @@ impl<K: Kernel> Engine<'_, K> {
             .map(|&pid| Killed {
                 pid,
                 comm: self.described.get(&pid).cloned().unwrap_or_else(|| {
-                    let read = self.k.comm(pid);
+                    let read = self.k.comm_and_state(pid);
                     match self.w.held(pid) {
-                        Some(p) if !p.unreaped() => String::new(),
-                        _ => read,
+                        Some(p) => own_name(p, read).comm,
+                        None => self.unheld_name(pid, read).comm,
                     }
                 }),
                 cmdline: self.cmdlines.get(pid),

@@ -1179,8 +1179,10 @@ impl Kernel for Fake {
             .get(&pid)
             .is_some_and(|p| p.spec.stuck);
         let comm = self.comm(pid);
+        // An outsider that took a reaped process's pid started later.
+        let reused = self.0.borrow().procs.get(&pid).is_some_and(|p| p.reaped);
         Named {
-            start: (!comm.is_empty()).then_some(0),
+            start: (!comm.is_empty()).then_some(u64::from(reused)),
             comm,
             maybe_frozen: stuck,
         }
