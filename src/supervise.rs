@@ -281,6 +281,15 @@ impl<'a> Phase<'a> {
         matches!(self, Phase::Stopping { .. })
     }
 
+    /// Is a deadline of ours running: the stop's, or `--timeout`'s? A stopped job is then not
+    /// followed (see the supervision loop).
+    fn on_a_deadline(&self) -> bool {
+        matches!(
+            self,
+            Phase::Stopping { .. } | Phase::Running { timeout: Some(_) }
+        )
+    }
+
     /// Once the main process has exited, no stop of ours runs and none of another process is
     /// awaited: whether the run is over. It is when the task is empty, when our stop has
     /// returned (its outcome reports what it left), and with `kill-mode=process`, which leaves
@@ -455,12 +464,18 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
             && main.is_none()
             && main_stopped(main_pid)
         {
-            if phase.stopping_now() {
-                // Not followed while our stop runs: a task could stop itself (its SIGTERM
-                // handler sending itself SIGSTOP) to have `run` stop with it, and its stop with
-                // `run`, past every deadline. Nor left stopped: a Ctrl-Z then would cost the
-                // application the rest of its grace, and keep the terminal from a second Ctrl-C.
-                on_event("the job was stopped during its stop: continued, the stop goes on");
+            if phase.on_a_deadline() {
+                // Not followed while a deadline of ours runs: a task could stop itself (say its
+                // SIGTERM handler sending itself SIGSTOP, or SIGTSTP before `--timeout`, which
+                // is a Ctrl-Z's) to have `run` stop with it, and the deadline with `run`, while
+                // its other processes run on. Nor left stopped: a Ctrl-Z during the stop would
+                // cost the application the rest of its grace, and keep the terminal from a
+                // second Ctrl-C.
+                on_event(if phase.stopping_now() {
+                    "the job was stopped during its stop: continued, the stop goes on"
+                } else {
+                    "the job was stopped: continued, as --timeout is a limit in real time"
+                });
                 j.continue_job(main_pid);
             } else {
                 j.stopped(main_pid);

@@ -1227,6 +1227,37 @@ fn a_task_at_a_terminal_cannot_get_its_run_stopped_mid_stop() {
     }
 }
 
+/// `--timeout` is a limit in real time: a task at a terminal that stops its main process before
+/// it (SIGTSTP, as a Ctrl-Z sends) is continued at once, not followed: following would stop
+/// `run`, and the timeout with it, until someone typed `fg`, while the task's other processes
+/// (here a `sleep` in the background) ran on.
+#[test]
+fn a_task_at_a_terminal_cannot_pause_its_timeout() {
+    require_cgroup_v2!();
+    require!(common::installed("python3"));
+    let cg = TestCgroup::new("tty-pause");
+    let out = output(
+        Command::new("python3")
+            .arg(common::repo().join("tests/helpers/tty_shell.py"))
+            .arg(common::bin())
+            .args(["run", "--name", "t", "--timeout", "1s", "--grace", "300ms"])
+            .args(["--", "sh", "-c", "sleep 30 & kill -TSTP $$; wait"])
+            .env("GRACEKILL_ROOT", &cg.rel),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["stopped_by"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["exit"], 124, "timed out, ended in its grace: {v}");
+    assert!(v["took"].as_f64().unwrap() < 3.0, "{v}");
+    assert!(
+        v["tty"]
+            .as_str()
+            .unwrap()
+            .contains("continued, as --timeout"),
+        "{v}"
+    );
+}
+
 /// Ctrl-Z while `run` stops its task is not followed (see above), nor does it leave the job
 /// stopped: the job is continued at once, and the application finishes its flush within its
 /// grace (`run` exits 124: timed out, ended gracefully), instead of being killed, stopped, at

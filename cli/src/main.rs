@@ -278,7 +278,8 @@ struct RunArgs {
     parent: Option<String>,
     #[command(flatten)]
     policy: PolicyArgs,
-    /// Start the graceful stop after DUR (exit 124, or 137 if the final kill was needed).
+    /// Start the graceful stop after DUR, in real time (exit 124, or 137 if the final kill was
+    /// needed). At a terminal, a job with a timeout cannot be suspended.
     #[arg(long, value_name = "DUR", value_parser = parse_dur)]
     timeout: Option<Duration>,
     /// A systemd-run property: KillSignal=, TimeoutStopSec=, KillMode=, SendSIGHUP=,
