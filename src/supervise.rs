@@ -459,6 +459,10 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
     // wait for it (or for its stopper to die) instead of starting a second stop.
     let mut other: Option<OtherStop<'_>> = None;
     let mut stopped_by = None;
+    // Whether the line about a job continued was said, in the stop (true) or before it (false):
+    // once each, however often a task stops itself (one that reads the terminal from the
+    // background stops on every read).
+    let mut said_continued = [false; 2];
     loop {
         if let Some(j) = job.as_mut()
             && main.is_none()
@@ -471,11 +475,14 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
                 // its other processes run on. Nor left stopped: a Ctrl-Z during the stop would
                 // cost the application the rest of its grace, and keep the terminal from a
                 // second Ctrl-C.
-                on_event(if phase.stopping_now() {
-                    "the job was stopped during its stop: continued, the stop goes on"
-                } else {
-                    "the job was stopped: continued, as --timeout is a limit in real time"
-                });
+                let stopping = phase.stopping_now();
+                if !std::mem::replace(&mut said_continued[usize::from(stopping)], true) {
+                    on_event(if stopping {
+                        "the job was stopped during its stop: continued, the stop goes on"
+                    } else {
+                        "the job was stopped: continued, as --timeout is a limit in real time"
+                    });
+                }
                 j.continue_job(main_pid);
             } else {
                 j.stopped(main_pid);

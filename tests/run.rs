@@ -1258,6 +1258,53 @@ fn a_task_at_a_terminal_cannot_pause_its_timeout() {
     );
 }
 
+/// A task whose main process reads the terminal from the background stops on every read
+/// (SIGTTIN), and is continued every time before its timeout: `run` says so once, not once per
+/// read, and the timeout still comes on time.
+#[test]
+fn a_job_that_stops_on_every_read_is_said_continued_once() {
+    require_cgroup_v2!();
+    require!(common::installed("python3"));
+    let cg = TestCgroup::new("tty-ttin");
+    let app = r#"
+import os, signal, time
+signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+child = os.fork()
+if child == 0:
+    os.setpgid(0, 0)
+    time.sleep(30)
+    os._exit(0)
+os.setpgid(child, child)
+os.tcsetpgrp(0, child)
+signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+while True:
+    try:
+        os.read(0, 1)
+    except OSError:
+        pass
+"#;
+    let out = output(
+        Command::new("python3")
+            .arg(common::repo().join("tests/helpers/tty_shell.py"))
+            .arg(common::bin())
+            .args(["run", "--name", "t", "--timeout", "1s", "--grace", "300ms"])
+            .args(["--", "python3", "-c", app])
+            .env("GRACEKILL_ROOT", &cg.rel),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    let tty = v["tty"].as_str().unwrap();
+    assert_eq!(v["stopped_by"], serde_json::Value::Null, "{v}");
+    assert_eq!(v["exit"], 124, "{v}");
+    assert!(v["took"].as_f64().unwrap() < 3.0, "{v}");
+    assert_eq!(
+        tty.matches("the job was stopped: continued").count(),
+        1,
+        "{}",
+        &tty[..tty.len().min(2000)]
+    );
+}
+
 /// Ctrl-Z while `run` stops its task is not followed (see above), nor does it leave the job
 /// stopped: the job is continued at once, and the application finishes its flush within its
 /// grace (`run` exits 124: timed out, ended gracefully), instead of being killed, stopped, at
