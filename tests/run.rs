@@ -1179,6 +1179,36 @@ fn a_stopped_terminal_cannot_hold_up_a_stop() {
     finish(child);
 }
 
+/// `gracekill run --name t RUN_ARGS -- CMD` as the foreground job of a shell on a fresh
+/// pseudo-terminal (`tests/helpers/tty_shell.py`, given `shell_opts`): the shell's JSON report,
+/// once it is known that `run` was never stopped.
+fn run_at_a_terminal(
+    cg: &TestCgroup,
+    shell_opts: &[&str],
+    run_args: &[&str],
+    cmd: &[&str],
+) -> serde_json::Value {
+    let out = output(
+        Command::new("python3")
+            .arg(common::repo().join("tests/helpers/tty_shell.py"))
+            .args(shell_opts)
+            .arg(common::bin())
+            .args(["run", "--name", "t"])
+            .args(run_args)
+            .arg("--")
+            .args(cmd)
+            .env("GRACEKILL_ROOT", &cg.rel),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(
+        v["stopped_by"],
+        serde_json::Value::Null,
+        "run was stopped: {v}"
+    );
+    v
+}
+
 /// `run` at a terminal, as a shell's foreground job, gives CMD the terminal. A task that turns
 /// the terminal's TOSTOP on would have `run`'s own status line (the timeout's) stop `run` with
 /// SIGTTOU, and its stop with it; one that stops itself on SIGTERM would have `run` follow it
@@ -1195,20 +1225,13 @@ fn a_task_at_a_terminal_cannot_get_its_run_stopped_mid_stop() {
         ),
     ] {
         let cg = TestCgroup::new("tty-shell");
-        let mut c = Command::new("python3");
-        c.arg(common::repo().join("tests/helpers/tty_shell.py"));
-        if mode == "tostop" {
-            c.arg("--tostop");
-        }
-        let out = output(
-            c.arg(common::bin())
-                .args(["run", "--name", "t", "--timeout", "1s", "--grace", "300ms"])
-                .args(["--", "sh", "-c", script])
-                .env("GRACEKILL_ROOT", &cg.rel),
+        let opts: &[&str] = if mode == "tostop" { &["--tostop"] } else { &[] };
+        let v = run_at_a_terminal(
+            &cg,
+            opts,
+            &["--timeout", "1s", "--grace", "300ms"],
+            &["sh", "-c", script],
         );
-        assert!(out.status.success(), "{mode}: {}", stderr(&out));
-        let v = json(&out);
-        assert_eq!(v["stopped_by"], serde_json::Value::Null, "{mode}: {v}");
         assert_eq!(v["exit"], 137, "{mode}: timed out, killed: {v}");
         assert!(v["took"].as_f64().unwrap() < 3.0, "{mode}: {v}");
         assert!(
@@ -1236,17 +1259,12 @@ fn a_task_at_a_terminal_cannot_pause_its_timeout() {
     require_cgroup_v2!();
     require!(common::installed("python3"));
     let cg = TestCgroup::new("tty-pause");
-    let out = output(
-        Command::new("python3")
-            .arg(common::repo().join("tests/helpers/tty_shell.py"))
-            .arg(common::bin())
-            .args(["run", "--name", "t", "--timeout", "1s", "--grace", "300ms"])
-            .args(["--", "sh", "-c", "sleep 30 & kill -TSTP $$; wait"])
-            .env("GRACEKILL_ROOT", &cg.rel),
+    let v = run_at_a_terminal(
+        &cg,
+        &[],
+        &["--timeout", "1s", "--grace", "300ms"],
+        &["sh", "-c", "sleep 30 & kill -TSTP $$; wait"],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v = json(&out);
-    assert_eq!(v["stopped_by"], serde_json::Value::Null, "{v}");
     assert_eq!(v["exit"], 124, "timed out, ended in its grace: {v}");
     assert!(v["took"].as_f64().unwrap() < 3.0, "{v}");
     assert!(
@@ -1283,18 +1301,13 @@ while True:
     except OSError:
         pass
 "#;
-    let out = output(
-        Command::new("python3")
-            .arg(common::repo().join("tests/helpers/tty_shell.py"))
-            .arg(common::bin())
-            .args(["run", "--name", "t", "--timeout", "1s", "--grace", "300ms"])
-            .args(["--", "python3", "-c", app])
-            .env("GRACEKILL_ROOT", &cg.rel),
+    let v = run_at_a_terminal(
+        &cg,
+        &[],
+        &["--timeout", "1s", "--grace", "300ms"],
+        &["python3", "-c", app],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v = json(&out);
     let tty = v["tty"].as_str().unwrap();
-    assert_eq!(v["stopped_by"], serde_json::Value::Null, "{v}");
     assert_eq!(v["exit"], 124, "{v}");
     assert!(v["took"].as_f64().unwrap() < 3.0, "{v}");
     assert_eq!(
@@ -1314,19 +1327,16 @@ fn ctrl_z_during_a_stop_does_not_cost_the_application_its_grace() {
     require_cgroup_v2!();
     require!(common::installed("python3"));
     let cg = TestCgroup::new("tty-ctrl-z");
-    let out = output(
-        Command::new("python3")
-            .arg(common::repo().join("tests/helpers/tty_shell.py"))
-            .args(["--ctrl-z-after", "1.5"])
-            .arg(common::bin())
-            .args(["run", "--name", "t", "--timeout", "1s", "--grace", "3s"])
-            .args(["--", "sh", "-c"])
-            .arg("trap 'sleep 1.5; exit 0' TERM; while :; do sleep 0.1; done")
-            .env("GRACEKILL_ROOT", &cg.rel),
+    let v = run_at_a_terminal(
+        &cg,
+        &["--ctrl-z-after", "1.5"],
+        &["--timeout", "1s", "--grace", "3s"],
+        &[
+            "sh",
+            "-c",
+            "trap 'sleep 1.5; exit 0' TERM; while :; do sleep 0.1; done",
+        ],
     );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v = json(&out);
-    assert_eq!(v["stopped_by"], serde_json::Value::Null, "{v}");
     assert_eq!(v["exit"], 124, "the flush ended within the grace: {v}");
     assert!(
         v["took"].as_f64().unwrap() < 3.8,
