@@ -953,8 +953,10 @@ impl<K: Kernel> Engine<'_, K> {
         if pids.is_empty() {
             return;
         }
-        // The pidfds of those seen to exit, to check the names read by pid against.
-        let exited: HashMap<i32, &K::Proc> = self.w.exited().map(|p| (p.tgid(), p)).collect();
+        // The pidfds of those seen to exit, to check the names read by pid against: looked up
+        // only for a pid not held, and indexed once, at the first.
+        let w = &self.w;
+        let mut exited: Option<HashMap<i32, &K::Proc>> = None;
         let mut done = 0;
         for &pid in &pids {
             // A few reads per process: never past the step's deadline (the rest go undescribed).
@@ -968,7 +970,13 @@ impl<K: Kernel> Engine<'_, K> {
                 start,
             } = self.early_comm.remove(&pid).unwrap_or_else(|| {
                 let read = self.k.comm_and_state(pid);
-                match self.w.held(pid).or_else(|| exited.get(&pid).copied()) {
+                let held = w.held(pid).or_else(|| {
+                    exited
+                        .get_or_insert_with(|| w.exited().map(|p| (p.tgid(), p)).collect())
+                        .get(&pid)
+                        .copied()
+                });
+                match held {
                     Some(p) => own_name(p, read),
                     None => self.unheld_name(pid, read),
                 }
@@ -1727,10 +1735,7 @@ impl<K: Kernel> Engine<'_, K> {
             match main.send_signal(Signal::KILL) {
                 Ok(true) => killed.push(Killed {
                     pid: main.pid(),
-                    comm: {
-                        let read = self.k.comm(main.pid());
-                        if main.unreaped() { read } else { String::new() }
-                    },
+                    comm: own_name(&main, self.k.comm_and_state(main.pid())).comm,
                     cmdline: self.cmdlines.get(main.pid()),
                 }),
                 Ok(false) => {}

@@ -236,15 +236,12 @@ pub fn signal_is_ignored(sig: i32) -> bool {
 
 /// Puts `sig` back to its default action (`SIG_DFL`) unless it is ignored, which is left as is.
 pub fn default_unless_ignored(sig: i32) {
-    // SAFETY: `sigaction` reads the current action into a zeroed `struct sigaction` owned by
-    // this frame, then installs a zeroed one whose handler is SIG_DFL (empty mask, no flags).
+    if signal_is_ignored(sig) {
+        return;
+    }
+    // SAFETY: `sigaction` installs a zeroed `struct sigaction` owned by this frame whose handler
+    // is SIG_DFL (empty mask, no flags); the old one is not asked for.
     unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        if libc::sigaction(sig, std::ptr::null(), &mut old) != 0
-            || old.sa_sigaction == libc::SIG_IGN
-        {
-            return;
-        }
         let mut new: libc::sigaction = std::mem::zeroed();
         new.sa_sigaction = libc::SIG_DFL;
         libc::sigaction(sig, &new, std::ptr::null_mut());
@@ -254,13 +251,21 @@ pub fn default_unless_ignored(sig: i32) {
 /// Blocks SIGTTOU on the calling thread, for good (see
 /// [`crate::interrupts::never_stopped_by_terminal_writes`]).
 pub fn block_sigttou_here() {
-    // SAFETY: sigset operations on a local, zero-initialized set; pthread_sigmask changes only
-    // this thread's mask.
+    let ttou = sigttou_only();
+    // SAFETY: pthread_sigmask changes only this thread's mask, from a set owned by this frame.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &ttou, std::ptr::null_mut());
+    }
+}
+
+/// The signal set holding SIGTTOU alone.
+fn sigttou_only() -> libc::sigset_t {
+    // SAFETY: sigset operations on a local, zero-initialized set.
     unsafe {
         let mut ttou: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut ttou);
         libc::sigaddset(&mut ttou, libc::SIGTTOU);
-        libc::pthread_sigmask(libc::SIG_BLOCK, &ttou, std::ptr::null_mut());
+        ttou
     }
 }
 
@@ -302,13 +307,11 @@ pub fn foreground_job_before_exec(cmd: &mut Command, tty: BorrowedFd<'_>) {
 /// # Errors
 /// The errno (`ENOTTY` once the terminal is gone, `EPERM` for a group of another session).
 pub fn set_foreground(tty: BorrowedFd<'_>, pgrp: i32) -> Result<(), Errno> {
-    // SAFETY: sigset operations on local, zero-initialized sets; pthread_sigmask changes only
-    // this thread's mask and is restored before returning; tcsetpgrp takes a live borrowed fd.
+    let ttou = sigttou_only();
+    // SAFETY: pthread_sigmask changes only this thread's mask, from and into sets owned by this
+    // frame, and is restored before returning; tcsetpgrp takes a live borrowed fd.
     unsafe {
-        let mut ttou: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut ttou);
-        libc::sigaddset(&mut ttou, libc::SIGTTOU);
         libc::pthread_sigmask(libc::SIG_BLOCK, &ttou, &mut old);
         let rc = libc::tcsetpgrp(tty.as_raw_fd(), pgrp);
         // errno only after a failure: after a success it holds whatever came before (0 too).
