@@ -359,6 +359,17 @@ fn more_processes_than_descriptors_are_all_signalled_and_killed() {
     assert_eq!(v["steps"][0]["signalled"], 202, "{v}");
     assert!(v["killed_total"].as_u64().unwrap() >= 202, "{v}");
     assert!(!tc.populated());
+    // Out of descriptors, a name read by pid may fail and be left out, never be another's: the
+    // task's processes are `bash` and `sleep`.
+    for e in v["exits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(v["killed"].as_array().unwrap())
+    {
+        let comm = e["comm"].as_str().unwrap();
+        assert!(["", "bash", "sleep"].contains(&comm), "{comm}: {v}");
+    }
 }
 
 #[test]
@@ -683,6 +694,55 @@ fn stop_json_as(
         rel,
     ];
     as_user(uid, None, &argv, env).output().unwrap()
+}
+
+/// A task of the stopper's own user can take the user's whole process limit (`RLIMIT_NPROC`), so
+/// that the stopper can start no thread: not the one that writes its stderr while it stops,
+/// nor the command-line reader. The stop still kills on time and exits 3; the log lines it could
+/// not write are said to be dropped, and an error said before any stop is written whole.
+#[test]
+fn a_stopper_that_can_start_no_thread_still_stops_and_says_what_it_dropped() {
+    require_cgroup_v2!();
+    let Some(user) = TestUser::try_new() else {
+        return;
+    };
+    let tc = TestCgroup::new("nproc");
+    delegate(&tc.path, user.uid);
+    let p = tc.spawn_in(
+        &tc.path,
+        &format!(
+            r#"exec setpriv --reuid={u} --regid={u} --clear-groups -- sh -c "trap '' TERM; echo ready; exec sleep 1000""#,
+            u = user.uid
+        ),
+    );
+    p.wait_line("ready");
+    // The task's process and the stopper's own: a thread would be the user's third.
+    let gk = bin();
+    let gk = gk.to_str().unwrap();
+    let limited = |args: &[&str]| {
+        let mut argv = vec!["prlimit", "--nproc=2:2", gk];
+        argv.extend_from_slice(args);
+        as_user(user.uid, None, &argv, &[]).output().unwrap()
+    };
+    // Bad input, said before any stop: written whole, not dropped for want of a thread.
+    let out = limited(&["stop", "--grace", "nonsense", &tc.rel]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("invalid value 'nonsense' for '--grace <DUR>'"),
+        "{}",
+        stderr(&out)
+    );
+    let out = limited(&["-v", "stop", "--grace", "300ms", &tc.rel]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        wait_until(Duration::from_secs(2), || !alive(p.pid())),
+        "the task survived"
+    );
+    assert!(
+        stderr(&out).contains("line(s) of output dropped here"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// The final kill counted all `n` processes of the task; or, on an emulated machine (where the

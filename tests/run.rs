@@ -143,35 +143,37 @@ fn a_task_that_keeps_runs_stderr_full_cannot_hold_up_its_stop() {
 }
 
 /// Once its stop is over, `run` still waiting to write its last lines to a pipe nobody reads
-/// ends on SIGTERM, as any program does: the handlers it used during the stop are gone.
+/// ends on SIGTERM or SIGINT, as any program does: the handlers it used during the stop are gone.
 #[test]
 fn after_its_stop_a_run_blocked_on_its_stderr_ends_on_sigterm() {
     require_cgroup_v2!();
-    let cg = TestCgroup::new("fullpipe-term");
-    let (mut child, r) = run_with_stderr_kept_full(&cg, "300ms", "200ms");
-    wait_task(&cg, "t", 1);
-    let task = task_path(&cg, "t");
-    assert!(
-        wait_until(Duration::from_secs(5), || !task.exists()),
-        "the task was not stopped and removed"
-    );
-    // `run` is now blocked writing its summary: the pipe is still full and unread.
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "run ended with its stderr full"
-    );
-    common::signal(child.id(), "TERM");
-    let ended = wait_until(Duration::from_secs(5), || {
-        child.try_wait().unwrap().is_some()
-    });
-    drop(r);
-    let st = child.wait().expect("wait for gracekill run");
-    assert!(ended, "run took no notice of SIGTERM: {st:?}");
-    assert_eq!(
-        std::os::unix::process::ExitStatusExt::signal(&st),
-        Some(15),
-        "{st:?}"
-    );
+    for (sig, num) in [("TERM", 15), ("INT", 2)] {
+        let cg = TestCgroup::new("fullpipe-term");
+        let (mut child, r) = run_with_stderr_kept_full(&cg, "300ms", "200ms");
+        wait_task(&cg, "t", 1);
+        let task = task_path(&cg, "t");
+        assert!(
+            wait_until(Duration::from_secs(5), || !task.exists()),
+            "the task was not stopped and removed"
+        );
+        // `run` is now blocked writing its summary: the pipe is still full and unread.
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "run ended with its stderr full"
+        );
+        common::signal(child.id(), sig);
+        let ended = wait_until(Duration::from_secs(5), || {
+            child.try_wait().unwrap().is_some()
+        });
+        drop(r);
+        let st = child.wait().expect("wait for gracekill run");
+        assert!(ended, "run took no notice of SIG{sig}: {st:?}");
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&st),
+            Some(num),
+            "{st:?}"
+        );
+    }
 }
 
 /// `run` writes status lines to stderr just before it stops its task (the timeout, a signal):

@@ -598,6 +598,7 @@ fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
     opts.escalate = Some(cut.clone());
     // Without epoll watches to spare, a runtime without its I/O driver: the stop still runs.
     let rt = anyhow::Context::context(gracekill::StopRuntime::new(), "create tokio runtime")?;
+    stderr::global().arm();
     let outcome = rt.block_on(async {
         // Before anything is signalled: SIGINT, SIGTERM or SIGHUP (Ctrl-C, timeout(1), a
         // service manager's stop timeout) cut the grace short; the final kill goes out and the
@@ -651,7 +652,9 @@ fn cmd_run(args: RunArgs, quiet: bool) -> anyhow::Result<u8> {
             plan.cgroup()
         );
     }
-    let report = runtime()?.block_on(run(&plan.mount, &plan.spec, |msg| {
+    let rt = runtime()?;
+    stderr::global().arm();
+    let report = rt.block_on(run(&plan.mount, &plan.spec, |msg| {
         if !quiet {
             say!("gracekill: {msg}");
         }

@@ -8,8 +8,9 @@
 //! So every line goes into a bounded queue, and a writer thread, started at the first line,
 //! does the blocking writes. A line that does not fit (1,024 lines or 1 MiB queued), or that
 //! comes when no thread can be started (the task took the user's `RLIMIT_NPROC`), is dropped and
-//! counted; the count is written with the next line that gets through. [`Queue::finish`] waits
-//! for the queue to drain once the stop is over, as any program's own writes would.
+//! counted; the count is written with the next line that gets through. The queue is armed only
+//! for the stop ([`Queue::arm`]); [`Queue::finish`] waits for it to drain once the stop is over,
+//! and lines are written at once again, before and after, as any program's own writes are.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,7 +34,8 @@ pub struct Queue {
     queued: Arc<AtomicUsize>,
     /// Lines dropped since the last one queued.
     dropped: AtomicUsize,
-    /// Set by [`Queue::finish`]: lines are written at once, blocking as any program's would.
+    /// Lines are written at once, blocking as any program's would: until [`Queue::arm`], and
+    /// again from [`Queue::finish`] on.
     direct: AtomicBool,
 }
 
@@ -44,11 +46,19 @@ impl Queue {
             writer: Mutex::new(None),
             queued: Arc::default(),
             dropped: AtomicUsize::new(0),
-            direct: AtomicBool::new(false),
+            direct: AtomicBool::new(true),
         }
     }
 
-    /// Queues `line` (its newline included) without ever blocking on the sink. The first line
+    /// From now until [`Queue::finish`], lines are queued: call it just before a stop (or the
+    /// supervision that may start one) begins. Before, nothing is queued, so no thread is needed
+    /// for an error said before any stop, and none can be lost for want of one.
+    pub fn arm(&self) {
+        let _writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        self.direct.store(false, Ordering::Relaxed);
+    }
+
+    /// Queues `line` (its newline included) without ever blocking on the sink, once armed. The first line
     /// queued after some were dropped carries their count, so the gap is said where it is.
     pub fn send(&self, line: &[u8]) {
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
@@ -128,7 +138,9 @@ impl Queue {
 }
 
 fn dropped_line(n: usize) -> String {
-    format!("gracekill: {n} line(s) of output dropped here: stderr was not being read\n")
+    format!(
+        "gracekill: {n} line(s) of output dropped here: stderr was blocked, or no thread could write it\n"
+    )
 }
 
 /// The writer thread: writes each line as it comes, blocking as long as the sink does.
@@ -177,7 +189,9 @@ mod tests {
         rustix::fs::fcntl_setfl(&w, rustix::fs::OFlags::NONBLOCK).unwrap();
         while rustix::io::write(&w, &[b'x'; 4096]).is_ok() {}
         rustix::fs::fcntl_setfl(&w, rustix::fs::OFlags::empty()).unwrap();
-        (Queue::new(std::fs::File::from(w)), r)
+        let q = Queue::new(std::fs::File::from(w));
+        q.arm();
+        (q, r)
     }
 
     /// Reads the pipe while the queue finishes; what the queue wrote (past the filling).
