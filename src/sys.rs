@@ -248,6 +248,56 @@ pub fn default_unless_ignored(sig: i32) {
     }
 }
 
+/// The signals caught by [`note_on_signal`]'s handler and not yet taken: bit `n` for signal `n`.
+static NOTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn note_signal(sig: libc::c_int) {
+    // Async-signal-safe: one atomic read-modify-write, no allocation, no lock.
+    if let Ok(bit) = u32::try_from(sig)
+        && bit < 64
+    {
+        NOTED.fetch_or(1 << bit, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Installs a handler for `sig` (below 64) that only notes its arrival, for
+/// [`take_noted`]: signal handling that needs no file descriptor, no thread and no event loop.
+///
+/// # Errors
+/// `sigaction` refused it (`EINVAL` for a signal that cannot be caught).
+pub fn note_on_signal(sig: i32) -> Result<(), Errno> {
+    // SAFETY: `sigaction` installs a `struct sigaction` owned by this frame, zeroed then given a
+    // handler that only touches an atomic (async-signal-safe), an empty mask and SA_RESTART, so
+    // that interrupted system calls of other code resume instead of failing with EINTR.
+    let rc = unsafe {
+        let mut new: libc::sigaction = std::mem::zeroed();
+        new.sa_sigaction = note_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        new.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut new.sa_mask);
+        libc::sigaction(sig, &new, std::ptr::null_mut())
+    };
+    if rc == 0 { Ok(()) } else { Err(last_errno()) }
+}
+
+/// Takes one signal noted and not yet taken among those in `mask` (bit `n` for signal `n`),
+/// the lowest; the others stay noted. A signal that arrived twice meanwhile is taken once, as
+/// the kernel merges a standard signal that is already pending.
+pub fn take_noted(mask: u64) -> Option<i32> {
+    use std::sync::atomic::Ordering::SeqCst;
+    let mut cur = NOTED.load(SeqCst);
+    loop {
+        let hit = cur & mask;
+        if hit == 0 {
+            return None;
+        }
+        let lowest = hit & hit.wrapping_neg();
+        match NOTED.compare_exchange(cur, cur & !lowest, SeqCst, SeqCst) {
+            Ok(_) => return i32::try_from(lowest.trailing_zeros()).ok(),
+            Err(now) => cur = now,
+        }
+    }
+}
+
 /// Blocks SIGTTOU on the calling thread, for good (see
 /// [`crate::interrupts::never_stopped_by_terminal_writes`]).
 pub fn block_sigttou_here() {
@@ -352,5 +402,28 @@ mod tests {
         // SAFETY: this thread's own errno, a valid thread-local int.
         unsafe { *libc::__errno_location() = 0 };
         assert_eq!(last_errno(), Errno::IO);
+    }
+
+    /// Noted signals are taken one at a time, lowest first, only those asked for, and each
+    /// once. SIGUSR1 and SIGUSR2, raised in this test's thread: no other test uses them.
+    #[test]
+    fn noted_signals_are_taken_once_each_and_only_when_asked() {
+        let (usr1, usr2) = (libc::SIGUSR1, libc::SIGUSR2);
+        note_on_signal(usr1).unwrap();
+        note_on_signal(usr2).unwrap();
+        // To this thread: its handler has run when `raise` returns.
+        // SAFETY: `raise` with caught signals whose handler only touches an atomic.
+        unsafe {
+            assert_eq!(libc::raise(usr2), 0);
+            assert_eq!(libc::raise(usr1), 0);
+        }
+        let both = (1 << usr1) | (1 << usr2);
+        assert_eq!(take_noted(1 << usr2), Some(usr2));
+        assert_eq!(take_noted(1 << usr2), None);
+        assert_eq!(take_noted(both), Some(usr1));
+        assert_eq!(take_noted(both), None);
+        assert_eq!(note_on_signal(libc::SIGKILL), Err(Errno::INVAL));
+        default_unless_ignored(usr1);
+        default_unless_ignored(usr2);
     }
 }

@@ -603,7 +603,8 @@ fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
         // Before anything is signalled: SIGINT, SIGTERM or SIGHUP (Ctrl-C, timeout(1), a
         // service manager's stop timeout) cut the grace short; the final kill goes out and the
         // outcome is reported, instead of the stopper dying with its task signalled and unkilled.
-        // Without tokio's I/O driver (an attack on the epoll watches) there are no handlers.
+        // Without tokio's I/O driver (an attack on the epoll watches) they are looked for every
+        // 10 ms.
         let interrupts = match gracekill::interrupts::Interrupts::listen() {
             Ok(mut i) => Some(tokio::spawn(async move {
                 let name = i.next().await;
@@ -613,7 +614,7 @@ fn cmd_stop(args: StopArgs, quiet: bool) -> anyhow::Result<u8> {
                 cut.notify_one();
             })),
             Err(e) => {
-                tracing::debug!(error = %e, "no signal handlers: a signal ends the stopper");
+                tracing::warn!(error = %e, "no signal handlers: a signal ends the stopper");
                 None
             }
         };
