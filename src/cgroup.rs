@@ -43,14 +43,17 @@ impl Mount {
         let path = Path::new("/proc/self/mountinfo");
         let text =
             std::fs::read_to_string(path).map_err(|e| Error::os("read", path, errno_of(&e)))?;
-        let (mountpoint, ns_root) = parse_mountinfo(&text).ok_or_else(|| {
-            Error::Unsupported(
+        let Some((mountpoint, ns_root)) = parse_mountinfo(&text) else {
+            if let Some((mountpoint, root)) = cgroup2_mounts(&text).next() {
+                return Err(outside_the_namespace_error(&mountpoint, &root));
+            }
+            return Err(Error::Unsupported(
                 "no cgroup2 filesystem is mounted (see /proc/self/mountinfo); gracekill needs \
                  cgroup v2 (hint: mount -t cgroup2 none /sys/fs/cgroup, or boot with \
                  systemd.unified_cgroup_hierarchy=1)"
                     .into(),
-            )
-        })?;
+            ));
+        };
         Mount::open(mountpoint, ns_root)
     }
 
@@ -58,8 +61,12 @@ impl Mount {
     /// caller's cgroup namespace (the fourth field of mountinfo; `/` almost always).
     ///
     /// # Errors
-    /// An OS error, or [`Error::Unsupported`] if `mountpoint` is not a cgroup2 filesystem.
+    /// An OS error, or [`Error::Unsupported`] if `mountpoint` is not a cgroup2 filesystem or
+    /// `ns_root` lies outside the caller's cgroup namespace (has a `..` component).
     pub fn open(mountpoint: PathBuf, ns_root: String) -> Result<Mount> {
+        if outside_the_namespace(&ns_root) {
+            return Err(outside_the_namespace_error(&mountpoint, &ns_root));
+        }
         let fd = fs::open(
             &mountpoint,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -172,19 +179,48 @@ impl Mount {
     }
 }
 
-/// Finds the first cgroup2 mount in mountinfo text: (mount point, root within the namespace).
+/// Finds the first cgroup2 mount in mountinfo text whose root lies within the caller's cgroup
+/// namespace: (mount point, that root as the namespace names it). A mount made outside the
+/// namespace shows a root above it (`/..`, `/../..`) and is passed over (see
+/// [`outside_the_namespace`]).
 pub fn parse_mountinfo(text: &str) -> Option<(PathBuf, String)> {
-    for line in text.lines() {
+    cgroup2_mounts(text).find(|(_, root)| !outside_the_namespace(root))
+}
+
+/// Every cgroup2 mount in mountinfo text, in order: (mount point, root as the caller's cgroup
+/// namespace names it).
+fn cgroup2_mounts(text: &str) -> impl Iterator<Item = (PathBuf, String)> + '_ {
+    text.lines().filter_map(|line| {
         let fields: Vec<&str> = line.split(' ').collect();
         let sep = fields.iter().position(|f| *f == "-")?;
-        if fields.get(sep + 1) == Some(&"cgroup2") && fields.len() > 4 {
-            return Some((
+        (fields.get(sep + 1) == Some(&"cgroup2") && fields.len() > 4).then(|| {
+            (
                 PathBuf::from(unescape_mountinfo(fields[4])),
                 unescape_mountinfo(fields[3]),
-            ));
-        }
-    }
-    None
+            )
+        })
+    })
+}
+
+/// Does a mount root, as mountinfo shows it to a process in a cgroup namespace, lie outside that
+/// namespace? The kernel names such a root relative to the namespace's (`/..`, `/../b`), while
+/// `/proc/<pid>/cgroup` names every cgroup from the namespace's root: the caller cannot tell
+/// where its own cgroup is in such a mount, so no path read there can be compared with one read
+/// from `/proc` (the refusal of a cgroup that holds the caller, the `/proc` membership proof).
+fn outside_the_namespace(root: &str) -> bool {
+    root.split('/').any(|c| c == "..")
+}
+
+/// The error for a cgroup2 mount that lies outside the caller's cgroup namespace.
+fn outside_the_namespace_error(mountpoint: &Path, root: &str) -> Error {
+    Error::Unsupported(format!(
+        "the cgroup2 mount at '{}' lies outside this process's cgroup namespace (its root is \
+         '{}' from here), so gracekill cannot tell which of its cgroups hold itself (hint: mount \
+         cgroup2 inside the namespace, e.g. mount -t cgroup2 none /sys/fs/cgroup, or run \
+         gracekill in the cgroup namespace the mount was made in)",
+        mountpoint.display(),
+        root.escape_debug()
+    ))
 }
 
 /// Where a cgroup v1 hierarchy with the freezer controller is mounted (hybrid hosts), read once
@@ -1309,6 +1345,20 @@ mod tests {
         assert_eq!(
             parse_mountinfo("31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n"),
             None
+        );
+        // In a cgroup namespace: a mount made outside it is passed over for one made inside.
+        let ns = "30 23 0:26 /../.. /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n\
+                  90 23 0:26 / /mnt/cg rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(parse_mountinfo(ns), Some(("/mnt/cg".into(), "/".into())));
+        for outside in ["/..", "/../..", "/../b/c", "/a/../.."] {
+            let line = format!("30 23 0:26 {outside} /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+            assert_eq!(parse_mountinfo(&line), None, "{outside}");
+        }
+        // A name that merely holds dots is inside.
+        let dots = "30 23 0:26 /a/..b/... /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            parse_mountinfo(dots),
+            Some(("/sys/fs/cgroup".into(), "/a/..b/...".into()))
         );
     }
 

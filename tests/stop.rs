@@ -7,7 +7,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    TestCgroup, alive, assert_refused, gracekill, gracekill_env, json, read, stderr, wait_until,
+    TestCgroup, alive, assert_refused, gracekill, gracekill_env, json, read, stderr, stdout,
+    wait_until,
 };
 
 /// Traps SIGTERM, takes 2 s to "flush" (ignoring further TERMs meanwhile), writes a marker.
@@ -752,6 +753,78 @@ fn refuses_the_callers_own_cgroup_and_its_ancestors_cgroups() {
     assert_refused(&out, "ancestor's cgroup");
     assert!(stderr(&out).contains("ancestor"), "{}", stderr(&out));
     assert!(alive(c.pid()));
+}
+
+/// In a cgroup namespace, a cgroup2 mount made outside it has its root above the namespace's
+/// (`/..` in mountinfo: `unshare -C`, a container with a private cgroup namespace and the host's
+/// hierarchy bind-mounted), and `/proc/<pid>/cgroup` names cgroups from the namespace's root: the
+/// two views of a path cannot be compared. gracekill used to compare them anyway. It did not see
+/// itself and its shell in the target, SIGTERMed both and `cgroup.kill`ed them; and its `/proc`
+/// membership proof (kernels before 6.13) proved no one, so a task that would have ended on
+/// SIGTERM was SIGKILLed and reported `killed` with nobody signalled and no error. Such a mount
+/// is now refused, before any signal: the stopper and its shell live on, and so does the task.
+#[test]
+fn a_mount_outside_the_callers_cgroup_namespace_is_refused_before_any_signal() {
+    require_cgroup_v2!();
+    common::installed("unshare").unwrap();
+    let cg = TestCgroup::new("cgns");
+    let caller = cg.child("a/caller");
+    let task = cg.child("b/task");
+    let p = cg.spawn_in(
+        &task,
+        r#"trap 'echo TERM > "$SCRATCH/got"; exit 0' TERM; echo ready; while :; do sleep 1 & wait $!; done"#,
+    );
+    p.wait_line("ready");
+    let bin = common::bin();
+    for (what, target, env) in [
+        (
+            "the caller's own cgroup",
+            format!("{}/a/caller", cg.rel),
+            "0",
+        ),
+        ("a task, /proc proof", format!("{}/b/task", cg.rel), "1"),
+    ] {
+        // The shell joins `a/caller`, then runs gracekill in a new cgroup namespace rooted
+        // there; it says whether it survived.
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(r#"echo $$ > "$1/cgroup.procs" && unshare -C "$2" stop --json --grace 1s "$3"; echo "survived $?""#)
+            .args(["bash", caller.to_str().unwrap(), bin.to_str().unwrap(), &target])
+            .env("GRACEKILL_FORCE_PROC_MEMBERSHIP", env)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert_eq!(stdout(&out), "survived 1\n", "{what}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{what}: {err}");
+        assert!(err.contains("cgroup namespace"), "{what}: {err}");
+        assert!(!cg.file("got").exists(), "{what}: the task was signalled");
+        assert!(cg.populated(), "{what}");
+    }
+    drop(p);
+
+    // What the hint says works: cgroup2 mounted inside the namespace (in a mount namespace of
+    // its own), where a task below the namespace's root is stopped as anywhere else.
+    let inner = cg.child("a/caller/t");
+    let mut p = cg.spawn_in(
+        &inner,
+        r#"trap 'echo TERM > "$SCRATCH/got"; exit 0' TERM; echo ready; while :; do sleep 1 & wait $!; done"#,
+    );
+    p.wait_line("ready");
+    let at = cg.file("mnt");
+    std::fs::create_dir_all(&at).unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"echo $$ > "$1/cgroup.procs" && unshare -Cm bash -c 'mount -t cgroup2 none "$0" && exec "$1" stop --json --grace 5s /t' "$3" "$2"; echo "survived $?""#)
+        .args(["bash", caller.to_str().unwrap(), bin.to_str().unwrap(), at.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert!(text.ends_with("survived 0\n"), "{text} {}", stderr(&out));
+    assert!(text.contains(r#""outcome":"graceful""#), "{text}");
+    assert_eq!(read(&cg.file("got")).trim(), "TERM");
+    p.wait();
 }
 
 /// A process is in every cgroup one of its threads is in: a parent whose leader is in a threaded
