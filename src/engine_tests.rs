@@ -766,6 +766,31 @@ fn an_emptying_by_another_stops_kill_is_reported_as_that_kill() {
     });
 }
 
+/// Another stop sent its final kill just before this one began, and was still going on (a task
+/// of 3,000 processes takes half a second to die): this stop found the cgroup dying of it and
+/// reports that kill, sent before it began (a negative `at_ms`), not a graceful exit. It said
+/// `graceful`, exit 0, where the other said `killed` (helper-31).
+#[test]
+fn an_emptying_by_a_kill_sent_just_before_this_stop_is_reported_as_that_kill() {
+    paused(async {
+        let w = Fake::new();
+        let app = w.spawn(Spec::new("app").ignores(Signal::TERM).dies_after(30 * MS));
+        // The other stop's record, then its kill: the app dies 30 ms later.
+        w.record_kill_in_flight(4242, 20 * MS, "cgroup.kill");
+        let cg = w.cgroup(0);
+        let k = crate::kernel::Kernel::kill_path(&w, &cg, KillMethod::Auto).expect("kill");
+        crate::kernel::FinalKill::write_kill(&k).expect("write");
+        let o = stop(&w, &term(5000), &StopOptions::default()).await;
+        assert_eq!(w.exit_of(app).map(|e| e.1), Some(9));
+        assert_eq!(o.outcome, Verdict::Killed, "{o:?}");
+        assert_eq!(signals(&o), ["SIGTERM", "SIGKILL"]);
+        let kill = o.steps.last().expect("steps");
+        assert_eq!(kill.by_pid, Some(4242));
+        assert_eq!(kill.via, Some("cgroup.kill"));
+        assert!((-20.5..-19.5).contains(&kill.at_ms), "{}", kill.at_ms);
+    });
+}
+
 /// A final-kill record not sent during this stop does not turn it into a kill: one an earlier
 /// stop left behind, nor one dated after the moment the cgroup was seen empty (a forged record
 /// once made a graceful stop report a kill 584,000 years into the stop).

@@ -261,12 +261,16 @@ pub(crate) trait Kernel {
     type Release: MemoryRelease<Proc = Self::Proc>;
     /// A new release for one stop: nothing started yet.
     fn memory_release(&self) -> Self::Release;
-    /// Marks a stop in progress on `cg`.
-    fn mark_stopping<'c>(&'c self, cg: &'c Self::Cg) -> Option<Self::Mark<'c>>;
+    /// Marks a stop in progress on `cg`, begun at `t0_ns` (`CLOCK_MONOTONIC`).
+    fn mark_stopping<'c>(&'c self, cg: &'c Self::Cg, t0_ns: u128) -> Option<Self::Mark<'c>>;
     /// Records this stop's final kill on `cg`.
     fn record_final_kill(&self, cg: &Self::Cg, at_ns: u128, via: &'static str);
     /// The final kill recorded on `cg` (by any stop).
     fn final_kill_record(&self, cg: &Self::Cg) -> Option<FinalKillRecord>;
+    /// The final kill recorded on `cg` by the stop in progress there, if that stop has sent it
+    /// and is still going on (a live stopper whose mark is still set): what is left in `cg`
+    /// is dying of it. Read before this stop marks its own.
+    fn kill_in_flight(&self, cg: &Self::Cg) -> Option<FinalKillRecord>;
     /// `CLOCK_MONOTONIC` in nanoseconds, the clock of the records.
     fn now_ns(&self) -> u128;
     /// How many processes one stop may hold at once.
@@ -522,14 +526,17 @@ impl Kernel for Real {
     fn memory_release(&self) -> ThreadRelease<PidFd> {
         ThreadRelease::new(PidFd::mrelease, PidFd::has_exited, "gracekill-mrelease")
     }
-    fn mark_stopping<'c>(&'c self, cg: &'c Cgroup) -> Option<StopMark<'c>> {
-        StopMark::set(cg)
+    fn mark_stopping<'c>(&'c self, cg: &'c Cgroup, t0_ns: u128) -> Option<StopMark<'c>> {
+        StopMark::set(cg, t0_ns)
     }
     fn record_final_kill(&self, cg: &Cgroup, at_ns: u128, via: &'static str) {
         FinalKillRecord::write(cg, at_ns, via);
     }
     fn final_kill_record(&self, cg: &Cgroup) -> Option<FinalKillRecord> {
         FinalKillRecord::read(cg)
+    }
+    fn kill_in_flight(&self, cg: &Cgroup) -> Option<FinalKillRecord> {
+        crate::task::kill_in_flight(cg)
     }
     fn now_ns(&self) -> u128 {
         monotonic_ns()

@@ -39,7 +39,7 @@ use crate::kernel::{
 use crate::pidfd::{Membership, PidFd, membership_method};
 use crate::policy::{KillMode, Policy, Signal};
 use crate::report::{Exit, Killed, MAX_LISTED, Outcome, Problems, StepReport, Survivor, Verdict};
-use crate::task::{self, PolicySource, StopPlan};
+use crate::task::{self, FinalKillRecord, PolicySource, StopPlan};
 use crate::watch::{Wake, deadline_after};
 
 /// A snapshot for progress displays, passed to [`StopOptions::progress`].
@@ -320,11 +320,14 @@ pub(crate) async fn run_engine<K: Kernel>(
         sent_any: false,
         release: k.memory_release(),
         pre_kill: None,
+        kill_in_flight: None,
     };
     if !engine.w.state()?.populated {
         tracing::debug!(cgroup = %cg.rel(), "already empty");
         return Ok(engine.outcome(Verdict::Empty, Some(t0), Vec::new(), 0, Vec::new(), 0));
     }
+    // Before this stop's mark replaces the other stop's.
+    engine.kill_in_flight = k.kill_in_flight(cg);
     engine.kill = Some(k.kill_path(cg, opts.kill_method)?);
     if let Some(why) = blind {
         engine.warnings.push(format!(
@@ -529,6 +532,9 @@ struct Engine<'a, K: Kernel> {
     sent_any: bool,
     /// The survivors' memory release, each process once in the stop.
     release: K::Release,
+    /// Another stop's final kill, sent before this stop began while that stop still went on
+    /// (see [`Kernel::kill_in_flight`]).
+    kill_in_flight: Option<FinalKillRecord>,
 }
 
 impl<K: Kernel> Engine<'_, K> {
@@ -609,16 +615,19 @@ impl<K: Kernel> Engine<'_, K> {
         let now = Some(emptied);
         // Sent during this stop: not before it began, nor after now (a record from the future
         // is no kill that emptied this cgroup).
+        // Or sent just before it began by a stop that was still going on then: what this stop
+        // found was already dying of it (its `at_ms` is negative).
         let now_ns = self.k.now_ns();
         if let Some(rec) = self
             .k
             .final_kill_record(self.cg)
             .filter(|r| r.at_ns >= self.t0_ns && r.at_ns <= now_ns)
+            .or(self.kill_in_flight)
         {
             tracing::debug!(cgroup = %self.cg.rel(), by = rec.pid, "emptied by another stop's final kill");
             self.steps.push(StepReport {
                 signal: Signal::KILL,
-                at_ms: rec.at_ns.saturating_sub(self.t0_ns) as f64 / 1e6,
+                at_ms: (rec.at_ns as f64 - self.t0_ns as f64) / 1e6,
                 signalled: 0,
                 via: Some(rec.via),
                 by_pid: Some(rec.pid),
@@ -629,7 +638,7 @@ impl<K: Kernel> Engine<'_, K> {
     }
 
     async fn run(mut self) -> Result<Outcome> {
-        let _mark = self.k.mark_stopping(self.cg);
+        let _mark = self.k.mark_stopping(self.cg, self.t0_ns);
         match self.grace_steps().await {
             Ok(StepsEnd::Emptied(at)) => Ok(self.graceful(at)),
             Ok(StepsEnd::MainGone) => Ok(self.remaining(None)),

@@ -355,9 +355,11 @@ pub fn supervisor(cg: &Cgroup) -> Supervisor {
     }
 }
 
-/// Marks a stop in progress on a cgroup (record `stopping` = `PID STARTTIME`), so that `run`
-/// can tell "someone is stopping my task" from "my main process left helpers behind". Removed
-/// on drop; a stopper that was SIGKILLed leaves a stale mark that [`stopper`] detects.
+/// Marks a stop in progress on a cgroup (record `stopping` = `PID STARTTIME T0_NS`, the stop's
+/// start on `CLOCK_MONOTONIC` last), so that `run` can tell "someone is stopping my task" from
+/// "my main process left helpers behind", and a stop that begins while another's final kill is
+/// still emptying the cgroup can tell that kill is this other stop's (see [`kill_in_flight`]).
+/// Removed on drop; a stopper that was SIGKILLed leaves a stale mark that [`stopper`] detects.
 #[derive(Debug)]
 pub struct StopMark<'a> {
     records: Records<'a>,
@@ -366,13 +368,27 @@ pub struct StopMark<'a> {
 
 impl<'a> StopMark<'a> {
     /// Sets the mark (best effort: a cgroup whose records we may not write goes unmarked).
-    pub fn set(cg: &'a Cgroup) -> Option<StopMark<'a>> {
+    pub fn set(cg: &'a Cgroup, t0_ns: u128) -> Option<StopMark<'a>> {
         let records = Records::of(cg);
         records.trust.prefix()?;
-        let me = me()?;
+        let me = format!("{} {t0_ns}", me()?);
         records.set("stopping", &me, false).ok()?;
         Some(StopMark { records, me })
     }
+}
+
+/// A stop mark's words: the stopper (`PID STARTTIME`, for [`live_process`]), its pid, and when
+/// its stop began (absent from a mark of an older gracekill). Strict: anything else is no mark.
+fn mark_words(text: &str) -> Option<(&str, u32, Option<u128>)> {
+    let mut words = text.splitn(3, ' ');
+    let pid_word = words.next()?;
+    let start = words.next()?;
+    let who = &text[..pid_word.len() + 1 + start.len()];
+    let t0 = match words.next() {
+        None => None,
+        Some(t0) => Some(strict_number::<u64>("time", t0).ok()?.into()),
+    };
+    Some((who, strict_number("pid", pid_word).ok()?, t0))
 }
 
 impl Drop for StopMark<'_> {
@@ -401,7 +417,8 @@ pub fn last_stopper_pid(cg: &Cgroup) -> Option<i32> {
 /// process must not be inside the task itself (a task cannot pose as its own stopper).
 pub fn stopper(cg: &Cgroup) -> Option<crate::pidfd::PidFd> {
     let text = Records::of(cg).get("stopping").ok()??;
-    let pidfd = live_process(&text)?;
+    let (who, _, _) = mark_words(&text)?;
+    let pidfd = live_process(who)?;
     let path = crate::cgroup::proc_cgroup(&pidfd.pid().to_string())?;
     let inside = crate::cgroup::is_within_bytes(&path, cg.ns_path_bytes());
     (!inside && !pidfd.has_exited()).then_some(pidfd)
@@ -458,6 +475,20 @@ impl FinalKillRecord {
             .is_none()
             .then_some(FinalKillRecord { pid, at_ns, via })
     }
+}
+
+/// The final kill recorded on `cg` by the stop still marked as in progress there: recorded by
+/// the same process after that stop began (not by an earlier stop of the same process), and the
+/// stopper is alive and outside the task (see [`stopper`]). A stop that begins then finds the
+/// cgroup emptying of that kill, and reports it instead of claiming a graceful exit. Trusted
+/// records only, as [`FinalKillRecord::read`].
+pub fn kill_in_flight(cg: &Cgroup) -> Option<FinalKillRecord> {
+    let rec = FinalKillRecord::read(cg)?;
+    let text = Records::of(cg).get("stopping").ok()??;
+    let (_, pid, t0) = mark_words(&text)?;
+    let by_that_stop = pid == rec.pid && t0.is_some_and(|t0| rec.at_ns >= t0);
+    let alive = || stopper(cg).is_some_and(|p| u32::try_from(p.pid()).ok() == Some(pid));
+    (by_that_stop && alive()).then_some(rec)
 }
 
 impl TaskMeta {
@@ -596,6 +627,25 @@ pub fn name_of(cg: &Cgroup) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A stop mark is `PID STARTTIME`, with the stop's start after them since it is needed to
+    /// tell a kill in flight; anything else is no mark.
+    #[test]
+    fn stop_marks_are_read_strictly() {
+        assert_eq!(mark_words("12 345"), Some(("12 345", 12, None)));
+        assert_eq!(mark_words("12 345 678"), Some(("12 345", 12, Some(678))));
+        for bad in [
+            "",
+            "12",
+            "x 345",
+            "12 345 6x",
+            "12 345 678 9",
+            "12 345 ",
+            "-1 345 678",
+        ] {
+            assert_eq!(mark_words(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn names() {

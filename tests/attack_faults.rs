@@ -119,6 +119,91 @@ fn stopper_sigkilled_mid_grace_a_second_stop_finishes_the_job() {
     }
 }
 
+/// A stop that begins while another stop's final kill is still emptying the task (thousands of
+/// processes take half a second to die of it) reports that kill, sent before it began: the
+/// records say the stop still marked as going on, by a live stopper, sent it after it began. It
+/// said `graceful`, exit 0, where the other said `killed` (helper-31: 3,000 processes, the
+/// second stop started 20 ms after the first one's kill). The other stop is played by this test
+/// through its records, so that the moment is no race: its mark and its record, then its kill,
+/// 300 ms into the new stop. A record that the marked stop did not send (an earlier stop of the
+/// same process), or whose stopper is gone, or a mark without its start (an older gracekill) is
+/// no kill in flight: a task that ends on SIGTERM is then stopped gracefully.
+#[test]
+fn a_stop_begun_while_another_stops_kill_empties_the_task_reports_that_kill() {
+    require_cgroup_v2!();
+    let me = std::process::id();
+    let start = read(std::path::Path::new("/proc/self/stat"))
+        .rsplit(") ")
+        .next()
+        .and_then(|rest| rest.split(' ').nth(19).map(str::to_string))
+        .unwrap();
+    let gone = {
+        let mut c = Command::new("true").spawn().unwrap();
+        c.wait().unwrap();
+        c.id()
+    };
+    let now = || {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        u128::from(t.tv_sec.unsigned_abs()) * 1_000_000_000 + u128::from(t.tv_nsec.unsigned_abs())
+    };
+    let ms = 1_000_000u128;
+    let ends_on_term = r#"trap 'exit 0' TERM; echo ready; while :; do sleep 1 & wait $!; done"#;
+    for (case, in_flight) in [
+        ("in flight", true),
+        ("an earlier stop's record", false),
+        ("a gone stopper", false),
+        ("an older mark", false),
+    ] {
+        let cg = TestCgroup::new("kill-in-flight");
+        let mut p = cg.spawn(if in_flight { TERM_DEAF } else { ends_on_term });
+        p.wait_line("ready");
+        let t = now();
+        let by = if case == "a gone stopper" { gone } else { me };
+        let record = format!("{by} {} cgroup.kill", t - 20 * ms);
+        let mark = match case {
+            "in flight" => format!("{me} {start} {}", t - 50 * ms),
+            "an earlier stop's record" => format!("{me} {start} {}", t - 10 * ms),
+            "a gone stopper" => format!("{gone} {start} {}", t - 50 * ms),
+            _ => format!("{me} {start}"),
+        };
+        let mount = gracekill::Mount::discover().unwrap();
+        let target = mount.open_cgroup(&cg.rel).unwrap();
+        target
+            .set_xattr("trusted.gracekill.final-kill", &record, false)
+            .unwrap();
+        target
+            .set_xattr("trusted.gracekill.stopping", &mark, false)
+            .unwrap();
+        let mut b = spawn_gracekill(&["stop", "--json", "--grace", "10s", &cg.rel], &[]);
+        if in_flight {
+            // Once the new stop has begun (its mark replaced the other's), the other's kill
+            // reaches the task.
+            assert!(wait_until(common::slow(Duration::from_secs(5)), || {
+                stopping_mark(&cg).is_some_and(|m| !m.starts_with(&format!("{me} ")))
+            }));
+            std::thread::sleep(Duration::from_millis(300));
+            std::fs::write(cg.path.join("cgroup.kill"), "1").unwrap();
+        }
+        let out = finish(&mut b);
+        let v = json(&out);
+        let steps = v["steps"].as_array().unwrap();
+        if in_flight {
+            assert_eq!(out.status.code(), Some(3), "{case}: {v} {}", stderr(&out));
+            assert_eq!(v["outcome"], "killed", "{case}: {v}");
+            assert_eq!(steps.len(), 2, "{case}: {v}");
+            assert_eq!(steps[1]["by_pid"], me, "{case}: {v}");
+            let at = steps[1]["at_ms"].as_f64().unwrap();
+            assert!(at < 0.0, "{case}: sent before this stop began: {v}");
+        } else {
+            assert_eq!(out.status.code(), Some(0), "{case}: {v} {}", stderr(&out));
+            assert_eq!(v["outcome"], "graceful", "{case}: {v}");
+            assert_eq!(steps.len(), 1, "{case}: {v}");
+        }
+        assert!(!cg.populated());
+        p.wait();
+    }
+}
+
 #[test]
 fn two_concurrent_stops_both_succeed_and_agree() {
     require_cgroup_v2!();

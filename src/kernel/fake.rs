@@ -214,6 +214,8 @@ struct State {
     /// How many more refreshes of the watcher succeed; at none left, refreshes and waits fail.
     refreshes_left: Option<usize>,
     record: Option<FinalKillRecord>,
+    /// The stop that wrote `record` is still going on (see `Kernel::kill_in_flight`).
+    kill_in_flight: bool,
     budget: usize,
     /// The most pidfds one watcher held at once.
     peak_held: usize,
@@ -258,6 +260,7 @@ impl Fake {
             waits_fail: false,
             refreshes_left: None,
             record: None,
+            kill_in_flight: false,
             budget: 1 << 16,
             peak_held: 0,
             releases: BTreeMap::new(),
@@ -375,6 +378,12 @@ impl Fake {
         let mut s = self.0.borrow_mut();
         let at_ns = s.ns(s.t0) - before.as_nanos();
         s.record = Some(FinalKillRecord { pid, at_ns, via });
+    }
+
+    /// The final kill of another stop still going on, sent `before` the start of the world.
+    pub fn record_kill_in_flight(&self, pid: u32, before: Duration, via: &'static str) {
+        self.record_earlier_kill(pid, before, via);
+        self.0.borrow_mut().kill_in_flight = true;
     }
 
     /// The task cgroup (index 0) as the engine sees it.
@@ -1229,7 +1238,7 @@ impl Kernel for Fake {
             started: BTreeMap::new(),
         }
     }
-    fn mark_stopping<'c>(&'c self, _cg: &'c FakeCg) -> Option<()> {
+    fn mark_stopping<'c>(&'c self, _cg: &'c FakeCg, _t0_ns: u128) -> Option<()> {
         Some(())
     }
     fn record_final_kill(&self, _cg: &FakeCg, at_ns: u128, via: &'static str) {
@@ -1241,6 +1250,10 @@ impl Kernel for Fake {
     }
     fn final_kill_record(&self, _cg: &FakeCg) -> Option<FinalKillRecord> {
         self.0.borrow().record
+    }
+    fn kill_in_flight(&self, _cg: &FakeCg) -> Option<FinalKillRecord> {
+        let s = self.0.borrow();
+        s.record.filter(|_| s.kill_in_flight)
     }
     fn now_ns(&self) -> u128 {
         let s = self.0.borrow();
