@@ -266,16 +266,19 @@ fn unescape_mountinfo(s: &str) -> String {
 }
 
 /// Normalizes a mount-relative cgroup path: `/a//b/` -> `/a/b`. Refuses `.` and `..`
-/// components, NUL bytes and anything that is not valid as a path.
+/// components, NUL bytes, newlines (the kernel names no cgroup with one: `mkdir` refuses it) and
+/// anything that is not valid as a path.
 ///
 /// # Errors
 /// [`Error::Input`] naming the path.
 pub fn normalize(rel: &str) -> Result<String> {
-    if rel.contains('\0') {
-        return Err(Error::Input(format!(
-            "invalid cgroup path '{}': contains a NUL byte",
-            rel.escape_debug()
-        )));
+    for (c, what) in [('\0', "a NUL byte"), ('\n', "a newline")] {
+        if rel.contains(c) {
+            return Err(Error::Input(format!(
+                "invalid cgroup path '{}': contains {what} (no cgroup name can)",
+                rel.escape_debug()
+            )));
+        }
     }
     let mut out = String::new();
     for comp in rel.split('/').filter(|c| !c.is_empty()) {

@@ -336,7 +336,11 @@ impl Outcome {
                 (None, _) => format!("{} to {}", s.signal, s.signalled),
             })
             .collect();
-        let mut line = format!("{} {} in {secs:.2}s", self.cgroup, self.outcome.as_str());
+        let mut line = format!(
+            "{} {} in {secs:.2}s",
+            printable(&self.cgroup),
+            self.outcome.as_str()
+        );
         if !steps.is_empty() {
             line.push_str(&format!(" ({})", steps.join(", ")));
         }

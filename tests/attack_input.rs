@@ -87,6 +87,10 @@ fn malformed_stop_and_run_invocations_exit_2_and_touch_nothing() {
         ("missing cgroup", format!("{}/no-such", root.rel)),
         ("unicode name", s("ünïcødé/täsk")),
         ("/proc", s("/proc/self")),
+        // Said escaped, on one line: a newline would split the error in two, an escape
+        // would reach the terminal.
+        ("a newline in the name", s("a\nb")),
+        ("an escape in the name", s("x\u{1b}[31mRED")),
     ];
     for (what, t) in &targets {
         stop_cases.push((what, vec![t.clone()]));
@@ -159,6 +163,12 @@ fn malformed_stop_and_run_invocations_exit_2_and_touch_nothing() {
         ("name cgroup.procs", vec![s("--name"), s("cgroup.procs")]),
         ("unicode name", vec![s("--name"), s("tâsk")]),
         ("name of 129 bytes", vec![s("--name"), "x".repeat(129)]),
+        ("name with a newline", vec![s("--name"), s("a\nb")]),
+        ("name with an escape", vec![s("--name"), s("x\u{1b}[31m")]),
+        (
+            "parent with a newline",
+            vec![s("--parent"), format!("{}/a\nb", root.rel)],
+        ),
         ("name in use (the canary)", vec![s("--name"), s("canary")]),
         (
             "parent with ..",

@@ -298,7 +298,9 @@ thread_local! {
 }
 
 fn set_last_error(msg: &str) {
-    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    // One line, as documented: control characters (a newline or an escape in a cgroup name the
+    // caller passed) are written escaped; NUL among them.
+    let c = CString::new(gracekill::report::printable(msg)).unwrap_or_default();
     LAST_ERROR.with(|e| *e.borrow_mut() = Some(c));
 }
 

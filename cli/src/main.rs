@@ -12,12 +12,24 @@ macro_rules! out {
     }};
 }
 
+/// [`out!`] for a line a person reads: control characters in it (a cgroup name may hold an
+/// escape) are written escaped, as by [`say!`]. Not for JSON, which escapes its own.
+macro_rules! show {
+    ($($arg:tt)*) => {{
+        let line = gracekill::report::printable(&format!("{}", format_args!($($arg)*)));
+        out!("{line}");
+    }};
+}
+
 /// `eprintln!` that never panics (see [`out!`]) nor blocks (see [`stderr`]): `run`'s status
 /// lines go to a stderr that may be a closed pipe (a supervisor's log that went away), or one
-/// its task keeps full, just before it stops its task.
+/// its task keeps full, just before it stops its task. One line each: control characters in
+/// what it says (a cgroup name, a path given on the command line) are written escaped, so that
+/// no name can split an error in two or send a terminal escape.
 macro_rules! say {
     ($($arg:tt)*) => {{
-        $crate::stderr::global().send(format!("{}\n", format_args!($($arg)*)).as_bytes());
+        let line = gracekill::report::printable(&format!("{}", format_args!($($arg)*)));
+        $crate::stderr::global().send(format!("{line}\n").as_bytes());
     }};
 }
 
@@ -680,29 +692,29 @@ fn cmd_status(args: StatusArgs) -> anyhow::Result<u8> {
         out!("{}", serde_json::to_string(&v)?);
         return Ok(0);
     }
-    out!("task:     {}", v.name);
-    out!("cgroup:   {} ({})", v.cgroup, v.path);
-    out!("state:    {}", v.state_text());
+    show!("task:     {}", v.name);
+    show!("cgroup:   {} ({})", v.cgroup, v.path);
+    show!("state:    {}", v.state_text());
     match (&v.policy_summary, &v.policy_error) {
-        (Some(p), _) => out!("policy:   {p}"),
-        (None, Some(e)) => out!("policy:   INVALID: {e}"),
-        (None, None) => out!(
+        (Some(p), _) => show!("policy:   {p}"),
+        (None, Some(e)) => show!("policy:   INVALID: {e}"),
+        (None, None) => show!(
             "policy:   (none recorded; default {})",
             Policy::default().summary()
         ),
     }
     if let Some(pid) = v.main_pid {
-        out!("main pid: {pid}");
+        show!("main pid: {pid}");
     }
     if let Some(age) = v.age_s {
-        out!(
+        show!(
             "age:      {}",
             gracekill::policy::format_duration(Duration::from_secs(age))
         );
     }
-    out!("processes ({}):", v.process_count);
+    show!("processes ({}):", v.process_count);
     for p in v.processes.unwrap_or_default() {
-        out!("  {:>7} {} {}", p.pid, p.state, p.comm);
+        show!("  {:>7} {} {}", p.pid, p.state, p.comm);
     }
     Ok(0)
 }
@@ -713,7 +725,7 @@ fn cmd_list(args: ListArgs) -> anyhow::Result<u8> {
         out!("{}", serde_json::to_string(&tasks)?);
         return Ok(0);
     }
-    out!(
+    show!(
         "{:<20} {:<28} {:<9} {:>5} {:>8} {:>8}  POLICY",
         "NAME",
         "CGROUP",
@@ -727,7 +739,7 @@ fn cmd_list(args: ListArgs) -> anyhow::Result<u8> {
             .age_s
             .map(|a| gracekill::policy::format_duration(Duration::from_secs(a)))
             .unwrap_or_else(|| "-".into());
-        out!(
+        show!(
             "{:<20} {:<28} {:<9} {:>5} {:>8} {:>8}  {}",
             t.name,
             t.cgroup,
@@ -750,7 +762,7 @@ fn print_outcome(o: &Outcome, json: bool, quiet: bool) {
         out!("{}", o.to_json());
     } else if !quiet || o.outcome == gracekill::Verdict::Survivors {
         // Survivors are said even with --quiet: processes outlived SIGKILL.
-        out!("gracekill: {}", o.summary());
+        show!("gracekill: {}", o.summary());
     }
 }
 

@@ -452,6 +452,10 @@ pub fn assert_refused_with(out: &Output, what: &str, code: i32) {
         "{what}: one line, got: {err}"
     );
     assert!(err.starts_with("gracekill: "), "{what}: {err}");
+    assert!(
+        !err.trim_end_matches('\n').chars().any(char::is_control),
+        "{what}: control characters are said escaped: {err:?}"
+    );
     assert!(out.stdout.is_empty(), "{what}: {}", stdout(out));
 }
 
