@@ -489,10 +489,24 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
             }
         }
         reap(main_pid, &mut main);
-        if main.is_some()
+        // Our stop is over and the main process survived its final kill: stuck in
+        // uninterruptible sleep, or held at its exit by a tracer (two processes of the task
+        // tracing each other with PTRACE_O_TRACEEXIT hold each other for good). Its reap may
+        // never come: the stop has reported it, and `run` ends with that report, the cgroup
+        // kept (helper-30: `run` waited for as long as the tracer held it).
+        let survived = main.is_none()
+            && other.is_none()
+            && matches!(&phase, Phase::Stopped { outcome, .. } if outcome.outcome == Verdict::Survivors);
+        if (main.is_some() || survived)
             && let Some(j) = job.as_mut()
         {
             j.take_back();
+        }
+        if survived {
+            on_event(&format!(
+                "main process {main_pid} survived the final kill: not waiting for it"
+            ));
+            break;
         }
         if other.is_none()
             && !phase.stopping_now()
@@ -716,9 +730,12 @@ fn main_stopped(main_pid: i32) -> bool {
 ///
 /// `killed`: whether the stop needed its final kill, if a stop ran (see [`kill_was_needed`]).
 fn exit_code(killed: Option<bool>, timed_out: bool, main: &MainExit) -> i32 {
+    let unknown = main.exit_code.is_none() && main.signal.is_none();
     match (killed, timed_out) {
         (Some(true), true) => 137,
         (Some(false), true) => 124,
+        // Killed, and its status unknown: it survived the final kill (it will end of it).
+        (Some(true), false) if unknown => 137,
         _ => main.status(),
     }
 }

@@ -1391,3 +1391,69 @@ fn a_mixed_mode_final_kill_counts_exactly_those_still_there() {
     assert_eq!(v["warnings"], serde_json::json!([]), "{v}");
     let _ = finish(run);
 }
+
+/// A main process that survives `run`'s final kill does not hold `run`: its stop reports the
+/// survivor and `run` ends with that report (exit 137: killed, its status unknown), the cgroup
+/// kept. The main process is frozen here by the cgroup v1 freezer, the stand-in for
+/// uninterruptible sleep; in life it may also be a tracee held at its exit by a tracer, which
+/// two processes of the task tracing each other with `PTRACE_O_TRACEEXIT` make for good.
+/// `run` used to wait for its reap for as long as that lasted (helper-30: until the tracer let
+/// go; 15 s here, the length of the freeze). With `--timeout`, and with a SIGTERM to `run`.
+#[test]
+fn a_main_process_that_survives_the_final_kill_does_not_hold_run() {
+    require_cgroup_v2!();
+    for by_signal in [false, true] {
+        let cg = TestCgroup::new("run-survivor");
+        let mut args = vec!["--name", "t", "--grace", "300ms", "--kill-timeout", "300ms"];
+        if !by_signal {
+            args.extend(["--timeout", "1s"]);
+        }
+        args.extend(["--json", "--", "sleep", "1000"]);
+        let mut child = run_bg(&cg, &args);
+        wait_task(&cg, "t", 1);
+        let main: i32 = read(&task_path(&cg, "t").join("cgroup.procs"))
+            .trim()
+            .parse()
+            .unwrap();
+        let Some(thaw) = common::freeze_v1(&cg, main) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        };
+        if by_signal {
+            // Only to the `run` this test started.
+            common::signal(child.id(), "TERM");
+        }
+        let t = Instant::now();
+        let done = wait_until(common::slow(Duration::from_secs(15)), || {
+            child.try_wait().unwrap().is_some()
+        });
+        let took = t.elapsed();
+        // Thawed, the main process dies of its SIGKILL and lets go of `run`'s pipes.
+        drop(thaw);
+        let out = finish(child);
+        assert!(
+            done,
+            "by signal {by_signal}: run still waited after {took:?}"
+        );
+        assert!(
+            took < common::slow(Duration::from_secs(6)),
+            "by signal {by_signal}: {took:?}"
+        );
+        let j = json(&out);
+        assert_eq!(out.status.code(), Some(137), "{j} {}", stderr(&out));
+        assert_eq!(j["exit_code"], 137, "{j}");
+        assert_eq!(j["stop"]["outcome"], "survivors", "{j}");
+        assert_eq!(j["stop"]["survivors"][0]["pid"], main, "{j}");
+        assert!(
+            j["main"]["exit_code"].is_null() && j["main"]["signal"].is_null(),
+            "{j}"
+        );
+        assert_eq!(j["removed"], false, "{j}");
+        assert!(
+            stderr(&out).contains("survived the final kill"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
