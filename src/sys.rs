@@ -426,4 +426,44 @@ mod tests {
         default_unless_ignored(usr1);
         default_unless_ignored(usr2);
     }
+
+    /// A look at the held pidfds is never failed by a signal the stopper catches: poll(2)
+    /// returns EINTR even with a zero timeout, which ended a blind stop (no report, exit 1)
+    /// when its own noted SIGINT or SIGTERM arrived during it (helper-32). Here SIGURG, caught
+    /// and sent to the polling thread again and again while it polls 500 pipes 100 times.
+    #[test]
+    fn a_caught_signal_never_fails_a_look_at_the_pidfds() {
+        let sig = libc::SIGURG;
+        note_on_signal(sig).unwrap();
+        let pipes: Vec<_> = (0..500).map(|_| rustix::pipe::pipe().unwrap()).collect();
+        // SAFETY: pthread_self of this thread, which outlives the sender (joined below).
+        let me = unsafe { libc::pthread_self() };
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let sender = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // SAFETY: `me` is a live thread (it joins this one before it ends); the
+                    // signal is caught by a handler that only touches an atomic.
+                    unsafe { libc::pthread_kill(me, sig) };
+                }
+            })
+        };
+        let mut failed = None;
+        for _ in 0..100 {
+            let mut fds: Vec<_> = pipes
+                .iter()
+                .map(|(r, _)| rustix::event::PollFd::new(r, rustix::event::PollFlags::IN))
+                .collect();
+            if let Err(e) = crate::watch::poll_now(&mut fds) {
+                failed = Some(e);
+                break;
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        sender.join().unwrap();
+        take_noted(1 << sig);
+        default_unless_ignored(sig);
+        assert_eq!(failed, None);
+    }
 }

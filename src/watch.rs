@@ -26,6 +26,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use rustix::event::epoll;
+use rustix::io::Errno;
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
@@ -483,13 +484,9 @@ impl Watcher {
                 .iter()
                 .map(|k| rustix::event::PollFd::new(&self.tracked[k], rustix::event::PollFlags::IN))
                 .collect();
-            let zero = rustix::time::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
             // Failing (out of memory), the held pidfds cannot be told alive: as for a failed
             // epoll_wait, the caller learns it.
-            if let Err(e) = rustix::event::poll(&mut fds, Some(&zero)) {
+            if let Err(e) = poll_now(&mut fds) {
                 return Err(Error::os(
                     "poll the pidfds held for",
                     std::path::Path::new("cgroup.events"),
@@ -645,6 +642,23 @@ pub(crate) fn without_io<T>(why: String, f: impl FnOnce() -> T) -> T {
 /// Why the runtime this thread drives has no I/O driver, if it has none (see [`without_io`]).
 pub(crate) fn runtime_without_io() -> Option<String> {
     NO_IO_RUNTIME.with_borrow(Clone::clone)
+}
+
+/// `poll(2)` of `fds` without waiting. Asked again when a signal interrupts it: a zero
+/// timeout does not keep poll from `EINTR`, and the stopper's own SIGINT or SIGTERM, noted by
+/// its handler to cut the grace short, must not end the stop as a failed event loop would.
+pub(crate) fn poll_now(fds: &mut [rustix::event::PollFd<'_>]) -> std::result::Result<(), Errno> {
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    loop {
+        match rustix::event::poll(fds, Some(&zero)) {
+            Ok(_) => return Ok(()),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Is `e` a shortage of epoll watches, memory or descriptors (the reasons for a blind watcher)?
