@@ -34,39 +34,51 @@ pub struct Mount {
 }
 
 impl Mount {
-    /// Finds the cgroup2 mount in `/proc/self/mountinfo` and opens its root.
+    /// Finds the cgroup2 mount in `/proc/self/mountinfo` and opens its root: the first whose
+    /// root lies within the caller's cgroup namespace and whose mount point leads to it (not
+    /// to another mount made on top of it).
     ///
     /// # Errors
-    /// [`Error::Unsupported`] when no cgroup2 filesystem is mounted; an OS error when it cannot
-    /// be opened.
+    /// [`Error::Unsupported`] when no cgroup2 filesystem is mounted, or only ones that lie
+    /// outside the caller's cgroup namespace; an OS error when it cannot be opened.
     pub fn discover() -> Result<Mount> {
-        let path = Path::new("/proc/self/mountinfo");
-        let text =
-            std::fs::read_to_string(path).map_err(|e| Error::os("read", path, errno_of(&e)))?;
-        let Some((mountpoint, ns_root)) = parse_mountinfo(&text) else {
-            if let Some((mountpoint, root)) = cgroup2_mounts(&text).next() {
-                return Err(outside_the_namespace_error(&mountpoint, &root));
+        let text = read_mountinfo()?;
+        let mut refused = None;
+        for (mountpoint, ns_root) in cgroup2_mounts(&text) {
+            if outside_the_namespace(&ns_root) {
+                refused.get_or_insert_with(|| outside_the_namespace_error(&mountpoint, &ns_root));
+                continue;
             }
-            return Err(Error::Unsupported(
+            match Mount::open_in(mountpoint, ns_root, &text) {
+                // Covered by a mount from outside the namespace: the next one, if any.
+                Err(e @ Error::Unsupported(_)) => refused = Some(e),
+                other => return other,
+            }
+        }
+        Err(refused.unwrap_or_else(|| {
+            Error::Unsupported(
                 "no cgroup2 filesystem is mounted (see /proc/self/mountinfo); gracekill needs \
                  cgroup v2 (hint: mount -t cgroup2 none /sys/fs/cgroup, or boot with \
                  systemd.unified_cgroup_hierarchy=1)"
                     .into(),
-            ));
-        };
-        Mount::open(mountpoint, ns_root)
+            )
+        }))
     }
 
     /// Opens a cgroup2 mount at a known mount point. `ns_root` is the mount's root inside the
-    /// caller's cgroup namespace (the fourth field of mountinfo; `/` almost always).
+    /// caller's cgroup namespace (the fourth field of mountinfo; `/` almost always); where the
+    /// kernel can say which mount the opened directory is on (Linux 5.8), that mount's root
+    /// from `/proc/self/mountinfo` is taken instead.
     ///
     /// # Errors
-    /// An OS error, or [`Error::Unsupported`] if `mountpoint` is not a cgroup2 filesystem or
-    /// `ns_root` lies outside the caller's cgroup namespace (has a `..` component).
+    /// An OS error, or [`Error::Unsupported`] if `mountpoint` is not the root of a cgroup2
+    /// mount or that mount lies outside the caller's cgroup namespace.
     pub fn open(mountpoint: PathBuf, ns_root: String) -> Result<Mount> {
-        if outside_the_namespace(&ns_root) {
-            return Err(outside_the_namespace_error(&mountpoint, &ns_root));
-        }
+        Mount::open_in(mountpoint, ns_root, &read_mountinfo()?)
+    }
+
+    /// [`Mount::open`] with `/proc/self/mountinfo` already read.
+    fn open_in(mountpoint: PathBuf, ns_root: String, mountinfo: &str) -> Result<Mount> {
         let fd = fs::open(
             &mountpoint,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -80,6 +92,22 @@ impl Mount {
                 "'{}' is not a cgroup2 filesystem",
                 mountpoint.display()
             )));
+        }
+        // The mount the path led to, which may not be the one its mountinfo line describes:
+        // a later mount on the same path covers it (a container's runtime mounts cgroup2
+        // inside its namespace, then the host's hierarchy is bind-mounted on top).
+        let ns_root = match mount_of(&fd, mountinfo) {
+            Some((_, false)) => {
+                return Err(Error::Unsupported(format!(
+                    "'{}' is not the root of a cgroup2 mount (hint: give the mount point itself)",
+                    mountpoint.display()
+                )));
+            }
+            Some((root, true)) => root,
+            None => ns_root,
+        };
+        if outside_the_namespace(&ns_root) {
+            return Err(outside_the_namespace_error(&mountpoint, &ns_root));
         }
         Ok(Mount {
             mountpoint,
@@ -181,10 +209,42 @@ impl Mount {
 
 /// Finds the first cgroup2 mount in mountinfo text whose root lies within the caller's cgroup
 /// namespace: (mount point, that root as the namespace names it). A mount made outside the
-/// namespace shows a root above it (`/..`, `/../..`) and is passed over (see
-/// [`outside_the_namespace`]).
+/// namespace shows a root above it (`/..`, `/../..`) and is passed over: paths read from
+/// `/proc/<pid>/cgroup`, which start at the namespace's root, cannot be placed in it.
 pub fn parse_mountinfo(text: &str) -> Option<(PathBuf, String)> {
     cgroup2_mounts(text).find(|(_, root)| !outside_the_namespace(root))
+}
+
+fn read_mountinfo() -> Result<String> {
+    let path = Path::new("/proc/self/mountinfo");
+    std::fs::read_to_string(path).map_err(|e| Error::os("read", path, errno_of(&e)))
+}
+
+/// The mount the directory `fd` is on, from mountinfo text: its root as the caller's cgroup
+/// namespace names it, and whether `fd` is that root. `None` when the kernel cannot say
+/// (`STATX_MNT_ID` and `STATX_ATTR_MOUNT_ROOT` came with Linux 5.8) or the mount is not listed.
+fn mount_of(fd: &OwnedFd, mountinfo: &str) -> Option<(String, bool)> {
+    let st = fs::statx(
+        fd,
+        "",
+        rustix::fs::AtFlags::EMPTY_PATH,
+        rustix::fs::StatxFlags::MNT_ID,
+    )
+    .ok()?;
+    let mount_root = rustix::fs::StatxAttributes::MOUNT_ROOT;
+    if st.stx_mask & rustix::fs::StatxFlags::MNT_ID.bits() == 0
+        || !st.stx_attributes_mask.contains(mount_root)
+    {
+        return None;
+    }
+    let id = st.stx_mnt_id.to_string();
+    let root = mountinfo.lines().find_map(|line| {
+        let mut fields = line.split(' ');
+        (fields.next() == Some(id.as_str()))
+            .then(|| fields.nth(2).map(unescape_mountinfo))
+            .flatten()
+    })?;
+    Some((root, st.stx_attributes.contains(mount_root)))
 }
 
 /// Every cgroup2 mount in mountinfo text, in order: (mount point, root as the caller's cgroup

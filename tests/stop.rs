@@ -803,6 +803,30 @@ fn a_mount_outside_the_callers_cgroup_namespace_is_refused_before_any_signal() {
     }
     drop(p);
 
+    // The same mount from outside, bind-mounted over one made inside the namespace (as a
+    // container's runtime mounts cgroup2, then the host's hierarchy is mounted on top): the
+    // mountinfo line of the covered mount says `/`, the path leads to the other.
+    let at = cg.file("covered");
+    std::fs::create_dir_all(&at).unwrap();
+    let host = common::mount().unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"echo $$ > "$1/cgroup.procs" && unshare -Cm bash -c 'mount -t cgroup2 none "$0" && mount --bind "$2" "$0" && exec "$1" stop --json --grace 1s "$3"' "$4" "$2" "$5" "$3"; echo "survived $?""#)
+        .args([
+            "bash",
+            caller.to_str().unwrap(),
+            bin.to_str().unwrap(),
+            &format!("{}/a/caller", cg.rel),
+            at.to_str().unwrap(),
+            host.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(stdout(&out), "survived 1\n", "covered: {err}");
+    assert!(err.contains("cgroup namespace"), "covered: {err}");
+
     // What the hint says works: cgroup2 mounted inside the namespace (in a mount namespace of
     // its own), where a task below the namespace's root is stopped as anywhere else.
     let inner = cg.child("a/caller/t");
