@@ -69,6 +69,8 @@ impl Interrupts {
                 crate::sys::note_on_signal(raw).map_err(std::io::Error::from)?;
                 mask |= 1 << raw;
             }
+            // From now on: not what reached an earlier listener of this process.
+            crate::sys::forget_noted(mask);
             return Ok(Interrupts(Listening::Noted(mask)));
         }
         let (mut int, mut term, mut hup) = (None, None, None);

@@ -326,8 +326,9 @@ pub(crate) async fn run_engine<K: Kernel>(
         tracing::debug!(cgroup = %cg.rel(), "already empty");
         return Ok(engine.outcome(Verdict::Empty, Some(t0), Vec::new(), 0, Vec::new(), 0));
     }
-    // Before this stop's mark replaces the other stop's.
-    engine.kill_in_flight = k.kill_in_flight(cg);
+    // Before this stop's mark replaces the other stop's. Sent before this stop began: a record
+    // dated later (another clock, or a forgery) is no kill in flight.
+    engine.kill_in_flight = k.kill_in_flight(cg).filter(|r| r.at_ns <= engine.t0_ns);
     engine.kill = Some(k.kill_path(cg, opts.kill_method)?);
     if let Some(why) = blind {
         engine.warnings.push(format!(

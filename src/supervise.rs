@@ -421,6 +421,13 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
             crate::cgroup::errno_of(&e),
         )
     };
+    // SIGCHLD needs tokio's I/O driver: without it (a runtime built for an attack on the
+    // epoll watches), an error before CMD starts, not tokio's panic.
+    if let Some(why) = crate::watch::runtime_without_io() {
+        return Err(Error::Unsupported(format!(
+            "run needs tokio's I/O driver to wait for its task ({why})"
+        )));
+    }
     // A signal inherited as ignored stays ignored, for `run` and, through exec, for CMD.
     let mut interrupts = crate::interrupts::Interrupts::listen().map_err(sig_err)?;
     let mut sigchld = signal(SignalKind::child()).map_err(sig_err)?;
@@ -496,7 +503,7 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
         // kept (helper-30: `run` waited for as long as the tracer held it).
         let survived = main.is_none()
             && other.is_none()
-            && matches!(&phase, Phase::Stopped { outcome, .. } if outcome.outcome == Verdict::Survivors);
+            && matches!(&phase, Phase::Stopped { outcome, .. } if main_survived(outcome, main_pid));
         if (main.is_some() || survived)
             && let Some(j) = job.as_mut()
         {
@@ -585,7 +592,13 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
             }
         }
     }
-    let _ = crate::task::Records::of(cg).remove("owner");
+    let populated = cg.events().map(|e| e.populated).unwrap_or(false);
+    // A cgroup left populated (survivors of the final kill, helpers process mode leaves
+    // running) keeps its claim: once this `run` is gone, `list` shows the task orphaned and
+    // the stop that empties it removes it. Without the claim it would stay for good.
+    if !populated {
+        let _ = crate::task::Records::of(cg).remove("owner");
+    }
     let main = main.unwrap_or(MainExit {
         pid: main_pid,
         ..MainExit::default()
@@ -593,7 +606,6 @@ async fn supervise(cg: &Cgroup, spec: &RunSpec, on_event: &dyn Fn(&str)) -> Resu
     let (stop_reason, outcome) = phase.end();
     let timed_out = stop_reason == Some(StopReason::Timeout);
     let exit_code = exit_code(outcome.as_ref().map(kill_was_needed), timed_out, &main);
-    let populated = cg.events().map(|e| e.populated).unwrap_or(false);
     let removed = !spec.keep
         && !populated
         && crate::task::remove_cgroup(cg)
@@ -738,6 +750,14 @@ fn exit_code(killed: Option<bool>, timed_out: bool, main: &MainExit) -> i32 {
         (Some(true), false) if unknown => 137,
         _ => main.status(),
     }
+}
+
+/// Is the main process among the survivors of the stop's final kill (or, with more survivors
+/// than the report lists, possibly among those left out)? A main process that is merely slow to
+/// be reaped after a stop whose other processes survived is not: `run` waits for its reap.
+fn main_survived(o: &Outcome, main_pid: i32) -> bool {
+    o.outcome == Verdict::Survivors
+        && (o.survivors.iter().any(|s| s.pid == main_pid) || o.survivors_total > o.survivors.len())
 }
 
 /// Did the stop need its final kill? Its verdict says so, or, in process mode (whose verdict is
@@ -918,6 +938,34 @@ mod tests {
         assert!(kill_was_needed(&o));
         assert!(kill_was_needed(&outcome(Verdict::Killed)));
         assert!(!kill_was_needed(&outcome(Verdict::Graceful)));
+    }
+
+    /// `run` stops waiting for its main process only when the main process is among the
+    /// survivors (or may be, past the listed ones): one merely slow to be reaped, after a stop
+    /// whose other processes survived, is waited for (helper-32).
+    #[test]
+    fn only_a_main_process_that_survived_ends_the_wait_for_its_reap() {
+        let survivor = |pid| crate::report::Survivor {
+            pid,
+            comm: "x".into(),
+            state: "D".into(),
+            wchan: String::new(),
+            memory_released: false,
+            mrelease_error: None,
+            threads: Vec::new(),
+        };
+        let mut o = outcome(Verdict::Survivors);
+        o.survivors = vec![survivor(7)];
+        o.survivors_total = 1;
+        assert!(
+            !main_survived(&o, 5),
+            "a helper survived, not the main process"
+        );
+        assert!(main_survived(&o, 7));
+        o.survivors_total = 101;
+        assert!(main_survived(&o, 5), "maybe among those not listed");
+        o.outcome = Verdict::Killed;
+        assert!(!main_survived(&o, 7));
     }
 
     #[test]

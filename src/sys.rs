@@ -279,6 +279,11 @@ pub fn note_on_signal(sig: i32) -> Result<(), Errno> {
     if rc == 0 { Ok(()) } else { Err(last_errno()) }
 }
 
+/// Forgets the signals in `mask` noted so far (by an earlier listener of the same process).
+pub fn forget_noted(mask: u64) {
+    NOTED.fetch_and(!mask, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Takes one signal noted and not yet taken among those in `mask` (bit `n` for signal `n`),
 /// the lowest; the others stay noted. A signal that arrived twice meanwhile is taken once, as
 /// the kernel merges a standard signal that is already pending.
@@ -421,6 +426,11 @@ mod tests {
         assert_eq!(take_noted(1 << usr2), Some(usr2));
         assert_eq!(take_noted(1 << usr2), None);
         assert_eq!(take_noted(both), Some(usr1));
+        assert_eq!(take_noted(both), None);
+        // A new listener forgets what an earlier one left untaken.
+        // SAFETY: as above.
+        unsafe { assert_eq!(libc::raise(usr1), 0) };
+        forget_noted(1 << usr1);
         assert_eq!(take_noted(both), None);
         assert_eq!(note_on_signal(libc::SIGKILL), Err(Errno::INVAL));
         default_unless_ignored(usr1);

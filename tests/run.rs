@@ -1429,9 +1429,25 @@ fn a_main_process_that_survives_the_final_kill_does_not_hold_run() {
             child.try_wait().unwrap().is_some()
         });
         let took = t.elapsed();
+        // Its cgroup is kept, claimed by a `run` that is gone: `list` says orphaned.
+        if done {
+            let list = json(&output(gk(&cg).args(["list", "--json"])));
+            let entry = list
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["name"] == "t")
+                .cloned()
+                .unwrap_or_default();
+            assert_eq!(entry["state"], "orphaned", "{list}");
+        }
         // Thawed, the main process dies of its SIGKILL and lets go of `run`'s pipes.
         drop(thaw);
         let out = finish(child);
+        // And the stop that finds it emptied removes it, as for any task whose run is gone.
+        let again = json(&output(gk(&cg).args(["stop", "--json", "t"])));
+        assert_eq!(again["cgroup_removed"], true, "{again}");
+        assert!(!task_path(&cg, "t").exists());
         assert!(
             done,
             "by signal {by_signal}: run still waited after {took:?}"

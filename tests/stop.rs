@@ -851,6 +851,55 @@ fn a_mount_outside_the_callers_cgroup_namespace_is_refused_before_any_signal() {
     p.wait();
 }
 
+/// The live progress line at a terminal names the processes still running by their `comm`,
+/// which a task sets at will (`PR_SET_NAME`, or the name of what it executes): an escape there
+/// reached the terminal raw (helper-32: `\x1b]52;...` writes the clipboard, `\x1b[2J` clears
+/// the screen). It is written escaped, as in every other line a person reads.
+#[test]
+fn the_live_line_at_a_terminal_writes_task_names_escaped() {
+    require_cgroup_v2!();
+    let cg = TestCgroup::new("live-escape");
+    let evil = cg.file("\u{1b}[2Jevil");
+    std::os::unix::fs::symlink("/bin/sleep", &evil).unwrap();
+    let mut p = cg.spawn(
+        r#"trap '' TERM; (trap '' TERM; exec "$SCRATCH"/$'\e[2Jevil' 1000) & echo ready; wait"#,
+    );
+    p.wait_line("ready");
+    assert!(wait_until(Duration::from_secs(5), || cg.pids().len() == 2));
+    // gracekill's stderr a terminal (a pty), read until it closes.
+    let script = r#"
+import os, pty, subprocess, sys
+master, slave = pty.openpty()
+stop = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+os.close(slave)
+out = b""
+while True:
+    try:
+        chunk = os.read(master, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+stop.wait()
+sys.stdout.write(repr(out))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(common::bin())
+        .args(["stop", "--grace", "1500ms", &cg.rel])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let tty = stdout(&out);
+    assert!(tty.contains("remaining"), "no live line: {tty}");
+    assert!(tty.contains("evil"), "the task's name is shown: {tty}");
+    // The line's own control sequence (`\r\x1b[K`) aside, no escape reaches the terminal.
+    let others = tty.replace("\\x1b[K", "");
+    assert!(!others.contains("\\x1b"), "a raw escape: {tty}");
+    p.wait();
+}
+
 /// A process is in every cgroup one of its threads is in: a parent whose leader is in a threaded
 /// domain and one of whose threads lives in a threaded child is refused as the child's
 /// ancestor, not signalled through that thread (which would end the whole parent).

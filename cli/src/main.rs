@@ -805,9 +805,11 @@ impl LiveLine {
         let names = if p.names.is_empty() {
             String::new()
         } else {
+            // The task's names (comm, which it sets at will): escaped, as everywhere a person
+            // reads them.
             format!(
                 " ({}{})",
-                p.names.join(", "),
+                gracekill::report::printable(&p.names.join(", ")),
                 if p.remaining > p.names.len() {
                     ", ..."
                 } else {

@@ -386,6 +386,11 @@ impl Fake {
         self.0.borrow_mut().kill_in_flight = true;
     }
 
+    /// Whatever final-kill record there is comes from a stop still going on.
+    pub fn set_kill_in_flight(&self) {
+        self.0.borrow_mut().kill_in_flight = true;
+    }
+
     /// The task cgroup (index 0) as the engine sees it.
     pub fn cgroup(&self, id: usize) -> FakeCg {
         let rel = self.0.borrow().cgroups[id].rel.clone();
