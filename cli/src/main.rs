@@ -13,7 +13,7 @@ macro_rules! out {
 }
 
 /// [`out!`] for a line a person reads: control characters in it (a cgroup name may hold an
-/// escape) are written escaped, as by [`say!`]. Not for JSON, which escapes its own.
+/// escape) are written escaped, as by `say!`. Not for JSON, which escapes its own.
 macro_rules! show {
     ($($arg:tt)*) => {{
         let line = gracekill::report::printable(&format!("{}", format_args!($($arg)*)));
