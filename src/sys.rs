@@ -446,16 +446,19 @@ mod tests {
         let sig = libc::SIGURG;
         note_on_signal(sig).unwrap();
         let pipes: Vec<_> = (0..500).map(|_| rustix::pipe::pipe().unwrap()).collect();
-        // SAFETY: pthread_self of this thread, which outlives the sender (joined below).
-        let me = unsafe { libc::pthread_self() };
+        // This thread, by its kernel ids: it outlives the sender (joined below).
+        let (pid, tid) = (
+            rustix::process::getpid().as_raw_nonzero().get(),
+            rustix::thread::gettid().as_raw_nonzero().get(),
+        );
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let sender = {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    // SAFETY: `me` is a live thread (it joins this one before it ends); the
-                    // signal is caught by a handler that only touches an atomic.
-                    unsafe { libc::pthread_kill(me, sig) };
+                    // SAFETY: tgkill(2) takes no pointer; the target is a live thread (it
+                    // joins this one before it ends) whose handler only touches an atomic.
+                    unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, sig) };
                 }
             })
         };
