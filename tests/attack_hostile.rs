@@ -1442,6 +1442,11 @@ fn an_exited_leader_in_a_threaded_child_cannot_hide_its_thread_in_the_parent() {
 #[test]
 fn a_latecomer_whose_leader_exited_elsewhere_is_signalled_and_killed_with_the_rest() {
     require_cgroup_v2!();
+    // Its latecomer must die of the SIGTERM that the listing 50 ms before the kill sends it:
+    // not while a heavy test's tens of thousands of cgroup creations and removals hold the
+    // kernel's cgroup lock (both failed together twice, once in a CI run with nothing else
+    // running: the latecomer was then taken by the final kill).
+    let _heavy = heavy();
     // TERM: the latecomer dies of the stop signal (control-group mode signals latecomers).
     // WINCH: it ignores the stop signal; the final kill must take it, and count it, in either
     // mode.
@@ -1919,17 +1924,27 @@ time.sleep(1000)
 }
 
 /// Waits for the child `pid` with `wait4(2)`: its exit code and its peak RSS in KiB.
-fn wait_with_rss(child: std::process::Child) -> (Option<i32>, i64) {
-    let pid = i32::try_from(child.id()).unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value of the plain C struct.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: `pid` is our unwaited child (std never reaps behind our back); both pointers
-    // point to live locals of the right types.
-    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
-    assert_eq!(rc, pid, "wait4: {}", std::io::Error::last_os_error());
-    let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
-    (code, ru.ru_maxrss)
+/// Waits for `child` and returns its exit code and its peak RSS in KiB: the high-water mark of
+/// its own memory (`VmHWM`), read every millisecond until it exits. Not `wait4`'s `ru_maxrss`:
+/// a child that std starts with `posix_spawn` (a vfork) carries the *test process's* peak into
+/// it at its exec, and this test process runs other tests at the same time: 73 MiB was once
+/// reported for a stop whose own peak is under 5 MiB.
+fn wait_with_rss(mut child: std::process::Child) -> (Option<i32>, i64) {
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak = 0;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return (status.code(), peak);
+        }
+        // Once its memory is gone (exiting), the file has no VmHWM line: the last read stands.
+        let hwm = std::fs::read_to_string(&status_file).ok().and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        });
+        peak = peak.max(hwm.unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// A task of `gracekill run` leaves behind, in its own cgroup, tens of thousands of empty
