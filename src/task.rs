@@ -392,7 +392,7 @@ fn mark_words(text: &str) -> Option<(&str, u32, Option<u128>)> {
 }
 
 impl Drop for StopMark<'_> {
-    /// Leaves `stopped` = the same `PID STARTTIME` before removing the mark, so that `run`,
+    /// Leaves `stopped` = the same `PID STARTTIME T0_NS` before removing the mark, so that `run`,
     /// which may notice its main process's exit only after the stop is over, can still say who
     /// stopped its task: at every moment one of the two records is there.
     fn drop(&mut self) {
@@ -416,8 +416,12 @@ pub fn last_stopper_pid(cg: &Cgroup) -> Option<i32> {
 /// start time recorded with the pid must match (a recycled pid is not mistaken for it), and the
 /// process must not be inside the task itself (a task cannot pose as its own stopper).
 pub fn stopper(cg: &Cgroup) -> Option<crate::pidfd::PidFd> {
-    let text = Records::of(cg).get("stopping").ok()??;
-    let (who, _, _) = mark_words(&text)?;
+    stopper_of(cg, &Records::of(cg).get("stopping").ok()??)
+}
+
+/// [`stopper`] for a `stopping` mark already read.
+fn stopper_of(cg: &Cgroup, mark: &str) -> Option<crate::pidfd::PidFd> {
+    let (who, _, _) = mark_words(mark)?;
     let pidfd = live_process(who)?;
     let path = crate::cgroup::proc_cgroup(&pidfd.pid().to_string())?;
     let inside = crate::cgroup::is_within_bytes(&path, cg.ns_path_bytes());
@@ -487,7 +491,7 @@ pub fn kill_in_flight(cg: &Cgroup) -> Option<FinalKillRecord> {
     let text = Records::of(cg).get("stopping").ok()??;
     let (_, pid, t0) = mark_words(&text)?;
     let by_that_stop = pid == rec.pid && t0.is_some_and(|t0| rec.at_ns >= t0);
-    let alive = || stopper(cg).is_some_and(|p| u32::try_from(p.pid()).ok() == Some(pid));
+    let alive = || stopper_of(cg, &text).is_some_and(|p| u32::try_from(p.pid()).ok() == Some(pid));
     (by_that_stop && alive()).then_some(rec)
 }
 

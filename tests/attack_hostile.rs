@@ -1934,6 +1934,8 @@ fn wait_with_rss(mut child: std::process::Child) -> (Option<i32>, i64) {
     let mut peak = 0;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
+            // Never read (it ended within the first millisecond): no measure, not a pass.
+            assert!(peak > 0, "no VmHWM of the child was read");
             return (status.code(), peak);
         }
         // Once its memory is gone (exiting), the file has no VmHWM line: the last read stands.
