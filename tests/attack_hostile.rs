@@ -1547,6 +1547,73 @@ fn a_stuck_process_cannot_shield_a_latecomer_from_the_kill_not_even_one_whose_le
     }
 }
 
+/// Holds process `pid` with `PTRACE_SEIZE` and `PTRACE_O_TRACEEXIT` and never resumes it: a
+/// tracer outside the task (as `strace`, or a debugger, stopped at a terminal, would be). Prints
+/// `seized`, then sleeps until it is killed, which lets the tracee go.
+const EXIT_TRACER: &str = r#"
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.ptrace.argtypes = [ctypes.c_long, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p]
+PTRACE_SEIZE, PTRACE_O_TRACEEXIT = 0x4206, 0x40
+if libc.ptrace(PTRACE_SEIZE, int(sys.argv[1]), None, ctypes.c_void_p(PTRACE_O_TRACEEXIT)) != 0:
+    sys.exit("PTRACE_SEIZE: " + os.strerror(ctypes.get_errno()))
+print("seized", flush=True)
+time.sleep(3600)
+"#;
+
+/// The README's claim for ptrace: a process that its tracer holds at its exit (a SIGKILLed
+/// tracee traced with `PTRACE_O_TRACEEXIT` stops there until the tracer resumes it) is not
+/// waited for past the kill timeout and the 1 s look: the stop ends with exit 4, naming it a
+/// survivor in state `t` (tracing stop), and once the tracer lets go it dies of the kill it
+/// already has. (helper-30 found this by hand with a stopped `strace`; this is the test.)
+#[test]
+fn a_process_its_tracer_holds_at_its_exit_is_reported_a_survivor_in_state_t() {
+    require_cgroup_v2!();
+    require!(common::installed("python3"));
+    let tc = TestCgroup::new("ptrace-held");
+    let tracee = tc.spawn("echo ready; exec sleep 1000");
+    tracee.wait_line("ready");
+    // The tracer is the test's own child, outside the task: only the tracee is in the cgroup.
+    let mut tracer = common::Proc::new(
+        Command::new("python3")
+            .args(["-c", EXIT_TRACER, &tracee.pid().to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    );
+    tracer.wait_line("seized");
+    let t = Instant::now();
+    let out = gracekill(&[
+        "stop",
+        "--grace",
+        "300ms",
+        "--kill-timeout",
+        "300ms",
+        "--json",
+        &tc.rel,
+    ]);
+    let took = t.elapsed();
+    let v = json(&out);
+    // Released before any assertion, so that no failure leaves the tracee held.
+    let _ = tracer.child.kill();
+    let _ = tracer.wait();
+    assert_eq!(out.status.code(), Some(4), "{v} {}", stderr(&out));
+    assert_eq!(v["outcome"], "survivors", "{v}");
+    assert_eq!(v["survivors_total"], 1, "{v}");
+    assert_eq!(v["survivors"][0]["pid"], tracee.pid(), "{v}");
+    assert_eq!(v["survivors"][0]["state"], "t", "{v}");
+    // SIGKILL came at the deadline and counted it; the stop did not wait for the tracer.
+    assert_eq!(v["steps"][1]["signal"], "SIGKILL", "{v}");
+    assert_eq!(v["killed_total"], 1, "{v}");
+    assert!(took < slow(Duration::from_secs(3)), "took {took:?}: {v}");
+    // Let go, it dies of the SIGKILL it has: nothing more needs to be sent.
+    assert!(
+        wait_until(slow(Duration::from_secs(5)), || !tc.populated()),
+        "the tracee outlived its tracer"
+    );
+}
+
 #[test]
 fn cgroup_kill_sparing_an_exited_leader_does_not_spare_the_process() {
     require_cgroup_v2!();
