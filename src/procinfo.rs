@@ -40,6 +40,9 @@ pub struct ProcInfo {
     /// Threads other than the leader whose state differs from the leader's (a thread stuck in
     /// `D` while the leader is a zombie, say), at most 8.
     pub threads: Vec<ThreadInfo>,
+    /// For a process in a tracing stop (`t`): its tracer's pid (`TracerPid` of
+    /// `/proc/<pid>/status`), the process that holds it there.
+    pub tracer: Option<i32>,
 }
 
 /// One thread of a process, for survivors.
@@ -111,6 +114,25 @@ fn parse_stat(raw: &[u8]) -> Option<Stat> {
     })
 }
 
+/// `TracerPid` from `/proc/<pid>/status`; `None` if untraced or unreadable. It comes before
+/// the lines whose length the process sets (`Groups`): the first 512 bytes hold it, and
+/// `status`, like `stat`, only reads counters of the process's memory map, never its pages.
+fn tracer_of(pid: i32) -> Option<i32> {
+    let mut buf = [0u8; 512];
+    let n = std::fs::File::open(format!("/proc/{pid}/status"))
+        .and_then(|mut f| f.read(&mut buf))
+        .ok()?;
+    parse_tracer(&buf[..n])
+}
+
+fn parse_tracer(raw: &[u8]) -> Option<i32> {
+    let text = String::from_utf8_lossy(raw);
+    // `Name:` comes first and is escaped by the kernel (a newline in comm is `\n`), so every
+    // line start here is the kernel's.
+    let value = text.lines().find_map(|l| l.strip_prefix("TracerPid:"))?;
+    value.trim().parse().ok().filter(|&p: &i32| p > 0)
+}
+
 fn wchan(path: &str) -> String {
     let w = std::fs::read_to_string(format!("/proc/{path}/wchan")).unwrap_or_default();
     if w == "0" { String::new() } else { w }
@@ -129,6 +151,9 @@ pub fn describe(pid: i32) -> ProcInfo {
         info.state = state;
     }
     info.wchan = wchan(&leader);
+    if info.state == "t" {
+        info.tracer = tracer_of(pid);
+    }
     if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for entry in dir.flatten().take(MAX_THREADS_EXAMINED) {
             let Some(tid) = entry
@@ -332,6 +357,19 @@ mod tests {
             me.ppid,
             rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get())
         );
+    }
+
+    /// `TracerPid` is the kernel's line, not one a comm could forge (`Name:` is escaped), and
+    /// 0 means untraced.
+    #[test]
+    fn the_tracer_is_read_from_its_own_line() {
+        let status = b"Name:\tsleep\\nTracerPid:\t66\nUmask:\t0022\nState:\tt (tracing stop)\n\
+                       Tgid:\t4242\nNgid:\t0\nPid:\t4242\nPPid:\t1\nTracerPid:\t4300\nUid:\t0";
+        assert_eq!(parse_tracer(status), Some(4300));
+        assert_eq!(parse_tracer(b"Name:\tx\nTracerPid:\t0\nUid:\t0"), None);
+        assert_eq!(parse_tracer(b"Name:\tx\nState:\tS"), None);
+        let me = rustix::process::getpid().as_raw_nonzero().get();
+        assert_eq!(tracer_of(me), None, "this test runs untraced");
     }
 
     #[test]

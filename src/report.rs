@@ -108,6 +108,11 @@ pub struct Survivor {
     /// Threads in another state than the leader (the one stuck in `D`, say).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub threads: Vec<ThreadInfo>,
+    /// For a survivor in a tracing stop (`t`): the pid of its tracer, which holds it there (a
+    /// SIGKILLed tracee traced with `PTRACE_O_TRACEEXIT` waits at its exit until the tracer
+    /// resumes it, or dies).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracer: Option<i32>,
 }
 
 /// Errors met along the way that did not stop the stop (a process that could not be opened or
@@ -245,6 +250,7 @@ impl From<ProcInfo> for Survivor {
             memory_released: false,
             mrelease_error: None,
             threads: p.threads,
+            tracer: p.tracer,
         }
     }
 }
@@ -376,11 +382,14 @@ impl Outcome {
                 .take(5)
                 .map(|s| {
                     format!(
-                        "{} {} state {} in {}",
+                        "{} {} state {} in {}{}",
                         s.pid,
                         printable(&s.comm),
                         s.state,
-                        if s.wchan.is_empty() { "?" } else { &s.wchan }
+                        if s.wchan.is_empty() { "?" } else { &s.wchan },
+                        s.tracer
+                            .map(|t| format!(", held by its tracer {t}"))
+                            .unwrap_or_default()
                     )
                 })
                 .collect();

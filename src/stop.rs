@@ -134,10 +134,15 @@ const KILL_ROUND_MIN: Duration = Duration::from_millis(50);
 /// The main process (process mode) that is not stuck gets this long after the kill timeout.
 const DYING_GRACE: Duration = Duration::from_secs(1);
 
-/// Is this survivor stuck (uninterruptible sleep outside its own exit, every thread too), rather
-/// than a SIGKILLed process that is still exiting?
+/// Is this survivor stuck, rather than a SIGKILLed process that is still exiting? Held, every
+/// thread too: in uninterruptible sleep outside its own exit, or in a tracing stop (`t`: a
+/// tracer that traces its exit holds it there until it resumes it, and a SIGKILL sent to a
+/// dying process is dropped, so no kill round can free it).
 fn is_stuck(s: &Survivor) -> bool {
-    s.state == "D" && s.wchan != "do_exit" && s.threads.iter().all(|t| t.state == "D")
+    let held = |state: &str| matches!(state, "D" | "t");
+    held(&s.state)
+        && !(s.state == "D" && s.wchan == "do_exit")
+        && s.threads.iter().all(|t| held(&t.state))
 }
 
 /// The longest the survivors report may take after the kill timeout.
@@ -2229,6 +2234,7 @@ mod tests {
             wchan: wchan.into(),
             memory_released: false,
             mrelease_error: None,
+            tracer: None,
             threads: threads
                 .iter()
                 .enumerate()
@@ -2241,8 +2247,9 @@ mod tests {
         }
     }
 
-    /// A survivor is stuck only in uninterruptible sleep outside its own exit, every thread
-    /// too: a SIGKILLed process still tearing down is not reported as a survivor early.
+    /// A survivor is stuck only in uninterruptible sleep outside its own exit or in a tracing
+    /// stop, every thread too: a SIGKILLed process still tearing down is not reported as a
+    /// survivor early.
     #[test]
     fn stuck_means_uninterruptible_outside_exit_in_every_thread() {
         assert!(is_stuck(&survivor("D", "fuse_wait_answer", &[])));
@@ -2251,6 +2258,11 @@ mod tests {
         assert!(!is_stuck(&survivor("D", "fuse_wait_answer", &["D", "R"])));
         assert!(!is_stuck(&survivor("R", "", &[])));
         assert!(!is_stuck(&survivor("Z", "", &["D"])));
+        // Held by a tracer at its exit (PTRACE_O_TRACEEXIT).
+        assert!(is_stuck(&survivor("t", "ptrace_stop", &[])));
+        assert!(is_stuck(&survivor("t", "ptrace_stop", &["D"])));
+        assert!(!is_stuck(&survivor("t", "ptrace_stop", &["R"])));
+        assert!(!is_stuck(&survivor("T", "do_signal_stop", &[])));
     }
 
     /// `GRACEKILL_FORCE_FALLBACK=1` forces the fallback; nothing in the environment takes a

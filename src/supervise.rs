@@ -952,6 +952,7 @@ mod tests {
             wchan: String::new(),
             memory_released: false,
             mrelease_error: None,
+            tracer: None,
             threads: Vec::new(),
         };
         let mut o = outcome(Verdict::Survivors);

@@ -1563,9 +1563,11 @@ time.sleep(3600)
 
 /// The README's claim for ptrace: a process that its tracer holds at its exit (a SIGKILLed
 /// tracee traced with `PTRACE_O_TRACEEXIT` stops there until the tracer resumes it) is not
-/// waited for past the kill timeout and the 1 s look: the stop ends with exit 4, naming it a
-/// survivor in state `t` (tracing stop), and once the tracer lets go it dies of the kill it
-/// already has. (helper-30 found this by hand with a stopped `strace`; this is the test.)
+/// waited for past the kill timeout and a 200 ms look (a SIGKILL to a dying process is dropped,
+/// so nothing the stop sends could free it): the stop ends with exit 4, naming it a survivor in
+/// state `t` (tracing stop) and its tracer, and once the tracer lets go it dies of the kill it
+/// already has. (helper-30 found this by hand with a stopped `strace`; it used to cost a 1 s
+/// look.)
 #[test]
 fn a_process_its_tracer_holds_at_its_exit_is_reported_a_survivor_in_state_t() {
     require_cgroup_v2!();
@@ -1595,6 +1597,15 @@ fn a_process_its_tracer_holds_at_its_exit_is_reported_a_survivor_in_state_t() {
     ]);
     let took = t.elapsed();
     let v = json(&out);
+    // Asked again, by a person this time: the summary (stdout) names the tracer.
+    let again = gracekill(&[
+        "stop",
+        "--grace",
+        "300ms",
+        "--kill-timeout",
+        "300ms",
+        &tc.rel,
+    ]);
     // Released before any assertion, so that no failure leaves the tracee held.
     let _ = tracer.child.kill();
     let _ = tracer.wait();
@@ -1603,10 +1614,25 @@ fn a_process_its_tracer_holds_at_its_exit_is_reported_a_survivor_in_state_t() {
     assert_eq!(v["survivors_total"], 1, "{v}");
     assert_eq!(v["survivors"][0]["pid"], tracee.pid(), "{v}");
     assert_eq!(v["survivors"][0]["state"], "t", "{v}");
+    assert_eq!(v["survivors"][0]["tracer"], tracer.pid(), "{v}");
+    assert_eq!(again.status.code(), Some(4), "{}", stderr(&again));
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        said.contains(&format!(
+            "state t in ptrace_stop, held by its tracer {}",
+            tracer.pid()
+        )),
+        "{said}"
+    );
     // SIGKILL came at the deadline and counted it; the stop did not wait for the tracer.
     assert_eq!(v["steps"][1]["signal"], "SIGKILL", "{v}");
     assert_eq!(v["killed_total"], 1, "{v}");
     assert!(took < slow(Duration::from_secs(3)), "took {took:?}: {v}");
+    // Held is stuck: 300 + 300 ms and the 200 ms look, not the 1 s one a dying process gets.
+    assert!(
+        elapsed_ms(&v) < slow(Duration::from_millis(1400)).as_secs_f64() * 1e3,
+        "{v}"
+    );
     // Let go, it dies of the SIGKILL it has: nothing more needs to be sent.
     assert!(
         wait_until(slow(Duration::from_secs(5)), || !tc.populated()),

@@ -221,7 +221,7 @@ end the stop, not the stopper).
 JSON (--json): {cgroup, outcome: empty|graceful|killed|survivors|remaining, elapsed_ms,
 empty_at_ms, thawed, steps: [{signal, at_ms, signalled, via?}], killed: [{pid, comm, cmdline}],
 killed_total, exits: [{pid, comm, at_ms, code, signal, core_dumped?}] (how and when each
-signalled process exited; code/signal null before Linux 6.15 or if not yet reaped), survivors: [{pid, comm, state, wchan, memory_released, mrelease_error?, threads?}],
+signalled process exited; code/signal null before Linux 6.15 or if not yet reaped), survivors: [{pid, comm, state, wchan, memory_released, mrelease_error?, threads?, tracer?}],
 survivors_total, policy, policy_source: given|stored|default, warnings: [..],
 errors: {count, examples}, membership_proof, cgroup_removed}
 

@@ -1218,6 +1218,7 @@ impl Kernel for Fake {
             wchan: wchan.into(),
             memory_released: false,
             mrelease_error: None,
+            tracer: None,
             threads: Vec::new(),
         }
     }
