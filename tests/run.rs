@@ -49,6 +49,30 @@ fn wait_task(cg: &TestCgroup, name: &str, n: usize) {
     );
 }
 
+/// Waits until the task's processes are exactly `comms` (in any order): each has run its
+/// `exec` (a process is in the cgroup from its fork on, before its shell has set a trap or
+/// exec'd, and a stop that came then would find it with the wrong name and disposition).
+fn wait_comms(cg: &TestCgroup, name: &str, comms: &[&str]) {
+    let p = task_path(cg, name);
+    let mut want: Vec<&str> = comms.to_vec();
+    want.sort_unstable();
+    let mut seen = Vec::new();
+    let ok = wait_until(common::slow(Duration::from_secs(10)), || {
+        seen = common::pids_below(&p)
+            .iter()
+            .map(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            })
+            .collect::<Vec<_>>();
+        seen.sort_unstable();
+        seen == want
+    });
+    assert!(ok, "task {name}: processes {seen:?}, never {want:?}");
+}
+
 const HANDLES_TERM: &str = r#"trap 'trap "" TERM; sleep 1; echo flushed > "$PWD/flushed"; exit 5' TERM; echo ready > "$PWD/ready"; while :; do sleep 1 & wait $!; done"#;
 
 /// `--timeout` with `--kill-mode process`: a main process that ignores SIGTERM gets the final
@@ -222,7 +246,7 @@ fn closed_output_pipes_cannot_keep_run_or_stop_from_their_job() {
             "trap '' TERM; exec sleep 30",
         ],
     );
-    wait_task(&cg, "s", 1);
+    wait_comms(&cg, "s", &["sleep"]);
     let st = gk(&cg)
         .args(["stop", "--grace", "200ms", "--json", "s"])
         .stdout(Stdio::from(closed_pipe()))
@@ -726,7 +750,7 @@ fn the_stop_reports_how_and_when_each_process_exited() {
     assert!(wait_until(Duration::from_secs(10), || cg
         .file("ready")
         .exists()));
-    wait_task(&cg, "tl", 3);
+    wait_comms(&cg, "tl", &["bash", "sleep", "sleep"]);
     // Scaled for emulated machines, where bash takes most of a second to run its trap.
     let grace = common::slow(Duration::from_secs(1));
     let grace_ms = grace.as_secs_f64() * 1000.0;
@@ -795,7 +819,7 @@ fn the_summary_names_each_exit() {
     assert!(wait_until(Duration::from_secs(10), || cg
         .file("ready")
         .exists()));
-    wait_task(&cg, "h", 2);
+    wait_comms(&cg, "h", &["bash", "sleep"]);
     let out = output(gk(&cg).args(["stop", "--grace", "5s", "h"]));
     let line = stdout(&out);
     assert!(out.status.success(), "{line}");
@@ -1160,7 +1184,7 @@ fn a_stopped_terminal_cannot_hold_up_a_stop() {
             "trap '' TERM; exec sleep 30",
         ],
     );
-    wait_task(&cg, "t", 1);
+    wait_comms(&cg, "t", &["sleep"]);
     let out = output(
         Command::new("python3")
             .arg(common::repo().join("tests/helpers/tty_stopped.py"))
