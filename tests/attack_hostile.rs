@@ -1477,7 +1477,14 @@ fn a_latecomer_whose_leader_exited_elsewhere_is_signalled_and_killed_with_the_re
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // After the stop's first pass, long before the listing 50 ms ahead of the kill.
+        // After the stop's first pass (it follows the stop's mark at once; a stopper slow to
+        // start, on a loaded machine, comes later than any fixed pause), long before the
+        // listing 50 ms ahead of the kill.
+        let mount = gracekill::Mount::discover().unwrap();
+        let target = mount.open_cgroup(&tc.rel).unwrap();
+        assert!(wait_until(slow(Duration::from_secs(10)), || target
+            .get_xattr("trusted.gracekill.stopping")
+            .is_ok_and(|m| m.is_some())));
         std::thread::sleep(Duration::from_millis(600));
         let (_p, _tgid, tid) = start_zombie_leader(&tc, &a, &tc.path.join("cgroup.threads"));
         assert_eq!(read(&a.join("cgroup.threads")).trim(), "", "{what}");
@@ -1924,6 +1931,8 @@ fn a_task_cannot_forge_summary_lines_with_its_name() {
         r#"name=$(printf 'a\ngk: \033[2J'); ln -s "$(command -v sleep)" "$SCRATCH/$name"; "$SCRATCH/$name" 1000 & trap 'exit 0' TERM; echo ready; wait"#,
     );
     p.wait_line("ready");
+    // Once the link has exec'd: until then the child is named `bash`, and so is its exit.
+    common::wait_comms(&tc.path, &["bash", "a\ngk: \u{1b}[2J"]);
     let out = gracekill(&["stop", "--grace", "5s", &tc.rel]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = common::stdout(&out);

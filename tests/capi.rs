@@ -404,10 +404,8 @@ fn exits_carry_wait_statuses() {
     // which some inits do only every second or two (this CI machine's does).
     let mut app = cg.spawn(r#"trap 'wait; exit 4' TERM; echo ready; sleep 1000 & wait"#);
     app.wait_line("ready");
-    assert!(common::wait_until(Duration::from_secs(5), || cg
-        .pids()
-        .len()
-        == 2));
+    // Its `sleep` forked and exec'd (a child still named `bash` would be reported so).
+    common::wait_comms(&cg.path, &["bash", "sleep"]);
     let app_pid = app.pid();
     // The parent reaps as a supervisor would, while the stop runs.
     let reaper = std::thread::spawn(move || app.wait());

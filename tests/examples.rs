@@ -118,10 +118,15 @@ fn run_under_policy_example_stops_the_task_gracefully_on_timeout() {
         r#"bash "{}"; echo wrapper-done"#,
         parent.file("app.sh").display()
     );
+    // The timeout must outlast the start of the wrapper and the app, up to its trap (else the
+    // app dies of SIGTERM unflushed): scaled on slow machines, and the bound on the whole with it.
+    let timeout = common::slow(Duration::from_millis(500));
     let t = Instant::now();
     let out = run(Command::new(&exe)
         .args(["--name", "task", "--parent", &parent.rel])
-        .args(["--grace", "10s", "--timeout", "500ms", "--"])
+        .args(["--grace", "10s", "--timeout"])
+        .arg(format!("{}ms", timeout.as_millis()))
+        .arg("--")
         .args(["bash", "-c", &script])
         .env("SCRATCH", &parent.scratch));
     let took = t.elapsed();
@@ -138,7 +143,7 @@ fn run_under_policy_example_stops_the_task_gracefully_on_timeout() {
     assert_eq!(v["removed"], true);
     assert_eq!(read(&parent.file("marker")).trim(), "flushed");
     assert!(
-        took >= Duration::from_millis(1400) && took < Duration::from_secs(8),
+        took >= Duration::from_millis(1400) && took < timeout + Duration::from_millis(7500),
         "0.5 s until the timeout, then the 1 s flush: {took:?}"
     );
     assert!(

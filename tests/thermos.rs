@@ -177,7 +177,11 @@ fn thermos_kill_ends_everything_at_once() {
     assert_eq!(v["flushed"], false, "{v}");
     assert_eq!(v["recorded"]["app"]["state"], "KILLED", "{v}");
     assert_eq!(v["recorded"]["app"]["return_code"], -9, "{v}");
-    assert!(took(&v) < 2.0, "force is immediate: {v}");
+    // (Scaled on slow machines: it includes starting the stopper and the runner's death.)
+    assert!(
+        took(&v) < common::slow(std::time::Duration::from_secs(2)).as_secs_f64(),
+        "force is immediate: {v}"
+    );
     assert_task_gone(&s);
 }
 

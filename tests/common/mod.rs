@@ -168,6 +168,28 @@ pub fn stop_with_a_thread_in_the_target(tag: &str, how: &str, what: &Path) -> St
     said
 }
 
+/// Waits until the processes in the cgroup at `p` and below are exactly `comms` (in any order):
+/// each has run its `exec`. A process is in the cgroup from its fork on, still named after its
+/// shell (and with the shell's signal dispositions) until it execs: a stop that came first would
+/// report, and treat, it as that shell. Panics after 10 s (scaled).
+pub fn wait_comms(p: &Path, comms: &[&str]) {
+    let mut want: Vec<&str> = comms.to_vec();
+    want.sort_unstable();
+    let mut seen = Vec::new();
+    let ok = wait_until(slow(std::time::Duration::from_secs(10)), || {
+        seen = pids_below(p)
+            .iter()
+            .map(|pid| {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                comm.strip_suffix('\n').unwrap_or(&comm).to_string()
+            })
+            .collect::<Vec<_>>();
+        seen.sort_unstable();
+        seen == want
+    });
+    assert!(ok, "{}: processes {seen:?}, never {want:?}", p.display());
+}
+
 /// `kill -SIG PID` of a process the test started (never anyone else's); asserts it was sent.
 pub fn signal(pid: u32, sig: &str) {
     assert!(
