@@ -1945,6 +1945,40 @@ fn a_task_cannot_forge_summary_lines_with_its_name() {
     p.wait();
 }
 
+/// A task names a cgroup of its subtree with a carriage return and a tab, and freezes it: the
+/// stop that thaws it logs the name (`-v`), and the log line cannot be rewritten at a terminal
+/// (`\r` would return to the line's start and print a forged line over it). The logger escaped
+/// ESC but not these.
+#[test]
+fn a_task_cannot_rewrite_log_lines_with_its_cgroup_names() {
+    require_cgroup_v2!();
+    let tc = TestCgroup::new("evil-cgname");
+    let evil = tc.child("a\rgracekill: all good\t");
+    let p = tc.spawn_in(&evil, "echo ready; exec sleep 1000");
+    p.wait_line("ready");
+    // Frozen by the test, which created it (the stop thaws frozen cgroups of the subtree).
+    std::fs::write(evil.join("cgroup.freeze"), "1").unwrap();
+    assert!(wait_until(slow(Duration::from_secs(5)), || read(
+        &evil.join("cgroup.events")
+    )
+    .contains("frozen 1")));
+    let out = gracekill(&["-v", "stop", "--grace", "1s", &tc.rel]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("thawed frozen cgroup"),
+        "the name is logged: {err}"
+    );
+    assert!(
+        !err.contains('\r') && !err.contains('\t'),
+        "raw control characters in the log: {err:?}"
+    );
+    assert!(
+        err.contains("a\\rgracekill: all good\\t"),
+        "the name, escaped: {err:?}"
+    );
+}
+
 /// Exits whose parent (outside the task) never reaps them leave no status to read: the stop
 /// waits for those reaps at most its 50 ms, never longer, lists at most 100 exits, and says the
 /// statuses are unknown rather than inventing them.

@@ -162,12 +162,13 @@ pub fn global() -> &'static Queue {
     STDERR.get_or_init(|| Queue::new(std::io::stderr()))
 }
 
-/// A `Write` for the tracing subscriber: each event it formats is one write, queued whole.
+/// A `Write` for the tracing subscriber: each event it formats is one write, queued whole, its
+/// control characters escaped (see [`escape_event`]).
 pub struct Events;
 
 impl Write for Events {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        global().send(buf);
+        global().send(&escape_event(buf));
         Ok(buf.len())
     }
 
@@ -176,9 +177,54 @@ impl Write for Events {
     }
 }
 
+/// One formatted log event with the control characters a task can put in it escaped: its
+/// sub-cgroup names and command names reach log lines, and the subscriber escapes ESC and the C1
+/// controls in field values, not `\r`, `\t`, a backspace or SO/SI, which would let a task
+/// rewrite or hide a line at a terminal. ESC itself passes (the subscriber's own colours) and so
+/// does the event's final newline; any other newline (a `comm` may hold one) is escaped, so that
+/// an event stays one line.
+fn escape_event(buf: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+    let plain = |b: u8| (b >= 0x20 && b != 0x7f) || b == 0x1b;
+    if body.iter().all(|&b| plain(b)) {
+        return std::borrow::Cow::Borrowed(buf);
+    }
+    let mut out = Vec::with_capacity(buf.len() + 16);
+    for &b in body {
+        match b {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b if plain(b) => out.push(b),
+            b => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+        }
+    }
+    if body.len() < buf.len() {
+        out.push(b'\n');
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A task's names cannot rewrite a log line: carriage returns, tabs, backspaces, SO/SI and
+    /// inner newlines are escaped; the subscriber's colours and the final newline are kept.
+    #[test]
+    fn log_events_keep_their_colours_and_lose_a_tasks_control_characters() {
+        let plain = b"\x1b[2mDEBUG\x1b[0m thawed frozen cgroup cgroup=/t/a\n";
+        assert_eq!(escape_event(plain).as_ref(), plain);
+        assert_eq!(
+            escape_event(b"x cgroup=/t/\rgracekill: graceful\x08\x0e\tz\x7f\n").as_ref(),
+            b"x cgroup=/t/\\rgracekill: graceful\\x08\\x0e\\tz\\x7f\n"
+        );
+        assert_eq!(
+            escape_event(b"comm=a\nfake line\n").as_ref(),
+            b"comm=a\\nfake line\n"
+        );
+        assert_eq!(escape_event(b"no newline\r").as_ref(), b"no newline\\r");
+    }
     use std::io::Read;
     use std::os::fd::OwnedFd;
 
