@@ -1065,6 +1065,8 @@ fn man_pages_per_subcommand_and_completions_of_task_names() {
     // Completions ask the binary: task names come from gracekill's root.
     cg.child("alpha");
     cg.child("beta");
+    // A name with a terminal escape is not offered (a shell lists candidates raw).
+    cg.child("abc\u{1b}[2Jx");
     let ask = |words: &[&str]| {
         let out = output(
             gk(&cg)
@@ -1083,6 +1085,7 @@ fn man_pages_per_subcommand_and_completions_of_task_names() {
         names.lines().any(|l| l == "alpha") && names.lines().any(|l| l == "beta"),
         "{names}"
     );
+    assert!(!names.contains("abc"), "{names:?}");
     let modes = ask(&["stop", "--kill-mode", ""]);
     assert_eq!(
         modes.lines().collect::<Vec<_>>(),

@@ -337,12 +337,15 @@ struct ListArgs {
     parent: Option<String>,
 }
 
-/// Completion candidates: the tasks under gracekill's root (nothing if it cannot be read).
+/// Completion candidates: the tasks under gracekill's root (nothing if it cannot be read). A
+/// name with a control character is left out: it cannot be typed, and a shell that lists the
+/// candidates prints them raw (an escape sequence would reach the terminal).
 fn task_names() -> Vec<CompletionCandidate> {
     Mount::discover()
         .and_then(|mount| gracekill::inspect::names(&mount))
         .unwrap_or_default()
         .into_iter()
+        .filter(|name| !name.chars().any(char::is_control))
         .map(CompletionCandidate::new)
         .collect()
 }
