@@ -1247,21 +1247,26 @@ fn a_task_at_a_terminal_cannot_get_its_run_stopped_mid_stop() {
     ] {
         let cg = TestCgroup::new("tty-shell");
         let opts: &[&str] = if mode == "tostop" { &["--tostop"] } else { &[] };
+        // The timeout must come after the shell's trap: scaled on an emulated machine, where a
+        // shell can take longer than 1 s to get there (the Ctrl-Z test below saw it).
+        let timeout = common::slow(Duration::from_secs(1));
+        let timeout_arg = format!("{}ms", timeout.as_millis());
         let v = run_at_a_terminal(
             &cg,
             opts,
-            &["--timeout", "1s", "--grace", "300ms"],
+            &["--timeout", &timeout_arg, "--grace", "300ms"],
             &["sh", "-c", script],
         );
         assert_eq!(v["exit"], 137, "{mode}: timed out, killed: {v}");
         // Timeout 1 s, grace 300 ms; scaled on an emulated machine, where the shell, `run` and
         // the task start slowly (see the Ctrl-Z test below).
-        let bound = common::slow(Duration::from_secs(3)).as_secs_f64();
+        let bound = (common::slow(Duration::from_secs(2)) + timeout).as_secs_f64();
         assert!(v["took"].as_f64().unwrap() < bound, "{mode}: {v}");
-        assert!(
-            v["tty"].as_str().unwrap().contains("timeout after 1s"),
-            "{mode}: {v}"
+        let said = format!(
+            "timeout after {}",
+            gracekill::policy::format_duration(timeout)
         );
+        assert!(v["tty"].as_str().unwrap().contains(&said), "{mode}: {v}");
         if mode == "self-stop" {
             assert!(
                 v["tty"]
@@ -1283,10 +1288,12 @@ fn a_task_at_a_terminal_cannot_pause_its_timeout() {
     require_cgroup_v2!();
     require!(common::installed("python3"));
     let cg = TestCgroup::new("tty-pause");
+    // After the shell's `kill -TSTP`: scaled on an emulated machine, as above.
+    let timeout = format!("{}ms", common::slow(Duration::from_secs(1)).as_millis());
     let v = run_at_a_terminal(
         &cg,
         &[],
-        &["--timeout", "1s", "--grace", "300ms"],
+        &["--timeout", &timeout, "--grace", "300ms"],
         &["sh", "-c", "sleep 30 & kill -TSTP $$; wait"],
     );
     assert_eq!(v["exit"], 124, "timed out, ended in its grace: {v}");
@@ -1358,17 +1365,33 @@ fn ctrl_z_during_a_stop_does_not_cost_the_application_its_grace() {
     require_cgroup_v2!();
     require!(common::installed("python3"));
     let cg = TestCgroup::new("tty-ctrl-z");
+    // The timeout 1 s, the Ctrl-Z half a second into the 1.5 s flush, the grace 3 s: all scaled
+    // on an emulated machine, where the shell took longer than 1 s to set its trap (a TCG guest:
+    // it died of SIGTERM at once, and the Ctrl-Z came after the stop).
+    let f = common::slow_factor();
+    let secs = |s: f64| format!("{}ms", (s * f * 1000.0).round());
+    let (timeout, grace) = (secs(1.0), secs(3.0));
     let v = run_at_a_terminal(
         &cg,
-        &["--ctrl-z-after", "1.5"],
-        &["--timeout", "1s", "--grace", "3s"],
+        &["--ctrl-z-after", &format!("{}", 1.5 * f)],
+        &["--timeout", &timeout, "--grace", &grace],
         &[
             "sh",
             "-c",
-            "trap 'sleep 1.5; exit 0' TERM; while :; do sleep 0.1; done",
+            &format!(
+                "trap 'sleep {}; exit 0' TERM; while :; do sleep 0.1; done",
+                1.5 * f
+            ),
         ],
     );
     assert_eq!(v["exit"], 124, "the flush ended within the grace: {v}");
+    assert!(
+        v["tty"]
+            .as_str()
+            .unwrap()
+            .contains("the job was stopped during its stop: continued"),
+        "the Ctrl-Z came during the stop: {v}"
+    );
     // Exit 124 is the proof (a kill at the deadline is 137); the time, scaled on an emulated
     // machine where the shell and `run` start slowly (a TCG guest took 4.03 s), is a sanity check.
     assert!(
