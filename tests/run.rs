@@ -1459,8 +1459,11 @@ fn a_main_process_that_survives_the_final_kill_does_not_hold_run() {
     for by_signal in [false, true] {
         let cg = TestCgroup::new("run-survivor");
         let mut args = vec!["--name", "t", "--grace", "300ms", "--kill-timeout", "300ms"];
+        // The timeout must come after the freeze below (else `sleep` dies of its SIGTERM):
+        // scaled on an emulated machine, where starting `run` and freezing take most of 1 s.
+        let timeout = format!("{}ms", common::slow(Duration::from_secs(1)).as_millis());
         if !by_signal {
-            args.extend(["--timeout", "1s"]);
+            args.extend(["--timeout", &timeout]);
         }
         args.extend(["--json", "--", "sleep", "1000"]);
         let mut child = run_bg(&cg, &args);
